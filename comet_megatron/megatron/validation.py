@@ -1,0 +1,60 @@
+"""Construction-time checks: configurations Comet cannot run fail here, never with wrong numbers."""
+
+from __future__ import annotations
+
+from megatron.core import utils as mcore_utils
+
+from comet_megatron.errors import CometConfigError
+
+SUPPORTED_CONFIG_DISPATCHERS = ("alltoall", "allgather")
+
+
+def validate_moe_config(config, pg_collection) -> None:
+    """Raise :class:`CometConfigError` listing every unsupported option of ``config``."""
+    problems: list[str] = []
+    ep_size = mcore_utils.get_pg_size(pg_collection.ep)
+    num_experts = config.num_moe_experts
+    if not num_experts:
+        problems.append("num_moe_experts is not set: CometMoELayer only replaces MoE layers")
+    elif num_experts % ep_size:
+        problems.append(
+            f"num_moe_experts={num_experts} is not divisible by the expert-parallel size {ep_size} "
+            "(--expert-model-parallel-size): choose an EP size that divides the number of experts"
+        )
+    expert_tp = mcore_utils.get_pg_size(pg_collection.expt_tp)
+    if expert_tp != 1:
+        problems.append(
+            f"expert tensor parallelism ({expert_tp}) is not supported: set expert_tensor_parallel_size=1 "
+            "(--expert-tensor-parallel-size 1)"
+        )
+    if config.moe_expert_capacity_factor is not None:
+        problems.append(
+            f"moe_expert_capacity_factor={config.moe_expert_capacity_factor} (token dropping) is not "
+            "supported: Comet is dropless; unset --moe-expert-capacity-factor"
+        )
+    if getattr(config, "moe_pad_expert_input_to_capacity", False):
+        problems.append("moe_pad_expert_input_to_capacity is not supported: unset --moe-pad-expert-input-to-capacity")
+    if getattr(config, "moe_router_padding_for_quantization", False):
+        problems.append("moe_router_padding_for_quantization is not supported: unset it")
+    if config.add_bias_linear:
+        problems.append("expert biases are not supported: set add_bias_linear=False (--disable-bias-linear)")
+    if getattr(config, "fp8", None) or getattr(config, "fp4", None):
+        problems.append(
+            "fp8/fp4 expert GEMMs are not supported: train the experts in bf16 (drop --fp8-format/--fp4-format)"
+        )
+    if getattr(config, "moe_latent_size", None):
+        problems.append("MoE latent projections (moe_latent_size) are not supported: unset --moe-latent-size")
+    if config.moe_shared_expert_overlap:
+        problems.append(
+            "moe_shared_expert_overlap is not supported (Comet overlaps the experts' own communication): "
+            "unset --moe-shared-expert-overlap; shared experts still run"
+        )
+    if getattr(config, "moe_apply_probs_on_input", False):
+        problems.append("moe_apply_probs_on_input is not supported: unset --moe-apply-probs-on-input")
+    if config.moe_token_dispatcher_type not in SUPPORTED_CONFIG_DISPATCHERS:
+        problems.append(
+            f"moe_token_dispatcher_type={config.moe_token_dispatcher_type!r}: Megatron builds that dispatcher "
+            "before Comet replaces it; set --moe-token-dispatcher-type alltoall"
+        )
+    if problems:
+        raise CometConfigError("CometMoELayer cannot run this configuration:\n- " + "\n- ".join(problems))

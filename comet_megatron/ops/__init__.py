@@ -1,0 +1,1 @@
+"""Pure-PyTorch building blocks of the expert computation (ground truth for the fused kernels)."""

@@ -1,0 +1,158 @@
+"""Routing bookkeeping shared by every backend, written once.
+
+Vocabulary used across the package:
+
+* **slot** — one routed (token, expert) pair on the token owner's rank. Slots are kept in
+  *expert-major* order (global expert ascending, token ascending within an expert), which is the
+  order of Megatron's ``permute`` and therefore also rank-major (the experts of EP rank ``r`` are
+  the contiguous range ``[r * E_local, (r + 1) * E_local)``).
+* **counts matrix** ``C`` — ``int64 [ep, E]``; ``C[s, e]`` is the number of rows EP rank ``s``
+  sends to global expert ``e``. Every rank holds the same matrix after one tiny all-gather, so every
+  offset below is computed locally, on the device, with no host synchronisation.
+* **expert-major receive layout** — at the expert's rank, rows are stored ``(local expert, source
+  rank, source slot order)``. That is the order in which Megatron's alltoall dispatcher hands rows to
+  its experts, and the contiguous per-expert layout grouped GEMMs (and TMA tiles) need.
+
+The reference backend uses these functions to reorder what ``all_to_all`` delivered; the fused
+kernels use the same offsets to write rows straight to their final place at the expert's rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LocalRouting:
+    """The token owner's routing after the router, before any communication.
+
+    Attributes:
+        num_tokens: ``T``, tokens on this rank.
+        topk: routed experts per token.
+        token_of_slot: ``int64 [T * topk]``, the token index of each slot (expert-major order).
+        expert_of_slot: ``int64 [T * topk]``, the global expert of each slot.
+        probs_of_slot: ``[T * topk]``, router probability of each slot, in the router's dtype and
+            connected to the router's autograd graph.
+        tokens_per_expert: ``int64 [E]``, slots of this rank per global expert (device tensor).
+    """
+
+    num_tokens: int
+    topk: int
+    token_of_slot: torch.Tensor
+    expert_of_slot: torch.Tensor
+    probs_of_slot: torch.Tensor
+    tokens_per_expert: torch.Tensor
+
+    @property
+    def num_slots(self) -> int:
+        return self.num_tokens * self.topk
+
+
+def build_local_routing(routing_map: torch.Tensor, probs: torch.Tensor, topk: int) -> LocalRouting:
+    """Slots of a dropless top-k routing, in Megatron's ``permute`` order, without a host sync.
+
+    Args:
+        routing_map: ``bool [T, E]``, exactly ``topk`` True entries per row (dropless routing).
+        probs: ``float [T, E]``, router probabilities (zero where ``routing_map`` is False).
+        topk: experts per token.
+
+    Every token has exactly ``topk`` experts, so the number of slots is static (``T * topk``) and the
+    slots can be found with a sort instead of ``masked_select`` (which would wait for the device).
+    """
+    num_tokens, num_experts = routing_map.shape
+    if probs.shape != routing_map.shape:
+        raise ValueError(f"probs {tuple(probs.shape)} and routing_map {tuple(routing_map.shape)} differ")
+    device = routing_map.device
+    flat_mask = routing_map.t().reshape(-1)  # [E * T], expert-major
+    positions = torch.arange(num_experts * num_tokens, device=device)
+    sentinel = torch.full_like(positions, num_experts * num_tokens)
+    keys = torch.where(flat_mask, positions, sentinel)
+    selected = torch.sort(keys).values[: num_tokens * topk]
+    token_of_slot = selected % max(num_tokens, 1)
+    expert_of_slot = torch.div(selected, max(num_tokens, 1), rounding_mode="floor")
+    probs_of_slot = probs.t().reshape(-1).index_select(0, selected)
+    tokens_per_expert = routing_map.sum(dim=0, dtype=torch.int64)
+    return LocalRouting(
+        num_tokens=num_tokens,
+        topk=topk,
+        token_of_slot=token_of_slot,
+        expert_of_slot=expert_of_slot,
+        probs_of_slot=probs_of_slot,
+        tokens_per_expert=tokens_per_expert,
+    )
+
+
+def exclusive_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``cumsum(x) - x``: the start offset of each segment whose sizes are ``x``."""
+    return torch.cumsum(x, dim=dim) - x
+
+
+def receive_counts(counts: torch.Tensor, ep_rank: int, num_local_experts: int) -> torch.Tensor:
+    """``int64 [ep, E_local]``: rows each source rank sends to this rank's local experts."""
+    first = ep_rank * num_local_experts
+    return counts[:, first : first + num_local_experts]
+
+
+def expert_major_offsets(counts: torch.Tensor, num_local_experts: int) -> torch.Tensor:
+    """Start row of every (source rank, local expert) segment in every rank's expert-major buffer.
+
+    Args:
+        counts: ``int64 [ep, E]`` counts matrix.
+        num_local_experts: ``E_local = E / ep``.
+
+    Returns:
+        ``int64 [ep_dest, ep_src, E_local]``: ``out[d, s, e]`` is the first row, in rank ``d``'s
+        expert-major receive buffer, of the rows that rank ``s`` sends to ``d``'s local expert ``e``.
+    """
+    ep = counts.shape[0]
+    per_dest = counts.view(ep, ep, num_local_experts).permute(1, 2, 0)  # [dest, expert, src]
+    starts = exclusive_cumsum(per_dest.reshape(ep, -1), dim=1).view(ep, num_local_experts, ep)
+    return starts.permute(0, 2, 1).contiguous()  # [dest, src, expert]
+
+
+def slot_destination_rows(routing: LocalRouting, counts: torch.Tensor, ep_rank: int, num_local_experts: int):
+    """Where every local slot lands at its expert's rank.
+
+    Returns:
+        ``(dest_rank, dest_row)``, both ``int64 [T * topk]``: the EP rank owning the slot's expert and
+        the row in that rank's expert-major receive buffer.
+    """
+    expert = routing.expert_of_slot
+    dest_rank = torch.div(expert, num_local_experts, rounding_mode="floor")
+    local_expert = expert - dest_rank * num_local_experts
+    offsets = expert_major_offsets(counts, num_local_experts)[:, ep_rank, :]  # [dest, E_local]
+    segment_start = exclusive_cumsum(routing.tokens_per_expert)  # slot index where each expert begins
+    index_in_segment = torch.arange(routing.num_slots, device=expert.device) - segment_start[expert]
+    dest_row = offsets[dest_rank, local_expert] + index_in_segment
+    return dest_rank, dest_row
+
+
+def rank_major_to_expert_major(counts: torch.Tensor, ep_rank: int, num_local_experts: int, num_rows: int):
+    """Index that reorders this rank's receive buffer from rank-major to expert-major.
+
+    ``all_to_all`` delivers rows grouped by source rank, each group already ordered by local expert
+    (``(src, expert, row)``); the experts need ``(expert, src, row)``.
+
+    Args:
+        counts: ``int64 [ep, E]`` counts matrix.
+        num_rows: rows received in total (known on the host for the all_to_all anyway).
+
+    Returns:
+        ``int64 [num_rows]`` ``dest`` such that ``expert_major[dest[i]] = rank_major[i]``.
+    """
+    recv = receive_counts(counts, ep_rank, num_local_experts)  # [src, expert]
+    flat = recv.reshape(-1)
+    segment = torch.repeat_interleave(torch.arange(flat.numel(), device=counts.device), flat, output_size=num_rows)
+    rank_major_start = exclusive_cumsum(flat)
+    expert_major_start = expert_major_offsets(counts, num_local_experts)[ep_rank].reshape(-1)
+    within = torch.arange(num_rows, device=counts.device) - rank_major_start[segment]
+    return expert_major_start[segment] + within
+
+
+def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """``inv`` with ``inv[perm[i]] = i``."""
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return inv

@@ -1,0 +1,88 @@
+"""Test-only shims that let Megatron-Core's own MoELayer run on CPU/gloo (never used by the package).
+
+Megatron-Core assumes CUDA in four places that matter for its MoE layer:
+1. ``torch.cuda.current_device()`` as the device of new tensors        -> the CPU device
+2. ``torch.cuda.Stream/Event/current_stream/stream`` in the dispatcher -> no-op stand-ins
+3. megatron-core 0.16.1 leaves ``te_general_gemm``/``fused_*`` undefined in ``moe_utils`` without
+   Transformer Engine                                                  -> set them to None
+4. the alltoall dispatcher's ``maybe_move_tensor_to_cpu(as_numpy=True)`` returns a tensor for CPU
+   tensors, which gloo's ``all_to_all_single`` rejects as split sizes    -> return numpy
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+_applied = False
+
+
+class _FakeStream:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def wait_stream(self, *args, **kwargs):
+        pass
+
+    def wait_event(self, *args, **kwargs):
+        pass
+
+    def record_event(self, *args, **kwargs):
+        return _FakeEvent()
+
+    def synchronize(self):
+        pass
+
+
+class _FakeEvent:
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def record(self, *args, **kwargs):
+        pass
+
+    def wait(self, *args, **kwargs):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+def apply_cpu_shims() -> None:
+    """Idempotently patch torch.cuda / megatron for a CPU-only process."""
+    global _applied
+    if _applied:
+        return
+    _applied = True
+    torch.cuda.current_device = lambda: torch.device("cpu")
+    torch.cuda.Stream = _FakeStream
+    torch.cuda.Event = _FakeEvent
+    torch.cuda.current_stream = lambda *a, **k: _FakeStream()
+    torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()
+
+    from megatron.core.transformer.moe import moe_utils, token_dispatcher
+
+    for name in (
+        "te_general_gemm",
+        "fused_compute_score_for_moe_aux_loss",
+        "fused_moe_aux_loss",
+        "fused_permute",
+        "fused_permute_with_probs",
+        "fused_sort_chunks_by_index",
+        "fused_sort_chunks_by_index_with_probs",
+        "fused_topk_with_score_function",
+        "fused_unpermute",
+    ):
+        if not hasattr(moe_utils, name):
+            setattr(moe_utils, name, None)
+
+    original = moe_utils.maybe_move_tensor_to_cpu
+
+    def maybe_move_tensor_to_cpu(tensor, as_numpy=False, record_stream=False):
+        if torch.is_tensor(tensor) and not tensor.is_cuda:
+            return tensor.numpy() if as_numpy else tensor
+        return original(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    moe_utils.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
+    token_dispatcher.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
