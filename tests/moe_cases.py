@@ -92,10 +92,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).norm().item() / (denom if denom > 0 else 1.0)
 
 
-def run_cases(rank: int, ws: int, names: list[str]) -> dict:
+def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | None = None) -> dict:
     from megatron.core import parallel_state as ps
     from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
-    from megatron.core.transformer.spec_utils import build_module
 
     from comet_megatron.megatron import get_comet_moe_module_spec
 
@@ -108,14 +107,14 @@ def run_cases(rank: int, ws: int, names: list[str]) -> dict:
     if device == "cuda":
         model_parallel_cuda_manual_seed(1234)
     results = {}
+    cases = CASES if cases is None else cases
     for name in names:
-        case = CASES[name]
+        case = cases[name]
         torch.manual_seed(1000 + rank)
         config = _config(case, ws, device)
-        mega = build_module(get_moe_module_spec(use_te=False, num_experts=case.experts, moe_grouped_gemm=False), config=config)
-        comet = build_module(
-            get_comet_moe_module_spec(use_te=False, num_experts=case.experts, backend="reference"), config=config
-        )
+        # ModuleSpec (0.16) and functools.partial (0.19) specs are both callables that build the layer.
+        mega = get_moe_module_spec(use_te=False, num_experts=case.experts, moe_grouped_gemm=False)(config=config)
+        comet = get_comet_moe_module_spec(use_te=False, num_experts=case.experts, backend="reference")(config=config)
         mega, comet = mega.to(dev), comet.to(dev)
         # Same weights: router (identical on every rank), local experts, shared experts.
         torch.manual_seed(77)

@@ -23,8 +23,18 @@ TOL = 1e-6
 
 
 @functools.cache
+def _run(ws: int):
+    try:
+        return run_ranks(ws, run_cases, list(CASES)), None
+    except RuntimeError as exc:  # cached too: one failing spawn must not be repeated by every test
+        return None, str(exc)
+
+
 def _results(ws: int):
-    return run_ranks(ws, run_cases, list(CASES))
+    results, error = _run(ws)
+    if error is not None:
+        pytest.fail(error, pytrace=False)
+    return results
 
 
 def _skip_unrunnable(ws: int):
