@@ -95,12 +95,26 @@ def receive_counts(counts: torch.Tensor, ep_rank: int, num_local_experts: int) -
     return counts[:, first : first + num_local_experts]
 
 
-def expert_major_offsets(counts: torch.Tensor, num_local_experts: int) -> torch.Tensor:
+def source_order(ep: int, rotate: bool, device=None) -> torch.Tensor:
+    """``int64 [ep_dest, ep]``: the order of source ranks inside each expert at each destination.
+
+    Megatron's order is ascending source rank. ``rotate`` starts every destination with itself
+    (``d, d+1, ..., d-1``): its local rows come first in each expert, so the first M-tiles of every expert
+    need no remote data — the layout the fused kernels use to compute local tiles first.
+    """
+    j = torch.arange(ep, device=device)
+    if not rotate:
+        return j.expand(ep, ep)
+    return (j[:, None] + j[None, :]) % ep
+
+
+def expert_major_offsets(counts: torch.Tensor, num_local_experts: int, rotate: bool = False) -> torch.Tensor:
     """Start row of every (source rank, local expert) segment in every rank's expert-major buffer.
 
     Args:
         counts: ``int64 [ep, E]`` counts matrix.
         num_local_experts: ``E_local = E / ep``.
+        rotate: order sources inside an expert starting with the destination (see :func:`source_order`).
 
     Returns:
         ``int64 [ep_dest, ep_src, E_local]``: ``out[d, s, e]`` is the first row, in rank ``d``'s
@@ -108,8 +122,11 @@ def expert_major_offsets(counts: torch.Tensor, num_local_experts: int) -> torch.
     """
     ep = counts.shape[0]
     per_dest = counts.view(ep, ep, num_local_experts).permute(1, 2, 0)  # [dest, expert, src]
-    starts = exclusive_cumsum(per_dest.reshape(ep, -1), dim=1).view(ep, num_local_experts, ep)
-    return starts.permute(0, 2, 1).contiguous()  # [dest, src, expert]
+    order = source_order(ep, rotate, counts.device)[:, None, :].expand(ep, num_local_experts, ep)
+    in_order = per_dest.gather(2, order)  # [dest, expert, position]
+    starts = exclusive_cumsum(in_order.reshape(ep, -1), dim=1).view(ep, num_local_experts, ep)
+    by_source = torch.empty_like(starts).scatter_(2, order, starts)  # [dest, expert, src]
+    return by_source.permute(0, 2, 1).contiguous()  # [dest, src, expert]
 
 
 def slot_destination_rows(routing: LocalRouting, counts: torch.Tensor, ep_rank: int, num_local_experts: int):
@@ -129,15 +146,18 @@ def slot_destination_rows(routing: LocalRouting, counts: torch.Tensor, ep_rank: 
     return dest_rank, dest_row
 
 
-def rank_major_to_expert_major(counts: torch.Tensor, ep_rank: int, num_local_experts: int, num_rows: int):
+def rank_major_to_expert_major(
+    counts: torch.Tensor, ep_rank: int, num_local_experts: int, num_rows: int, rotate: bool = False
+):
     """Index that reorders this rank's receive buffer from rank-major to expert-major.
 
     ``all_to_all`` delivers rows grouped by source rank, each group already ordered by local expert
-    (``(src, expert, row)``); the experts need ``(expert, src, row)``.
+    (``(src, expert, row)``); the experts need ``(expert, src, row)`` (sources in :func:`source_order`).
 
     Args:
         counts: ``int64 [ep, E]`` counts matrix.
         num_rows: rows received in total (known on the host for the all_to_all anyway).
+        rotate: the fused kernels' source order.
 
     Returns:
         ``int64 [num_rows]`` ``dest`` such that ``expert_major[dest[i]] = rank_major[i]``.
@@ -146,7 +166,7 @@ def rank_major_to_expert_major(counts: torch.Tensor, ep_rank: int, num_local_exp
     flat = recv.reshape(-1)
     segment = torch.repeat_interleave(torch.arange(flat.numel(), device=counts.device), flat, output_size=num_rows)
     rank_major_start = exclusive_cumsum(flat)
-    expert_major_start = expert_major_offsets(counts, num_local_experts)[ep_rank].reshape(-1)
+    expert_major_start = expert_major_offsets(counts, num_local_experts, rotate)[ep_rank].reshape(-1)
     within = torch.arange(num_rows, device=counts.device) - rank_major_start[segment]
     return expert_major_start[segment] + within
 

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.moe_cases import Case, run_cases  # noqa: E402
-from tests.multirank import run_ranks, test_device  # noqa: E402
+from tests.multirank import run_ranks, selected_device  # noqa: E402
 
 DEMO = {
     "Mixtral-like top-2 (8 experts)": Case(topk=2, experts=8, hidden=256, ffn=512, tokens=512),
@@ -30,8 +30,8 @@ DEMO = {
 def main() -> int:
     import torch
 
-    ranks = 2 if test_device() == "cpu" else max(2, torch.cuda.device_count())
-    print(f"comet-megatron demo: {ranks} expert-parallel ranks on {test_device()} (reference backend, fp32)")
+    ranks = 2 if selected_device() == "cpu" else max(2, torch.cuda.device_count())
+    print(f"comet-megatron demo: {ranks} expert-parallel ranks on {selected_device()} (reference backend, fp32)")
     results = run_ranks(ranks, run_cases, list(DEMO), DEMO)
     worst = 0.0
     for name in DEMO:

@@ -9,7 +9,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from tests.multirank import test_device
+from tests.multirank import selected_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +98,7 @@ def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | Non
 
     from comet_megatron.megatron import get_comet_moe_module_spec
 
-    device = test_device()
+    device = selected_device()
     dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -140,17 +140,17 @@ def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | Non
 
         seen = {}
 
-        def record(key):
+        def record(key, layer, seen=seen):
             def hook(module, args):
                 seen[key] = args[1].detach().to("cpu", torch.int64).clone()
                 if key == "comet":
-                    seen["send_splits"] = list(comet.token_dispatcher._dispatched.handle.send_splits)
+                    seen["send_splits"] = list(layer.token_dispatcher._dispatched.handle.send_splits)
 
             return hook
 
         handles = [
-            mega.experts.register_forward_pre_hook(record("mega")),
-            comet.experts.register_forward_pre_hook(record("comet")),
+            mega.experts.register_forward_pre_hook(record("mega", mega)),
+            comet.experts.register_forward_pre_hook(record("comet", comet)),
         ]
         outs, grads = {}, {}
         for key, layer in (("mega", mega), ("comet", comet)):

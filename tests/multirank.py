@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 
-def test_device() -> str:
+def selected_device() -> str:
     return os.environ.get("COMET_TEST_DEVICE", "cpu")
 
 
@@ -39,7 +39,7 @@ def _entry(rank, world_size, port, result_dir, fn, args):
     try:
         import torch.distributed as dist
 
-        if test_device() == "cuda":
+        if selected_device() == "cuda":
             torch.cuda.set_device(rank)
             dist.init_process_group("nccl", rank=rank, world_size=world_size, device_id=torch.device("cuda", rank))
         else:

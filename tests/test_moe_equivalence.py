@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.moe_cases import CASES, run_cases
-from tests.multirank import run_ranks, test_device
+from tests.multirank import run_ranks, selected_device
 
 WORLD_SIZES = (1, 2, 4)
 TOL = 1e-6
@@ -38,7 +38,7 @@ def _results(ws: int):
 
 
 def _skip_unrunnable(ws: int):
-    if test_device() == "cuda" and ws > torch.cuda.device_count():
+    if selected_device() == "cuda" and ws > torch.cuda.device_count():
         pytest.skip(f"needs {ws} GPUs")
 
 

@@ -15,7 +15,7 @@ BACKEND_CHOICES = ("auto", "fused", "reference")
 _warned_reasons: set[str] = set()
 
 
-def fused_unavailable_reason(config) -> str | None:
+def fused_unavailable_reason(config, ep_group=None) -> str | None:
     """Why the fused backend cannot run in this process, or ``None`` when it can."""
     try:
         fused = importlib.import_module("comet_megatron.backends.fused")
@@ -23,7 +23,7 @@ def fused_unavailable_reason(config) -> str | None:
         if exc.name != "comet_megatron.backends.fused":
             return f"a dependency of the fused backend is missing: {exc.name}"
         return "this build of comet-megatron has no fused kernels (comet_megatron.backends.fused is absent)"
-    return fused.unavailable_reason(config)
+    return fused.unavailable_reason(config, ep_group)
 
 
 def create_backend(name: str, config, ep_group: dist.ProcessGroup, num_local_experts: int) -> MoEBackend:
@@ -39,7 +39,7 @@ def create_backend(name: str, config, ep_group: dist.ProcessGroup, num_local_exp
         )
     if name == "reference":
         return ReferenceBackend(ep_group, num_local_experts)
-    reason = fused_unavailable_reason(config)
+    reason = fused_unavailable_reason(config, ep_group)
     if reason is None:
         from comet_megatron.backends.fused import FusedBackend
 

@@ -19,6 +19,7 @@ from megatron.core.tensor_parallel.layers import set_tensor_model_parallel_attri
 from megatron.core.tensor_parallel.random import get_cuda_rng_tracker, get_expert_parallel_rng_tracker_name
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.moe.moe_utils import get_default_pg_collection
+from megatron.core.transformer.utils import make_sharded_object_for_checkpoint
 
 from comet_megatron.backends.base import ExpertWeights
 from comet_megatron.backends.reference import grouped_mlp
@@ -57,6 +58,7 @@ class CometGroupedMLP(MegatronModule):
         self.dp_group = pg_collection.expt_dp
         self.activation = ExpertActivation.from_config(config)
         self._comet_dispatcher = None
+        self.register_load_state_dict_post_hook(_ignore_extra_state_keys)
 
         ffn = config.moe_ffn_hidden_size
         fc1_out = 2 * ffn if config.gated_linear_unit else ffn
@@ -138,7 +140,26 @@ class CometGroupedMLP(MegatronModule):
                 partial(_merge_expert_shards, glu=glu),
                 replica_id,
             )
+        # Megatron's expert linears also write one (empty) ``_extra_state`` object per expert, and its
+        # load fails when a checkpoint lacks them: write the same objects, as Megatron's GroupedMLP does.
+        for local in range(self.num_local_experts):
+            global_expert = layout["first_global_expert"] + local
+            if singleton:
+                offsets = tuple(sharded_offsets)
+            else:
+                offsets = (*sharded_offsets, (len(sharded_offsets), global_expert, num_global))
+            for name in ("linear_fc1", "linear_fc2"):
+                key = f"{prefix}experts.{global_expert}.{name}" if singleton else f"{prefix}experts.{name}"
+                state[f"{prefix}expert{global_expert}.{name}._extra_state"] = make_sharded_object_for_checkpoint(
+                    None, f"{key}._extra_state", offsets, replica_id
+                )
         return state
+
+
+def _ignore_extra_state_keys(module, incompatible_keys):
+    """A dist-checkpoint load returns the experts' ``_extra_state`` objects; there is nothing to restore."""
+    for key in [k for k in incompatible_keys.unexpected_keys if k.endswith("._extra_state")]:
+        incompatible_keys.unexpected_keys.remove(key)
 
 
 def _build_expert_shards(

@@ -1,0 +1,222 @@
+"""Fused backend: COMET's persistent Triton kernels over NVSHMEM symmetric memory.
+
+forward:  layer0 (dispatch ⊕ fc1 ⊕ act·prob) -> layer1 (fc2 ⊕ combine push) -> top-k reduce.
+backward: exact PyTorch math on what the forward saved (the dispatched rows, as Megatron's alltoall
+          path keeps them): output-gradient rows all_to_all'd to the experts, the expert MLP's
+          gradients (weights honour gradient-accumulation fusion), input and probability gradients
+          all_to_all'd back. The overlapped backward kernels replace this in the backward issue.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
+from comet_megatron.backends.reference import grouped_mlp
+from comet_megatron.comm import all_to_all
+from comet_megatron.fused_plan import FusedPlan, build_plan
+from comet_megatron.routing import LocalRouting, inverse_permutation, rank_major_to_expert_major
+from comet_megatron.tuning import KernelConfig, ShapeKey, choose_config
+
+_SUPPORTED_ACTIVATIONS = {F.silu: "silu", F.gelu: "gelu"}
+
+
+def _debug() -> bool:
+    return os.environ.get("COMET_DEBUG", "0") not in ("", "0")
+
+
+def unavailable_reason(config, ep_group: dist.ProcessGroup | None = None) -> str | None:
+    """Why the fused kernels cannot run for ``config`` in this process, or ``None``.
+
+    Every rank of ``ep_group`` reaches the same answer (the one collective here compares hosts).
+    """
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    major, minor = torch.cuda.get_device_capability()
+    if major != 9:
+        return f"the fused kernels target Hopper GPUs (compute capability 9.x); this GPU is {major}.{minor}"
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install 'comet-megatron[gpu-cu13]' or '[gpu-cu12]')"
+    try:
+        importlib.import_module("torch.distributed._symmetric_memory")
+    except ImportError:
+        return "this torch build has no torch.distributed._symmetric_memory"
+    if config.params_dtype != torch.bfloat16:
+        return f"the fused kernels compute in bf16; params_dtype is {config.params_dtype} (use --bf16)"
+    if config.activation_func not in _SUPPORTED_ACTIVATIONS:
+        return f"activation {getattr(config.activation_func, '__name__', config.activation_func)} (fused: silu, gelu)"
+    if getattr(config, "activation_func_clamp_value", None) is not None or getattr(config, "glu_linear_offset", 0.0):
+        return "activation_func_clamp_value / glu_linear_offset are not fused"
+    if ep_group is not None and dist.get_world_size(ep_group) > 1:
+        hosts = [None] * dist.get_world_size(ep_group)
+        dist.all_gather_object(hosts, socket.gethostname(), group=ep_group)
+        if len(set(hosts)) > 1:
+            return "the EP group spans several nodes; the fused kernels use NVLink peer memory inside one node"
+    return None
+
+
+@dataclass
+class FusedHandle:
+    routing: LocalRouting
+    counts: torch.Tensor  # [ep, E] on the device
+    counts_host: torch.Tensor
+    plan: FusedPlan
+    config: KernelConfig
+
+
+class FusedBackend(MoEBackend):
+    name = "fused"
+    fuses_communication = True
+
+    def __init__(self, ep_group: dist.ProcessGroup, num_local_experts: int, config):
+        super().__init__(ep_group, num_local_experts)
+        self.topk = config.moe_router_topk
+        self.ffn = config.moe_ffn_hidden_size
+        self.num_experts = config.num_moe_experts
+        self.activation_name = _SUPPORTED_ACTIVATIONS[config.activation_func]
+        self.gated = bool(config.gated_linear_unit)
+        self.num_sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+        self.device_name = torch.cuda.get_device_name()
+        self._buffer = None
+        self.config_override: KernelConfig | None = None
+
+    @property
+    def buffer(self):
+        if self._buffer is None:
+            from comet_megatron.buffer import CometBuffer
+
+            self._buffer = CometBuffer.for_group(self.ep_group)
+        return self._buffer
+
+    def shape_key(self, tokens: int, hidden: int) -> ShapeKey:
+        return ShapeKey(
+            tokens, hidden, self.ffn, self.num_experts, self.topk, self.ep_size, self.device_name, self.num_sms
+        )
+
+    def kernel_config(self, tokens: int, hidden: int) -> KernelConfig:
+        if self.config_override is not None:
+            return self.config_override
+        return choose_config(self.shape_key(tokens, hidden))
+
+    def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor) -> Dispatched:
+        counts_host = counts.to("cpu")  # exact sizes and the collective growth decision (one D2H copy)
+        max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
+        views = self.buffer.ensure(max_tokens, tokens.shape[-1], self.num_local_experts, self.topk)
+        config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
+        plan = build_plan(counts_host, self.ep_rank, self.num_local_experts, config.block_m, views.max_tiles_per_expert)
+        handle = FusedHandle(routing=routing, counts=counts, counts_host=counts_host, plan=plan, config=config)
+        return Dispatched(
+            hidden=tokens, probs=routing.probs_of_slot, tokens_per_expert=plan.tokens_per_expert, handle=handle
+        )
+
+    def experts(self, dispatched: Dispatched, weights: ExpertWeights) -> torch.Tensor:
+        return _FusedMoE.apply(
+            dispatched.hidden, dispatched.probs, weights.fc1, weights.fc2, self, dispatched.handle, weights
+        )
+
+    def combine(self, expert_output: torch.Tensor, handle) -> torch.Tensor:
+        return expert_output  # the fused experts already delivered and summed every token's rows
+
+
+class _FusedMoE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tokens, probs_of_slot, w1, w2, backend: FusedBackend, handle: FusedHandle, weights):
+        from comet_megatron import fused_ops
+
+        plan, routing = handle.plan, handle.routing
+        ep, me, e_local = backend.ep_size, backend.ep_rank, backend.num_local_experts
+        config = handle.config
+        buffer = backend.buffer
+        views = buffer.views
+        epoch = buffer.next_epoch()
+        device = tokens.device
+        tables = {
+            name: getattr(plan, name).to(device, non_blocking=True)
+            for name in ("units", "mtiles", "src_table", "src_first_slot")
+        }
+        x = tokens.contiguous()
+        probs32 = probs_of_slot.detach().float().contiguous()
+        debug = _debug()
+        act, _ = fused_ops.dispatch_fc1(
+            views,
+            plan,
+            tables,
+            x,
+            routing.token_of_slot,
+            probs32,
+            w1.detach(),
+            epoch=epoch,
+            ep_rank=me,
+            ep=ep,
+            gated=backend.gated,
+            activation=backend.activation_name,
+            config=config,
+            grid=backend.num_sms,
+            debug=debug,
+        )
+        needs_grad = any(ctx.needs_input_grad[:4])
+        if needs_grad:  # the dispatched rows, before the next call reuses the buffer
+            rows = plan.recv_rows
+            ctx.save_for_backward(views.recv[:rows].clone(), views.recv_probs[:rows].clone(), w1, w2)
+        fused_ops.fc2_combine(
+            views, plan, tables, act, w2.detach(), epoch=epoch, ep_rank=me, ep=ep, config=config, grid=backend.num_sms
+        )
+        slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], backend.topk)
+        out = fused_ops.combine_reduce(
+            views, slot_of_token, e_local, epoch=epoch, ep=ep, topk=backend.topk, debug=debug
+        )
+        if debug:
+            torch.cuda.synchronize()
+            if int(views.error.item()):
+                raise RuntimeError(
+                    f"comet fused kernels: a spin-wait gave up at epoch {epoch} (a peer never published its rows); "
+                    "all EP ranks must run the same sequence of MoE layer calls"
+                )
+        ctx.backend, ctx.handle, ctx.weights, ctx.probs_dtype = backend, handle, weights, probs_of_slot.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        backend, handle, weights = ctx.backend, ctx.handle, ctx.weights
+        x_e, probs_e, w1, w2 = ctx.saved_tensors
+        plan, routing = handle.plan, handle.routing
+        group, me = backend.ep_group, backend.ep_rank
+        rows = plan.recv_rows
+        to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
+        grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
+        grad_rank_major = all_to_all(grad_slots, plan.recv_splits, plan.send_splits, group)
+        grad_y = grad_rank_major.index_select(0, inverse_permutation(to_expert_major))
+        counts_host = plan.tokens_per_expert.tolist()
+        counts_dev = plan.tokens_per_expert.to(grad_out.device)
+        with torch.enable_grad():
+            xe = x_e.detach().requires_grad_(ctx.needs_input_grad[0])
+            pe = probs_e.detach().to(ctx.probs_dtype).requires_grad_(ctx.needs_input_grad[1])
+            y = grouped_mlp(
+                xe,
+                pe,
+                counts_dev,
+                counts_host,
+                ExpertWeights(w1, w2, weights.activation, weights.fuse_wgrad_into_main_grad),
+            )
+            wanted = [t for t in (xe, pe, w1, w2) if t.requires_grad]
+            grads = dict(zip(map(id, wanted), torch.autograd.grad(y, wanted, grad_y, allow_unused=True)))
+        grad_x_e, grad_p_e = grads.get(id(xe)), grads.get(id(pe))
+        grad_tokens = grad_probs = None
+        if grad_x_e is not None:
+            back = all_to_all(grad_x_e.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, group)
+            grad_tokens = torch.zeros(routing.num_tokens, back.shape[-1], dtype=torch.float32, device=back.device)
+            grad_tokens = grad_tokens.index_add_(0, routing.token_of_slot, back.float()).to(grad_out.dtype)
+        if grad_p_e is not None:
+            grad_probs = all_to_all(
+                grad_p_e.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, group
+            )
+        return grad_tokens, grad_probs, grads.get(id(w1)), grads.get(id(w2)), None, None, None

@@ -1,0 +1,212 @@
+"""Launchers of the fused kernels over explicit tensors and peer-pointer tables.
+
+Kept free of process groups and symmetric-memory handles so that the interpreter tests can drive them
+with simulated ranks (CPU tensors, tables of their addresses) in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from comet_megatron.fused_plan import FusedPlan
+from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
+from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
+from comet_megatron.tuning import KernelConfig
+
+ACTIVATIONS = {"silu": 0, "gelu": 1}
+DEBUG_MAX_SPINS = 1 << 26
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@dataclass
+class RankViews:
+    """One rank's local buffers and the peer tables of the symmetric ones.
+
+    Attributes:
+        recv: ``bf16 [R_cap, H]`` expert-major receive buffer (symmetric).
+        recv_probs: ``fp32 [R_cap]`` (symmetric).
+        flags: ``int32 [E_local * MAX_T * ep + ep]`` layer0 flags then layer1 done flags (symmetric).
+        combine: ``bf16 [2, S_cap, H]`` combine slots, double-buffered by epoch parity (symmetric).
+        counter: ``int32 [1]`` local completion counter of the fc2 grid.
+        error: ``int32 [1]`` set by a debug-mode spin that gave up.
+        *_table: ``int64 [ep]`` base addresses of every rank's copy of the buffer.
+    """
+
+    recv: torch.Tensor
+    recv_probs: torch.Tensor
+    flags: torch.Tensor
+    combine: torch.Tensor
+    counter: torch.Tensor
+    error: torch.Tensor
+    recv_table: torch.Tensor
+    recv_probs_table: torch.Tensor
+    flags_table: torch.Tensor
+    combine_table: torch.Tensor
+    max_tiles_per_expert: int
+
+    def done_offset(self, num_local_experts: int, ep: int) -> int:
+        return num_local_experts * self.max_tiles_per_expert * ep
+
+
+def dispatch_fc1(
+    views: RankViews,
+    plan: FusedPlan,
+    tables: dict[str, torch.Tensor],
+    tokens: torch.Tensor,
+    token_of_slot: torch.Tensor,
+    probs_of_slot: torch.Tensor,
+    w1: torch.Tensor,
+    *,
+    epoch: int,
+    ep_rank: int,
+    ep: int,
+    gated: bool,
+    activation: str,
+    config: KernelConfig,
+    grid: int,
+    mode: int = 0,
+    save_preact: bool = False,
+    debug: bool = False,
+    act_out: torch.Tensor | None = None,
+    preact_out: torch.Tensor | None = None,
+):
+    """layer0 on this rank; returns ``(act [R, F] bf16, preact [R, (2)F] bf16 or None)``."""
+    num_local_experts, fc1_out, hidden = w1.shape
+    ffn = fc1_out // 2 if gated else fc1_out
+    rows = plan.recv_rows
+    act = act_out if act_out is not None else torch.empty(rows, ffn, dtype=torch.bfloat16, device=tokens.device)
+    preact = preact_out
+    if save_preact and preact is None:
+        preact = torch.empty(rows, fc1_out, dtype=torch.bfloat16, device=tokens.device)
+    dispatch_fc1_kernel[(grid,)](
+        tokens,
+        token_of_slot,
+        probs_of_slot,
+        tables["units"],
+        plan.units.shape[0],
+        views.recv_table,
+        views.recv_probs_table,
+        views.flags_table,
+        views.recv,
+        views.recv_probs,
+        views.flags,
+        w1,
+        act,
+        preact if preact is not None else act,
+        tables["mtiles"],
+        plan.mtiles.shape[0],
+        tables["src_table"],
+        views.error,
+        epoch,
+        ep_rank,
+        hidden,
+        ffn,
+        WS=ep,
+        MAX_T=views.max_tiles_per_expert,
+        N_COMM=config.comm_programs,
+        GATED=gated,
+        ACT=ACTIVATIONS[activation],
+        SAVE_PREACT=save_preact,
+        MODE=mode,
+        BM=config.block_m,
+        BN=config.fc1_block_n,
+        BK=config.block_k,
+        ROWS=config.comm_rows,
+        BH=config.comm_block_h,
+        DEBUG=debug,
+        MAX_SPINS=DEBUG_MAX_SPINS,
+        UPCAST=_interpreting(),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return act, preact
+
+
+def fc2_combine(
+    views: RankViews,
+    plan: FusedPlan,
+    tables: dict[str, torch.Tensor],
+    act: torch.Tensor,
+    w2: torch.Tensor,
+    *,
+    epoch: int,
+    ep_rank: int,
+    ep: int,
+    config: KernelConfig,
+    grid: int,
+):
+    """layer1 on this rank: fc2 and the push of every row to its token owner's combine slot."""
+    num_local_experts, hidden, ffn = w2.shape
+    slots_per_parity = views.combine.shape[1]
+    fc2_combine_kernel[(grid,)](
+        act,
+        w2,
+        tables["mtiles"],
+        plan.mtiles.shape[0],
+        tables["src_table"],
+        tables["src_first_slot"],
+        views.combine_table,
+        (epoch % 2) * slots_per_parity * hidden,
+        views.flags_table,
+        views.done_offset(num_local_experts, ep),
+        views.counter,
+        epoch,
+        ep_rank,
+        hidden,
+        ffn,
+        WS=ep,
+        BM=config.block_m,
+        BN=config.fc2_block_n,
+        BK=config.block_k,
+        UPCAST=_interpreting(),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+
+
+def combine_reduce(
+    views: RankViews,
+    slot_of_token: torch.Tensor,
+    num_local_experts: int,
+    *,
+    epoch: int,
+    ep: int,
+    topk: int,
+    debug: bool = False,
+    block_t: int = 32,
+    block_h: int = 256,
+    out: torch.Tensor | None = None,
+    max_spins: int = DEBUG_MAX_SPINS,
+):
+    """Top-k sum at the token owner: ``[T, H]`` bf16."""
+    tokens = slot_of_token.shape[0]
+    hidden = views.combine.shape[2]
+    if out is None:
+        out = torch.empty(tokens, hidden, dtype=torch.bfloat16, device=slot_of_token.device)
+    grid = (max(triton.cdiv(tokens, block_t), 1), triton.cdiv(hidden, block_h))
+    combine_reduce_kernel[grid](
+        views.combine[epoch % 2],
+        slot_of_token,
+        out,
+        views.flags,
+        views.done_offset(num_local_experts, ep),
+        views.error,
+        epoch,
+        tokens,
+        hidden,
+        TOPK=topk,
+        WS=ep,
+        BT=block_t,
+        BH=block_h,
+        DEBUG=debug,
+        MAX_SPINS=max_spins,
+        num_warps=4,
+    )
+    return out

@@ -1,0 +1,121 @@
+"""layer1 = fc2 ⊕ combine, and the owner-side top-k reduce.
+
+``fc2_combine_kernel``: a persistent grouped GEMM over the expert-major activated rows. Its epilogue
+**pushes** each finished tile straight to the ranks that own the rows' tokens — row ``r`` of local
+expert ``e`` came from source rank ``s`` (the segment it lies in) and lands in ``s``'s combine buffer at
+``s``'s slot for it. Every finished tile's bytes leave while the next tiles compute. When the last
+program of the grid finishes, it publishes ``done[my_rank] = epoch`` on every rank.
+
+``combine_reduce_kernel``: at the token owner, waits for ``done`` from every rank, then sums each token's
+``topk`` slot rows in fp32, in a fixed (expert) order — deterministic — and writes the bf16 output.
+The combine buffer is double-buffered by epoch parity, so a fast peer's next call never overwrites rows
+this rank is still reducing.
+"""
+
+import triton
+import triton.language as tl
+
+from comet_megatron.kernels.sync import peer_pointer, publish, wait_for
+from comet_megatron.kernels.tiles import mma
+
+
+@triton.jit
+def fc2_combine_kernel(
+    act_ptr,
+    w2_ptr,
+    mtiles_ptr,
+    num_mtiles,
+    src_table_ptr,
+    src_first_slot_ptr,
+    combine_table_ptr,
+    combine_offset,
+    flags_table_ptr,
+    done_offset,
+    counter_ptr,
+    epoch,
+    my_rank,
+    H,
+    F,
+    WS: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    num_n = tl.cdiv(H, BN)
+    for item in range(pid, num_mtiles * num_n, num_programs):
+        mtile = item // num_n
+        n = item % num_n
+        expert = tl.load(mtiles_ptr + mtile * 4)
+        row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
+        row1 = tl.load(mtiles_ptr + mtile * 4 + 2)
+        tile = tl.load(mtiles_ptr + mtile * 4 + 3)
+        rm = row0 + tl.arange(0, BM)
+        m_mask = rm < row1
+        rm64 = rm.to(tl.int64)
+        rn = n * BN + tl.arange(0, BN)
+        n_mask = rn < H
+        w_expert = w2_ptr + expert.to(tl.int64) * H * F
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+        for k0 in range(0, F, BK):
+            rk = k0 + tl.arange(0, BK)
+            k_mask = rk < F
+            a = tl.load(act_ptr + rm64[:, None] * F + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+            b = tl.load(
+                w_expert + rn[None, :].to(tl.int64) * F + rk[:, None], mask=k_mask[:, None] & n_mask[None, :], other=0.0
+            )
+            acc = mma(a, b, acc, UPCAST)
+        # which rank owns each row's token, and which of its slots the row is
+        row_in_expert = tile * BM + tl.arange(0, BM)
+        owner = tl.zeros((BM,), dtype=tl.int32)
+        slot = tl.zeros((BM,), dtype=tl.int64)
+        for s in tl.static_range(WS):
+            offset = tl.load(src_table_ptr + (expert * WS + s) * 2)
+            count = tl.load(src_table_ptr + (expert * WS + s) * 2 + 1)
+            first = tl.load(src_first_slot_ptr + expert * WS + s).to(tl.int64)
+            inside = (row_in_expert >= offset) & (row_in_expert < offset + count)
+            owner = tl.where(inside, s, owner)
+            slot = tl.where(inside, first + row_in_expert - offset, slot)
+        base = tl.load(combine_table_ptr + owner, mask=m_mask, other=0).to(tl.pointer_type(tl.bfloat16))
+        dest = base[:, None] + (combine_offset + slot[:, None] * H + rn[None, :])
+        tl.store(dest, acc.to(tl.bfloat16), mask=m_mask[:, None] & n_mask[None, :])
+    # the last program to finish tells every owner that this rank's rows have all been written
+    tl.debug_barrier()
+    finished = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="sys")
+    if finished == num_programs - 1:
+        for s in tl.static_range(WS):
+            publish(peer_pointer(flags_table_ptr, s, tl.int32) + done_offset + my_rank, epoch)
+        tl.atomic_xchg(counter_ptr, 0)
+
+
+@triton.jit
+def combine_reduce_kernel(
+    combine_ptr,
+    slot_of_token_ptr,
+    out_ptr,
+    flags_ptr,
+    done_offset,
+    error_ptr,
+    epoch,
+    T,
+    H,
+    TOPK: tl.constexpr,
+    WS: tl.constexpr,
+    BT: tl.constexpr,
+    BH: tl.constexpr,
+    DEBUG: tl.constexpr,
+    MAX_SPINS: tl.constexpr,
+):
+    for s in tl.static_range(WS):
+        wait_for(flags_ptr + done_offset + s, epoch, error_ptr, DEBUG, MAX_SPINS)
+    rt = tl.program_id(0) * BT + tl.arange(0, BT)
+    t_mask = rt < T
+    cols = tl.program_id(1) * BH + tl.arange(0, BH)
+    mask = t_mask[:, None] & (cols < H)[None, :]
+    acc = tl.zeros((BT, BH), dtype=tl.float32)
+    for j in tl.static_range(TOPK):
+        slot = tl.load(slot_of_token_ptr + rt.to(tl.int64) * TOPK + j, mask=t_mask, other=0).to(tl.int64)
+        acc += tl.load(combine_ptr + slot[:, None] * H + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rt.to(tl.int64)[:, None] * H + cols[None, :], acc.to(tl.bfloat16), mask=mask)

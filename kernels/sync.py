@@ -1,0 +1,40 @@
+"""Cross-GPU signalling primitives shared by the fused kernels.
+
+A flag holds the *epoch* (call number) of the last writer, so flags are never reset between calls.
+The writer publishes data with a CTA barrier followed by a system-scope release; the reader spins with
+system-scope acquire loads. In debug mode (``DEBUG``) a spin gives up after ``MAX_SPINS`` polls and
+records the failure in ``error_ptr`` instead of hanging forever.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def peer_pointer(table_ptr, rank, dtype: tl.constexpr):
+    """Base pointer of ``rank``'s copy of a symmetric buffer (table: int64 [ws] of addresses)."""
+    return tl.load(table_ptr + rank).to(tl.pointer_type(dtype))
+
+
+@triton.jit
+def publish(flag_ptr, epoch):
+    """Make this program's prior stores visible, then set ``*flag_ptr = epoch`` (any GPU may read it)."""
+    tl.debug_barrier()
+    tl.atomic_xchg(flag_ptr, epoch, sem="release", scope="sys")
+
+
+@triton.jit
+def wait_for(flag_ptr, epoch, error_ptr, DEBUG: tl.constexpr, MAX_SPINS: tl.constexpr):
+    """Spin until ``*flag_ptr == epoch`` (acquire)."""
+    if DEBUG:
+        spins = 0
+        seen = tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys")
+        while (seen != epoch) & (spins < MAX_SPINS):
+            seen = tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys")
+            spins += 1
+        if seen != epoch:
+            tl.atomic_xchg(error_ptr, 1)
+    else:
+        seen = tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys")
+        while seen != epoch:
+            seen = tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys")

@@ -1,0 +1,274 @@
+"""Simulated ranks for the fused kernels under ``TRITON_INTERPRET=1`` (one process, CPU tensors).
+
+Each rank's symmetric buffers are ordinary CPU tensors; the peer tables hold their addresses, so a
+kernel "on rank r" writes into another rank's buffers exactly as it would over NVLink. The interpreter
+runs programs one after another, so layer0 runs in two passes over all ranks (communication programs
+first, MODE=1, then GEMM programs, MODE=2); layer1 and the reduce run rank after rank.
+Run as ``python -m tests.fused_simulation`` with ``TRITON_INTERPRET=1`` (the test does this).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from comet_megatron.fused_ops import RankViews, combine_reduce, dispatch_fc1, fc2_combine
+from comet_megatron.fused_plan import build_plan
+from comet_megatron.routing import build_local_routing
+from comet_megatron.tuning import KernelConfig
+
+TEST_CONFIG = KernelConfig(
+    comm_programs=2,
+    block_m=16,
+    fc1_block_n=16,
+    fc2_block_n=16,
+    block_k=16,
+    num_warps=4,
+    num_stages=1,
+    comm_rows=4,
+    comm_block_h=32,
+)
+
+
+def _routing(gen, tokens, experts, topk, skew):
+    logits = torch.randn(tokens, experts, generator=gen)
+    if skew == "one_hot_expert":
+        logits[:, 1] += 20.0  # most rows go to expert 1
+    elif skew == "starve":
+        logits[:, 0] -= 20.0  # expert 0 receives nothing
+    probs_full = torch.softmax(logits, dim=-1)
+    top_p, top_i = torch.topk(probs_full, topk, dim=-1)
+    routing_map = torch.zeros(tokens, experts, dtype=torch.bool).scatter_(1, top_i, True)
+    probs = torch.zeros(tokens, experts).scatter_(1, top_i, top_p)
+    return routing_map, probs
+
+
+def _reference(x, routing, w1_all, w2_all, gated, activation):
+    """fp32 math on the bf16 inputs: out[t] = sum_k fc2(act(fc1(x_t)) * p)."""
+    act_fn = F.silu if activation == "silu" else F.gelu
+    out = torch.zeros(x.shape[0], w2_all.shape[1])
+    for slot in range(routing.num_slots):
+        t = int(routing.token_of_slot[slot])
+        g = int(routing.expert_of_slot[slot])
+        h = x[t].float() @ w1_all[g].float().t()
+        if gated:
+            gate, lin = h.chunk(2)
+            a = act_fn(gate.bfloat16().float()) * lin.bfloat16().float()
+        else:
+            a = act_fn(h.bfloat16().float())
+        a = (a * routing.probs_of_slot[slot]).bfloat16().float()
+        out[t] += a @ w2_all[g].float().t()
+    return out
+
+
+def simulate(ws, experts, topk, tokens, hidden, ffn, gated=True, activation="silu", skew=None, calls=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    e_local = experts // ws
+    fc1_out = 2 * ffn if gated else ffn
+    cfg = TEST_CONFIG
+    w1_all = (torch.randn(experts, fc1_out, hidden, generator=gen) * 0.1).bfloat16()
+    w2_all = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16()
+    token_cap = tokens
+    max_t = -(-ws * token_cap // cfg.block_m)
+    recv_cap = ws * token_cap * min(topk, e_local)
+    slot_cap = token_cap * topk
+    nan = float("nan")
+    views = []
+    bufs = {
+        "recv": [torch.full((recv_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
+        "recv_probs": [torch.full((recv_cap,), nan) for _ in range(ws)],
+        "flags": [torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32) for _ in range(ws)],
+        "combine": [torch.full((2, slot_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
+    }
+    tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64) for k, v in bufs.items()}
+    for r in range(ws):
+        views.append(
+            RankViews(
+                recv=bufs["recv"][r],
+                recv_probs=bufs["recv_probs"][r],
+                flags=bufs["flags"][r],
+                combine=bufs["combine"][r],
+                counter=torch.zeros(1, dtype=torch.int32),
+                error=torch.zeros(1, dtype=torch.int32),
+                recv_table=tables["recv"],
+                recv_probs_table=tables["recv_probs"],
+                flags_table=tables["flags"],
+                combine_table=tables["combine"],
+                max_tiles_per_expert=max_t,
+            )
+        )
+    report = []
+    for call in range(1, calls + 1):
+        xs, routings = [], []
+        for _ in range(ws):
+            xs.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
+            routing_map, probs = _routing(gen, tokens, experts, topk, skew)
+            routings.append(build_local_routing(routing_map, probs, topk))
+        counts = torch.stack([r.tokens_per_expert for r in routings])
+        plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
+        plan_tables = [{k: getattr(p, k) for k in ("units", "mtiles", "src_table", "src_first_slot")} for p in plans]
+        acts = [None] * ws
+        for mode in (1, 2):
+            for r in range(ws):
+                acts[r] = torch.full((plans[r].recv_rows, ffn), nan, dtype=torch.bfloat16) if mode == 1 else acts[r]
+                dispatch_fc1(
+                    views[r],
+                    plans[r],
+                    plan_tables[r],
+                    xs[r],
+                    routings[r].token_of_slot,
+                    routings[r].probs_of_slot.float(),
+                    w1_all[r * e_local : (r + 1) * e_local].contiguous(),
+                    epoch=call,
+                    ep_rank=r,
+                    ep=ws,
+                    gated=gated,
+                    activation=activation,
+                    config=cfg,
+                    grid=5,
+                    mode=mode,
+                    act_out=acts[r],
+                )
+        for r in range(ws):
+            fc2_combine(
+                views[r],
+                plans[r],
+                plan_tables[r],
+                acts[r],
+                w2_all[r * e_local : (r + 1) * e_local].contiguous(),
+                epoch=call,
+                ep_rank=r,
+                ep=ws,
+                config=cfg,
+                grid=3,
+            )
+        for r in range(ws):
+            slot_of_token = torch.argsort(routings[r].token_of_slot, stable=True).view(tokens, topk)
+            out = combine_reduce(
+                views[r], slot_of_token, e_local, epoch=call, ep=ws, topk=topk, block_t=8, block_h=32, debug=True
+            )
+            ref = _reference(xs[r], routings[r], w1_all, w2_all, gated, activation)
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            report.append(
+                {
+                    "call": call,
+                    "rank": r,
+                    "rel_err": err,
+                    "finite": bool(torch.isfinite(out.float()).all()),
+                    "act_finite": bool(torch.isfinite(acts[r].float()).all()),
+                    "error_flag": int(views[r].error),
+                    "recv_rows": plans[r].recv_rows,
+                    "units": int(plans[r].units.shape[0]),
+                }
+            )
+    return report
+
+
+def debug_spin_gives_up() -> dict:
+    """A reduce waiting for an epoch no rank will publish must give up (debug mode) and flag an error."""
+    hidden, tokens, topk = 32, 4, 1
+    views = RankViews(
+        recv=torch.zeros(1, hidden, dtype=torch.bfloat16),
+        recv_probs=torch.zeros(1),
+        flags=torch.zeros(2, dtype=torch.int32),
+        combine=torch.zeros(2, tokens, hidden, dtype=torch.bfloat16),
+        counter=torch.zeros(1, dtype=torch.int32),
+        error=torch.zeros(1, dtype=torch.int32),
+        recv_table=torch.zeros(1, dtype=torch.int64),
+        recv_probs_table=torch.zeros(1, dtype=torch.int64),
+        flags_table=torch.zeros(1, dtype=torch.int64),
+        combine_table=torch.zeros(1, dtype=torch.int64),
+        max_tiles_per_expert=1,
+    )
+    slot_of_token = torch.arange(tokens).view(tokens, topk)
+    combine_reduce(views, slot_of_token, 1, epoch=7, ep=1, topk=topk, debug=True, block_t=4, block_h=32, max_spins=50)
+    return {"error_flag": int(views.error)}
+
+
+class _CpuWorkspace:
+    """Stands in for CometBuffer on CPU (one rank): same views, plain tensors."""
+
+    def __init__(self, tokens, hidden, e_local, topk, ws=1):
+        max_t = -(-ws * tokens // TEST_CONFIG.block_m)
+        recv_cap, slot_cap = ws * tokens * min(topk, e_local), tokens * topk
+        nan = float("nan")
+        bufs = {
+            "recv": torch.full((recv_cap, hidden), nan, dtype=torch.bfloat16),
+            "recv_probs": torch.full((recv_cap,), nan),
+            "flags": torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32),
+            "combine": torch.full((2, slot_cap, hidden), nan, dtype=torch.bfloat16),
+        }
+        tables = {k: torch.tensor([v.data_ptr()], dtype=torch.int64) for k, v in bufs.items()}
+        self.views = RankViews(
+            **bufs,
+            counter=torch.zeros(1, dtype=torch.int32),
+            error=torch.zeros(1, dtype=torch.int32),
+            recv_table=tables["recv"],
+            recv_probs_table=tables["recv_probs"],
+            flags_table=tables["flags"],
+            combine_table=tables["combine"],
+            max_tiles_per_expert=max_t,
+        )
+        self.epoch = 0
+
+    def ensure(self, *args):
+        return self.views
+
+    def next_epoch(self):
+        self.epoch += 1
+        return self.epoch
+
+
+def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
+    """FusedBackend's dispatch/experts/autograd on one gloo rank vs ReferenceBackend (same weights)."""
+    import torch.distributed as dist
+
+    from comet_megatron.backends.base import ExpertWeights, MoEBackend
+    from comet_megatron.backends.fused import FusedBackend
+    from comet_megatron.backends.reference import ReferenceBackend
+    from comet_megatron.ops.activation import ExpertActivation
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:29517")
+    group = dist.group.WORLD
+    fused = FusedBackend.__new__(FusedBackend)
+    MoEBackend.__init__(fused, group, experts)
+    fused.topk, fused.ffn, fused.num_experts = topk, ffn, experts
+    fused.activation_name, fused.gated, fused.num_sms, fused.device_name = "silu", True, 5, "cpu-sim"
+    fused.config_override = TEST_CONFIG
+    fused._buffer = _CpuWorkspace(tokens, hidden, experts, topk)
+    reference = ReferenceBackend(group, experts)
+    gen = torch.Generator().manual_seed(5)
+    w1 = (torch.randn(experts, 2 * ffn, hidden, generator=gen) * 0.1).bfloat16()
+    w2 = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16()
+    x = torch.randn(tokens, hidden, generator=gen).bfloat16()
+    routing_map, probs = _routing(gen, tokens, experts, topk, None)
+    grad_out = torch.randn(tokens, hidden, generator=gen).bfloat16()
+    results = {}
+    for name, backend in (("fused", fused), ("reference", reference)):
+        xi = x.clone().requires_grad_(True)
+        pi = probs.clone().requires_grad_(True)
+        w1i, w2i = w1.clone().requires_grad_(True), w2.clone().requires_grad_(True)
+        routing = build_local_routing(routing_map, pi, topk)
+        counts = routing.tokens_per_expert.unsqueeze(0)
+        weights = ExpertWeights(w1i, w2i, ExpertActivation(F.silu, True))
+        dispatched = backend.dispatch(xi, routing, counts)
+        out = backend.combine(backend.experts(dispatched, weights), dispatched.handle)
+        (out.float() * grad_out.float()).sum().backward()
+        results[name] = (out.detach().float(), xi.grad.float(), pi.grad.float(), w1i.grad.float(), w2i.grad.float())
+    dist.destroy_process_group()
+    names = ("output", "input_grad", "probs_grad", "fc1_grad", "fc2_grad")
+    return {n: ((f - r).norm() / r.norm()).item() for n, f, r in zip(names, results["fused"], results["reference"])}
+
+
+if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+    if sys.argv[1] == "debug_spin":
+        print(json.dumps(debug_spin_gives_up()))
+    elif sys.argv[1] == "backend_glue_ep1":
+        print(json.dumps(backend_glue_ep1()))
+    else:
+        print(json.dumps(simulate(**json.loads(sys.argv[1]))))

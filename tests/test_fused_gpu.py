@@ -1,0 +1,55 @@
+"""Fused backend == reference backend on GPUs (bf16, tolerance relative to PyTorch's own bf16 error).
+
+Run on the GPU machine: ``COMET_TEST_DEVICE=cuda pytest tests/test_fused_gpu.py`` (2 GPUs, NCCL).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from tests.multirank import run_ranks, selected_device
+
+pytestmark = pytest.mark.gpu
+
+WS = 2
+ABS_FLOOR = 1e-3
+
+
+def _skip_without_gpus():
+    if selected_device() != "cuda" or torch.cuda.device_count() < WS:
+        pytest.skip(f"needs COMET_TEST_DEVICE=cuda and {WS} GPUs")
+
+
+@functools.cache
+def _run():
+    from tests.fused_gpu_cases import GPU_CASES, run_fused_cases
+
+    try:
+        return run_ranks(WS, run_fused_cases, list(GPU_CASES)), None
+    except RuntimeError as exc:
+        return None, str(exc)
+
+
+def _case_names():
+    from tests.fused_gpu_cases import GPU_CASES
+
+    return list(GPU_CASES)
+
+
+@pytest.mark.parametrize("case", _case_names())
+def test_fused_matches_reference(case):
+    _skip_without_gpus()
+    from tests.fused_gpu_cases import SLACK
+
+    results, error = _run()
+    if error:
+        pytest.fail(error, pytrace=False)
+    for rank, per_case in enumerate(results):
+        for call, m in enumerate(per_case[case]):
+            assert m["finite"], (rank, call)
+            for quantity in ("output", "input_grad", "fc1_grad", "fc2_grad", "router_grad"):
+                fused, bf16 = m[f"{quantity}_fused"], m[f"{quantity}_bf16_ref"]
+                assert fused <= SLACK * bf16 + ABS_FLOOR, (rank, call, quantity, fused, bf16)
