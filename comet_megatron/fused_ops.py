@@ -54,6 +54,18 @@ class RankViews:
     def done_offset(self, num_local_experts: int, ep: int) -> int:
         return num_local_experts * self.max_tiles_per_expert * ep
 
+    # Rows are addressed with the call's hidden size over flat storage (one workspace serves layers of any
+    # hidden size up to its capacity; every rank addresses its peers the same way).
+    def received(self, rows: int, hidden: int) -> torch.Tensor:
+        return self.recv.view(-1)[: rows * hidden].view(rows, hidden)
+
+    def combine_offset(self, epoch: int) -> int:
+        return (epoch % 2) * (self.combine.numel() // 2)
+
+    def combine_slots(self, epoch: int, slots: int, hidden: int) -> torch.Tensor:
+        start = self.combine_offset(epoch)
+        return self.combine.view(-1)[start : start + slots * hidden].view(slots, hidden)
+
 
 def dispatch_fc1(
     views: RankViews,
@@ -118,6 +130,7 @@ def dispatch_fc1(
         BM=config.block_m,
         BN=config.fc1_block_n,
         BK=config.block_k,
+        GROUP_M=config.group_m,
         ROWS=config.comm_rows,
         BH=config.comm_block_h,
         DEBUG=debug,
@@ -144,7 +157,6 @@ def fc2_combine(
 ):
     """layer1 on this rank: fc2 and the push of every row to its token owner's combine slot."""
     num_local_experts, hidden, ffn = w2.shape
-    slots_per_parity = views.combine.shape[1]
     fc2_combine_kernel[(grid,)](
         act,
         w2,
@@ -153,7 +165,7 @@ def fc2_combine(
         tables["src_table"],
         tables["src_first_slot"],
         views.combine_table,
-        (epoch % 2) * slots_per_parity * hidden,
+        views.combine_offset(epoch),
         views.flags_table,
         views.done_offset(num_local_experts, ep),
         views.counter,
@@ -165,6 +177,7 @@ def fc2_combine(
         BM=config.block_m,
         BN=config.fc2_block_n,
         BK=config.block_k,
+        GROUP_M=config.group_m,
         UPCAST=_interpreting(),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
@@ -175,6 +188,7 @@ def combine_reduce(
     views: RankViews,
     slot_of_token: torch.Tensor,
     num_local_experts: int,
+    hidden: int,
     *,
     epoch: int,
     ep: int,
@@ -187,12 +201,11 @@ def combine_reduce(
 ):
     """Top-k sum at the token owner: ``[T, H]`` bf16."""
     tokens = slot_of_token.shape[0]
-    hidden = views.combine.shape[2]
     if out is None:
         out = torch.empty(tokens, hidden, dtype=torch.bfloat16, device=slot_of_token.device)
     grid = (max(triton.cdiv(tokens, block_t), 1), triton.cdiv(hidden, block_h))
     combine_reduce_kernel[grid](
-        views.combine[epoch % 2],
+        views.combine_slots(epoch, tokens * topk, hidden),
         slot_of_token,
         out,
         views.flags,

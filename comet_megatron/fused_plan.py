@@ -26,9 +26,10 @@ class FusedPlan:
 
     Attributes:
         units: ``[U, 6]`` (dest rank, local expert at dest, M-tile at dest, dest row, first slot, rows):
-            the rows this rank pushes, one unit per (destination expert M-tile), local destination first,
-            then tile-index-major.
-        mtiles: ``[M, 4]`` (local expert, first row, end row, tile index in the expert), tile-index-major.
+            the rows this rank pushes, one unit per (destination expert M-tile), own rank first, then the
+            others in rotated order, each expert-major (the order the destination computes in).
+        mtiles: ``[M, 4]`` (local expert, first row, end row, tile index in the expert): tiles holding only
+            local rows first, then the rest; expert-major within each group.
         src_table: ``[E_local, ep, 2]`` (row offset inside the expert, rows) of each source rank here.
         src_first_slot: ``[E_local, ep]`` first slot, at the source rank, of its rows for each local expert.
         recv_rows_per_rank: rows each rank receives (expert-major buffer size).
@@ -81,7 +82,8 @@ def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block
     first_slot = my_slot_start[dest * e_local + expert] + (lo - my_within.reshape(-1)[seg])
     dest_row = expert_start[dest, expert] + lo
     units = torch.stack([dest, expert, tile, dest_row, first_slot, hi - lo], dim=1)
-    order = torch.argsort(((dest - me) % ep) * (1 << 40) + tile * (1 << 20) + expert, stable=True)
+    # destinations in rotated order (own rows first), then in the order the destination computes: by expert
+    order = torch.argsort(((dest - me) % ep) * (1 << 40) + expert * (1 << 20) + tile, stable=True)
     units = units[order]
 
     # --- this rank as an expert owner: M-tiles and source tables ---
@@ -96,7 +98,11 @@ def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block
     mt_row0 = expert_start[me, mt_expert] + mt_tile * block_m
     mt_row1 = torch.minimum(mt_row0 + block_m, expert_start[me, mt_expert] + rows_at[me, mt_expert])
     mtiles = torch.stack([mt_expert, mt_row0, mt_row1, mt_tile], dim=1)
-    mtiles = mtiles[torch.argsort(mt_tile * (1 << 20) + mt_expert, stable=True)]
+    # Tiles made only of this rank's own rows (first in each expert: rotated order) go first — they need no
+    # remote data; then the others, each group expert-major so that grouped tiles share weight tiles.
+    local_rows = per_dest[me, me]  # [e]
+    needs_remote = (mt_row1 - expert_start[me, mt_expert]) > local_rows[mt_expert]
+    mtiles = mtiles[torch.argsort(needs_remote.long() * (1 << 40) + mt_expert * (1 << 20) + mt_tile, stable=True)]
 
     src_counts = per_dest[:, me, :].t()  # [e, src]
     src_table = torch.stack([within[me].t(), src_counts], dim=2)  # [e, src, 2]

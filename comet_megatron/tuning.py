@@ -26,6 +26,7 @@ class KernelConfig:
     fc1_block_n: int = 64
     fc2_block_n: int = 128
     block_k: int = 64
+    group_m: int = 8
     num_warps: int = 8
     num_stages: int = 3
     comm_rows: int = 4

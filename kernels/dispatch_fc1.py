@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from comet_megatron.kernels.sync import peer_pointer, publish, wait_for
-from comet_megatron.kernels.tiles import mma
+from comet_megatron.kernels.tiles import grouped_tile, mma
 
 UNIT_FIELDS = 6  # dest, local expert, tile, dest row, first slot, rows
 MTILE_FIELDS = 4  # local expert, first row, end row, tile index within the expert
@@ -70,6 +70,7 @@ def dispatch_fc1_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
+    GROUP_M: tl.constexpr,
     ROWS: tl.constexpr,
     BH: tl.constexpr,
     DEBUG: tl.constexpr,
@@ -107,8 +108,7 @@ def dispatch_fc1_kernel(
         if MODE != 1:
             num_n = tl.cdiv(F, BN)
             for item in range(pid - N_COMM, num_mtiles * num_n, num_programs - N_COMM):
-                mtile = item // num_n
-                n = item % num_n
+                mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
                 expert = tl.load(mtiles_ptr + mtile * 4)
                 row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
                 row1 = tl.load(mtiles_ptr + mtile * 4 + 2)

@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from comet_megatron.kernels.sync import peer_pointer, publish, wait_for
-from comet_megatron.kernels.tiles import mma
+from comet_megatron.kernels.tiles import grouped_tile, mma
 
 
 @triton.jit
@@ -40,14 +40,14 @@ def fc2_combine_kernel(
     BM: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
+    GROUP_M: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_n = tl.cdiv(H, BN)
     for item in range(pid, num_mtiles * num_n, num_programs):
-        mtile = item // num_n
-        n = item % num_n
+        mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         expert = tl.load(mtiles_ptr + mtile * 4)
         row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
         row1 = tl.load(mtiles_ptr + mtile * 4 + 2)

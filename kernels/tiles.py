@@ -12,3 +12,14 @@ def mma(a, b, acc, UPCAST: tl.constexpr):
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     else:
         return tl.dot(a, b, acc)
+
+
+@triton.jit
+def grouped_tile(item, num_mtiles, num_n, GROUP_M: tl.constexpr):
+    """(M-tile, N-tile) of work item ``item``: ``GROUP_M`` consecutive M-tiles sweep the N-tiles together,
+    so each weight tile is read from HBM once per group and then served from L2."""
+    per_group = GROUP_M * num_n
+    first_m = (item // per_group) * GROUP_M
+    group_rows = tl.minimum(num_mtiles - first_m, GROUP_M)
+    within = item % per_group
+    return first_m + within % group_rows, within // group_rows

@@ -65,7 +65,20 @@ def _reference(x, routing, w1_all, w2_all, gated, activation):
     return out
 
 
-def simulate(ws, experts, topk, tokens, hidden, ffn, gated=True, activation="silu", skew=None, calls=2, seed=0):
+def simulate(
+    ws,
+    experts,
+    topk,
+    tokens,
+    hidden,
+    ffn,
+    gated=True,
+    activation="silu",
+    skew=None,
+    calls=2,
+    seed=0,
+    hidden_capacity=None,
+):
     gen = torch.Generator().manual_seed(seed)
     e_local = experts // ws
     fc1_out = 2 * ffn if gated else ffn
@@ -78,11 +91,12 @@ def simulate(ws, experts, topk, tokens, hidden, ffn, gated=True, activation="sil
     slot_cap = token_cap * topk
     nan = float("nan")
     views = []
+    cap_h = hidden_capacity or hidden  # a workspace sized for a wider layer serves this one too
     bufs = {
-        "recv": [torch.full((recv_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
+        "recv": [torch.full((recv_cap, cap_h), nan, dtype=torch.bfloat16) for _ in range(ws)],
         "recv_probs": [torch.full((recv_cap,), nan) for _ in range(ws)],
         "flags": [torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32) for _ in range(ws)],
-        "combine": [torch.full((2, slot_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
+        "combine": [torch.full((2, slot_cap, cap_h), nan, dtype=torch.bfloat16) for _ in range(ws)],
     }
     tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64) for k, v in bufs.items()}
     for r in range(ws):
@@ -149,7 +163,16 @@ def simulate(ws, experts, topk, tokens, hidden, ffn, gated=True, activation="sil
         for r in range(ws):
             slot_of_token = torch.argsort(routings[r].token_of_slot, stable=True).view(tokens, topk)
             out = combine_reduce(
-                views[r], slot_of_token, e_local, epoch=call, ep=ws, topk=topk, block_t=8, block_h=32, debug=True
+                views[r],
+                slot_of_token,
+                e_local,
+                hidden,
+                epoch=call,
+                ep=ws,
+                topk=topk,
+                block_t=8,
+                block_h=32,
+                debug=True,
             )
             ref = _reference(xs[r], routings[r], w1_all, w2_all, gated, activation)
             err = ((out.float() - ref).norm() / ref.norm()).item()
@@ -185,7 +208,9 @@ def debug_spin_gives_up() -> dict:
         max_tiles_per_expert=1,
     )
     slot_of_token = torch.arange(tokens).view(tokens, topk)
-    combine_reduce(views, slot_of_token, 1, epoch=7, ep=1, topk=topk, debug=True, block_t=4, block_h=32, max_spins=50)
+    combine_reduce(
+        views, slot_of_token, 1, hidden, epoch=7, ep=1, topk=topk, debug=True, block_t=4, block_h=32, max_spins=50
+    )
     return {"error_flag": int(views.error)}
 
 

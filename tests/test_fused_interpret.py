@@ -29,6 +29,7 @@ CASES = {
         ws=2, experts=6, topk=3, tokens=9, hidden=33, ffn=20, gated=False, activation="gelu", skew="starve"
     ),
     "ep1": dict(ws=1, experts=3, topk=2, tokens=7, hidden=32, ffn=16),
+    "ep2_workspace_wider_than_layer": dict(ws=2, experts=4, topk=2, tokens=12, hidden=40, ffn=16, hidden_capacity=64),
     "ep2_multi_tile_experts": dict(ws=2, experts=2, topk=2, tokens=40, hidden=32, ffn=16),
 }
 

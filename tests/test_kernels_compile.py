@@ -78,6 +78,7 @@ def test_dispatch_fc1_compiles_for_sm90(gated):
         MODE=0,
         BM=cfg.block_m,
         BN=cfg.fc1_block_n,
+        GROUP_M=cfg.group_m,
         BK=cfg.block_k,
         ROWS=cfg.comm_rows,
         BH=cfg.comm_block_h,
@@ -109,7 +110,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90():
         "H": "i32",
         "F": "i32",
     }
-    constexprs = dict(WS=2, BM=cfg.block_m, BN=cfg.fc2_block_n, BK=cfg.block_k, UPCAST=False)
+    constexprs = dict(WS=2, BM=cfg.block_m, BN=cfg.fc2_block_n, BK=cfg.block_k, GROUP_M=cfg.group_m, UPCAST=False)
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
     sig = {

@@ -9,7 +9,9 @@ backward: exact PyTorch math on what the forward saved (the dispatched rows, as 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -105,7 +107,11 @@ class FusedBackend(MoEBackend):
     def kernel_config(self, tokens: int, hidden: int) -> KernelConfig:
         if self.config_override is not None:
             return self.config_override
-        return choose_config(self.shape_key(tokens, hidden))
+        config = choose_config(self.shape_key(tokens, hidden))
+        overrides = os.environ.get("COMET_KERNEL_CONFIG")
+        if overrides:  # e.g. '{"comm_programs": 24, "num_stages": 4}' - for experiments and tuning runs
+            config = dataclasses.replace(config, **json.loads(overrides))
+        return config
 
     def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor) -> Dispatched:
         counts_host = counts.to("cpu")  # exact sizes and the collective growth decision (one D2H copy)
@@ -166,13 +172,14 @@ class _FusedMoE(torch.autograd.Function):
         needs_grad = any(ctx.needs_input_grad[:4])
         if needs_grad:  # the dispatched rows, before the next call reuses the buffer
             rows = plan.recv_rows
-            ctx.save_for_backward(views.recv[:rows].clone(), views.recv_probs[:rows].clone(), w1, w2)
+            received = views.received(rows, tokens.shape[-1])
+            ctx.save_for_backward(received.clone(), views.recv_probs[:rows].clone(), w1, w2)
         fused_ops.fc2_combine(
             views, plan, tables, act, w2.detach(), epoch=epoch, ep_rank=me, ep=ep, config=config, grid=backend.num_sms
         )
         slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], backend.topk)
         out = fused_ops.combine_reduce(
-            views, slot_of_token, e_local, epoch=epoch, ep=ep, topk=backend.topk, debug=debug
+            views, slot_of_token, e_local, tokens.shape[-1], epoch=epoch, ep=ep, topk=backend.topk, debug=debug
         )
         if debug:
             torch.cuda.synchronize()
