@@ -8,6 +8,7 @@ reference backend in bf16) makes, plus a tiny absolute floor.
 from __future__ import annotations
 
 import dataclasses
+import traceback
 
 import torch
 
@@ -38,69 +39,77 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2) -> dic
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
-    from comet_megatron.megatron import get_comet_moe_module_spec
-
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda", torch.cuda.current_device())
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
     model_parallel_cuda_manual_seed(1234)
     results = {}
     for name in names:
-        case = GPU_CASES[name]
-        cfg32 = _config(case, ws, "cuda")
-        cfg16 = dataclasses.replace(cfg32, bf16=True, params_dtype=torch.bfloat16)
-        spec = lambda b, n=case.experts: get_comet_moe_module_spec(use_te=False, num_experts=n, backend=b)  # noqa: E731
-        fused = spec("fused")(config=cfg16).to(dev)
-        ref16 = spec("reference")(config=cfg16).to(dev)
-        ref32 = spec("reference")(config=cfg32).to(dev)
-        assert fused.comet_backend.name == "fused"
-        torch.manual_seed(77)
-        router_w = torch.randn(case.experts, case.hidden) * 0.3
-        torch.manual_seed(3000 + rank)
-        with torch.no_grad():
-            w1 = (torch.randn_like(fused.experts.linear_fc1.weight, dtype=torch.float32) * 0.05).bfloat16()
-            w2 = (torch.randn_like(fused.experts.linear_fc2.weight, dtype=torch.float32) * 0.05).bfloat16()
-        metrics_calls = []
-        for _ in range(calls):  # fresh inputs each call: epochs and buffer parity advance
-            x = torch.randn(case.tokens // 2, 2, case.hidden)
-            _force_routing(case, router_w, x, rank, ws)
-            x = x.bfloat16().to(dev)
-            grad_out = torch.randn(x.shape, device=dev).bfloat16()
-            with torch.no_grad():
-                for layer in (fused, ref16, ref32):
-                    layer.router.weight.copy_(router_w.to(layer.router.weight.dtype))
-                    layer.experts.linear_fc1.weight.copy_(w1)
-                    layer.experts.linear_fc2.weight.copy_(w2)
-                    for p in layer.parameters():
-                        p.grad = None
-                if case.shared_expert:
-                    state = fused.shared_experts.state_dict()
-                    ref16.shared_experts.load_state_dict(state)
-                    ref32.shared_experts.load_state_dict({k: v.float() for k, v in state.items()})
-            outs, grads = {}, {}
-            for key, layer, dtype in (
-                ("fused", fused, torch.bfloat16),
-                ("ref16", ref16, torch.bfloat16),
-                ("ref32", ref32, torch.float32),
-            ):
-                xi = x.to(dtype).clone().requires_grad_(True)
-                out, _ = layer(xi)
-                (out * grad_out.to(dtype)).sum().backward()
-                outs[key] = out.detach().float()
-                grads[key] = {
-                    "input": xi.grad.float(),
-                    "fc1": layer.experts.linear_fc1.weight.grad.float(),
-                    "fc2": layer.experts.linear_fc2.weight.grad.float(),
-                    "router": layer.router.weight.grad.float(),
-                }
-            m = {"finite": bool(torch.isfinite(outs["fused"]).all())}
-            m["output_fused"] = _rel(outs["fused"], outs["ref32"])
-            m["output_bf16_ref"] = _rel(outs["ref16"], outs["ref32"])
-            for g in ("input", "fc1", "fc2", "router"):
-                m[f"{g}_grad_fused"] = _rel(grads["fused"][g], grads["ref32"][g])
-                m[f"{g}_grad_bf16_ref"] = _rel(grads["ref16"][g], grads["ref32"][g])
-            m["tokens_per_expert"] = fused.comet_backend.buffer.views is not None
-            metrics_calls.append(m)
-        results[name] = metrics_calls
+        try:
+            results[name] = _run_case(GPU_CASES[name], rank, ws, calls, dev)
+        except Exception:  # one broken case must not hide the others' results
+            results[name] = {"error": traceback.format_exc()}
     ps.destroy_model_parallel()
     return results
+
+
+def _run_case(case, rank, ws, calls, dev):
+    from comet_megatron.megatron import get_comet_moe_module_spec
+
+    cfg32 = _config(case, ws, "cuda")
+    cfg16 = dataclasses.replace(cfg32, bf16=True, params_dtype=torch.bfloat16)
+    spec = lambda b, n=case.experts: get_comet_moe_module_spec(use_te=False, num_experts=n, backend=b)  # noqa: E731
+    fused = spec("fused")(config=cfg16).to(dev)
+    ref16 = spec("reference")(config=cfg16).to(dev)
+    ref32 = spec("reference")(config=cfg32).to(dev)
+    assert fused.comet_backend.name == "fused"
+    torch.manual_seed(77)
+    router_w = torch.randn(case.experts, case.hidden) * 0.3
+    torch.manual_seed(3000 + rank)
+    with torch.no_grad():
+        w1 = (torch.randn_like(fused.experts.linear_fc1.weight, dtype=torch.float32) * 0.05).bfloat16()
+        w2 = (torch.randn_like(fused.experts.linear_fc2.weight, dtype=torch.float32) * 0.05).bfloat16()
+    metrics_calls = []
+    for _ in range(calls):  # fresh inputs each call: epochs and buffer parity advance
+        x = torch.randn(case.tokens // 2, 2, case.hidden)
+        _force_routing(case, router_w, x, rank, ws)
+        x = x.bfloat16().to(dev)
+        grad_out = torch.randn(x.shape, device=dev).bfloat16()
+        with torch.no_grad():
+            for layer in (fused, ref16, ref32):
+                layer.router.weight.copy_(router_w.to(layer.router.weight.dtype))
+                layer.experts.linear_fc1.weight.copy_(w1)
+                layer.experts.linear_fc2.weight.copy_(w2)
+                for p in layer.parameters():
+                    p.grad = None
+            if case.shared_expert:
+                state = fused.shared_experts.state_dict()
+                ref16.shared_experts.load_state_dict(state)
+                ref32.shared_experts.load_state_dict(
+                    {k: v.float() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in state.items()}
+                )
+        outs, grads = {}, {}
+        for key, layer, dtype in (
+            ("fused", fused, torch.bfloat16),
+            ("ref16", ref16, torch.bfloat16),
+            ("ref32", ref32, torch.float32),
+        ):
+            xi = x.to(dtype).clone().requires_grad_(True)
+            out, _ = layer(xi)
+            (out * grad_out.to(dtype)).sum().backward()
+            outs[key] = out.detach().float()
+            grads[key] = {
+                "input": xi.grad.float(),
+                "fc1": layer.experts.linear_fc1.weight.grad.float(),
+                "fc2": layer.experts.linear_fc2.weight.grad.float(),
+                "router": layer.router.weight.grad.float(),
+            }
+        m = {"finite": bool(torch.isfinite(outs["fused"]).all())}
+        m["output_fused"] = _rel(outs["fused"], outs["ref32"])
+        m["output_bf16_ref"] = _rel(outs["ref16"], outs["ref32"])
+        for g in ("input", "fc1", "fc2", "router"):
+            m[f"{g}_grad_fused"] = _rel(grads["fused"][g], grads["ref32"][g])
+            m[f"{g}_grad_bf16_ref"] = _rel(grads["ref16"][g], grads["ref32"][g])
+        m["tokens_per_expert"] = fused.comet_backend.buffer.views is not None
+        metrics_calls.append(m)
+    return metrics_calls

@@ -48,6 +48,7 @@ def test_fused_matches_reference(case):
     if error:
         pytest.fail(error, pytrace=False)
     for rank, per_case in enumerate(results):
+        assert "error" not in per_case[case], per_case[case]["error"]
         for call, m in enumerate(per_case[case]):
             assert m["finite"], (rank, call)
             for quantity in ("output", "input_grad", "fc1_grad", "fc2_grad", "router_grad"):
