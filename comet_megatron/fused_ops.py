@@ -25,6 +25,16 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def _tma_descriptors(a: torch.Tensor, b: torch.Tensor, a_block: list[int], b_block: list[int]):
+    """Host TMA descriptors for A ``[rows, K]`` and B ``[N, K]``, or ``None`` where TMA cannot be used
+    (interpreter, CPU, row strides not 16-byte aligned, empty A)."""
+    if _interpreting() or not a.is_cuda or a.shape[0] == 0 or a.shape[1] % 8 or b.shape[1] % 8:
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor.from_tensor(a, a_block), TensorDescriptor.from_tensor(b, b_block)
+
+
 @dataclass
 class RankViews:
     """One rank's local buffers and the peer tables of the symmetric ones.
@@ -97,6 +107,14 @@ def dispatch_fc1(
     preact = preact_out
     if save_preact and preact is None:
         preact = torch.empty(rows, fc1_out, dtype=torch.bfloat16, device=tokens.device)
+    descriptors = _tma_descriptors(
+        views.received(rows, hidden),
+        w1.view(-1, hidden),
+        [config.block_m, config.block_k],
+        [config.fc1_block_n, config.block_k],
+    )
+    a_desc, b_desc = descriptors or (views.recv, w1)  # the pointer path ignores the descriptor arguments
+    queues = torch.zeros(2, dtype=torch.int32, device=tokens.device)  # push units, GEMM tiles
     dispatch_fc1_kernel[(grid,)](
         tokens,
         token_of_slot,
@@ -109,12 +127,15 @@ def dispatch_fc1(
         views.recv,
         views.recv_probs,
         views.flags,
+        a_desc,
         w1,
+        b_desc,
         act,
         preact if preact is not None else act,
         tables["mtiles"],
         plan.mtiles.shape[0],
         tables["src_table"],
+        queues,
         views.error,
         epoch,
         ep_rank,
@@ -133,6 +154,7 @@ def dispatch_fc1(
         GROUP_M=config.group_m,
         ROWS=config.comm_rows,
         BH=config.comm_block_h,
+        USE_TMA=descriptors is not None,
         DEBUG=debug,
         MAX_SPINS=DEBUG_MAX_SPINS,
         UPCAST=_interpreting(),
@@ -157,9 +179,15 @@ def fc2_combine(
 ):
     """layer1 on this rank: fc2 and the push of every row to its token owner's combine slot."""
     num_local_experts, hidden, ffn = w2.shape
+    descriptors = _tma_descriptors(
+        act, w2.view(-1, ffn), [config.block_m, config.block_k], [config.fc2_block_n, config.block_k]
+    )
+    a_desc, b_desc = descriptors or (act, w2)
     fc2_combine_kernel[(grid,)](
         act,
+        a_desc,
         w2,
+        b_desc,
         tables["mtiles"],
         plan.mtiles.shape[0],
         tables["src_table"],
@@ -178,6 +206,7 @@ def fc2_combine(
         BN=config.fc2_block_n,
         BK=config.block_k,
         GROUP_M=config.group_m,
+        USE_TMA=descriptors is not None,
         UPCAST=_interpreting(),
         num_warps=config.num_warps,
         num_stages=config.num_stages,

@@ -1,6 +1,6 @@
 """layer1 = fc2 ⊕ combine, and the owner-side top-k reduce.
 
-``fc2_combine_kernel``: a persistent grouped GEMM over the expert-major activated rows. Its epilogue
+``fc2_combine_kernel``: a persistent grouped GEMM (TMA tile loads when ``USE_TMA``) over the expert-major activated rows. Its epilogue
 **pushes** each finished tile straight to the ranks that own the rows' tokens — row ``r`` of local
 expert ``e`` came from source rank ``s`` (the segment it lies in) and lands in ``s``'s combine buffer at
 ``s``'s slot for it. Every finished tile's bytes leave while the next tiles compute. When the last
@@ -22,7 +22,9 @@ from comet_megatron.kernels.tiles import grouped_tile, mma
 @triton.jit
 def fc2_combine_kernel(
     act_ptr,
+    a_desc,
     w2_ptr,
+    b_desc,
     mtiles_ptr,
     num_mtiles,
     src_table_ptr,
@@ -41,6 +43,7 @@ def fc2_combine_kernel(
     BN: tl.constexpr,
     BK: tl.constexpr,
     GROUP_M: tl.constexpr,
+    USE_TMA: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -60,13 +63,21 @@ def fc2_combine_kernel(
         w_expert = w2_ptr + expert.to(tl.int64) * H * F
         acc = tl.zeros((BM, BN), dtype=tl.float32)
         for k0 in range(0, F, BK):
-            rk = k0 + tl.arange(0, BK)
-            k_mask = rk < F
-            a = tl.load(act_ptr + rm64[:, None] * F + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-            b = tl.load(
-                w_expert + rn[None, :].to(tl.int64) * F + rk[:, None], mask=k_mask[:, None] & n_mask[None, :], other=0.0
-            )
-            acc = mma(a, b, acc, UPCAST)
+            if USE_TMA:
+                a = a_desc.load([row0, k0])
+                acc = tl.dot(a, b_desc.load([expert * H + n * BN, k0]).T, acc)
+            else:
+                rk = k0 + tl.arange(0, BK)
+                k_mask = rk < F
+                a = tl.load(
+                    act_ptr + rm64[:, None] * F + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0
+                )
+                b = tl.load(
+                    w_expert + rn[None, :].to(tl.int64) * F + rk[:, None],
+                    mask=k_mask[:, None] & n_mask[None, :],
+                    other=0.0,
+                )
+                acc = mma(a, b, acc, UPCAST)
         # which rank owns each row's token, and which of its slots the row is
         row_in_expert = tile * BM + tl.arange(0, BM)
         owner = tl.zeros((BM,), dtype=tl.int32)

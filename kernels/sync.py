@@ -38,3 +38,12 @@ def wait_for(flag_ptr, epoch, error_ptr, DEBUG: tl.constexpr, MAX_SPINS: tl.cons
         seen = tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys")
         while seen != epoch:
             seen = tl.atomic_add(flag_ptr, 0, sem="acquire", scope="sys")
+
+
+@triton.jit
+def async_proxy_fence():
+    """Order this thread's generic-proxy view (the flag it just acquired) before later TMA (async-proxy)
+    reads of global memory that other GPUs wrote with ordinary stores."""
+    tl.inline_asm_elementwise(
+        "fence.proxy.async.global; mov.u32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False, pack=1
+    )

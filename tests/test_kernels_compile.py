@@ -27,8 +27,9 @@ def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stag
     return triton.compile(src, target=HOPPER, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
+@pytest.mark.parametrize("use_tma", [True, False])
 @pytest.mark.parametrize("gated", [True, False])
-def test_dispatch_fc1_compiles_for_sm90(gated):
+def test_dispatch_fc1_compiles_for_sm90(gated, use_tma):
     cfg = KernelConfig()
     ptrs = [
         "x_ptr",
@@ -46,7 +47,10 @@ def test_dispatch_fc1_compiles_for_sm90(gated):
         "preact_ptr",
         "mtiles_ptr",
         "src_table_ptr",
+        "queues_ptr",
         "error_ptr",
+        "a_desc",
+        "b_desc",
     ]
     types = {
         "x_ptr": "*bf16",
@@ -64,7 +68,10 @@ def test_dispatch_fc1_compiles_for_sm90(gated):
         "preact_ptr": "*bf16",
         "mtiles_ptr": "*i32",
         "src_table_ptr": "*i32",
+        "queues_ptr": "*i32",
         "error_ptr": "*i32",
+        "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
+        "b_desc": f"tensordesc<bf16[{cfg.fc1_block_n},{cfg.block_k}]>" if use_tma else "*bf16",
     }
     sig = {p: types[p] for p in ptrs}
     sig.update({n: "i32" for n in ("num_units", "num_mtiles", "epoch", "my_rank", "H", "F")})
@@ -85,17 +92,23 @@ def test_dispatch_fc1_compiles_for_sm90(gated):
         DEBUG=False,
         MAX_SPINS=1 << 20,
         UPCAST=False,
+        USE_TMA=use_tma,
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
+    assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
+    assert ("fence.proxy.async.global" in compiled.asm["ptx"]) == use_tma
     assert compiled.metadata.shared <= 227 * 1024
 
 
-def test_fc2_combine_and_reduce_compile_for_sm90():
+@pytest.mark.parametrize("use_tma", [True, False])
+def test_fc2_combine_and_reduce_compile_for_sm90(use_tma):
     cfg = KernelConfig()
     sig = {
         "act_ptr": "*bf16",
         "w2_ptr": "*bf16",
+        "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
+        "b_desc": f"tensordesc<bf16[{cfg.fc2_block_n},{cfg.block_k}]>" if use_tma else "*bf16",
         "mtiles_ptr": "*i32",
         "num_mtiles": "i32",
         "src_table_ptr": "*i32",
@@ -110,7 +123,9 @@ def test_fc2_combine_and_reduce_compile_for_sm90():
         "H": "i32",
         "F": "i32",
     }
-    constexprs = dict(WS=2, BM=cfg.block_m, BN=cfg.fc2_block_n, BK=cfg.block_k, GROUP_M=cfg.group_m, UPCAST=False)
+    constexprs = dict(
+        WS=2, BM=cfg.block_m, BN=cfg.fc2_block_n, BK=cfg.block_k, GROUP_M=cfg.group_m, USE_TMA=use_tma, UPCAST=False
+    )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
     sig = {
