@@ -1,6 +1,7 @@
 """layer1 = fc2 ⊕ combine, and the owner-side top-k reduce.
 
-``fc2_combine_kernel``: a persistent grouped GEMM (TMA tile loads when ``USE_TMA``) over the expert-major activated rows. Its epilogue
+``fc2_combine_kernel``: a persistent grouped GEMM (TMA tile loads when ``USE_TMA``) over the
+expert-major activated rows. Its epilogue
 **pushes** each finished tile straight to the ranks that own the rows' tokens — row ``r`` of local
 expert ``e`` came from source rank ``s`` (the segment it lies in) and lands in ``s``'s combine buffer at
 ``s``'s slot for it. Every finished tile's bytes leave while the next tiles compute. When the last
