@@ -1,10 +1,11 @@
 """Fused backend: COMET's persistent Triton kernels over NVSHMEM symmetric memory.
 
 forward:  layer0 (dispatch ⊕ fc1 ⊕ act·prob) -> layer1 (fc2 ⊕ combine push) -> top-k reduce.
-backward: exact PyTorch math on what the forward saved (the dispatched rows, as Megatron's alltoall
-          path keeps them): output-gradient rows all_to_all'd to the experts, the expert MLP's
-          gradients (weights honour gradient-accumulation fusion), input and probability gradients
-          all_to_all'd back. The overlapped backward kernels replace this in the backward issue.
+backward: PyTorch math on what the forward saved — the dispatched rows and the fc1 output, as Megatron's
+          experts keep them (no recompute): output-gradient rows all_to_all'd to the experts, fc2 dgrad,
+          the activation's backward (router-probability gradient included), fc1 dgrad, weight gradients
+          (honouring gradient-accumulation fusion), input and probability gradients all_to_all'd back.
+          The overlapped backward kernels replace this in the backward issue.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
-from comet_megatron.backends.reference import grouped_mlp
 from comet_megatron.comm import all_to_all
 from comet_megatron.fused_plan import FusedPlan, build_plan
+from comet_megatron.ops.grouped_linear import accumulate_weight_grad, grouped_mm, grouped_weight_grad
 from comet_megatron.routing import LocalRouting, inverse_permutation, rank_major_to_expert_major
 from comet_megatron.tuning import KernelConfig, ShapeKey, choose_config
 
@@ -152,7 +153,8 @@ class _FusedMoE(torch.autograd.Function):
         x = tokens.contiguous()
         probs32 = probs_of_slot.detach().float().contiguous()
         debug = _debug()
-        act, _ = fused_ops.dispatch_fc1(
+        needs_grad = any(ctx.needs_input_grad[:4])
+        act, preact = fused_ops.dispatch_fc1(
             views,
             plan,
             tables,
@@ -168,12 +170,12 @@ class _FusedMoE(torch.autograd.Function):
             config=config,
             grid=backend.num_sms,
             debug=debug,
+            save_preact=needs_grad,
         )
-        needs_grad = any(ctx.needs_input_grad[:4])
-        if needs_grad:  # the dispatched rows, before the next call reuses the buffer
+        if needs_grad:  # what Megatron's experts keep: dispatched rows (copied before the buffer is reused), fc1 output
             rows = plan.recv_rows
             received = views.received(rows, tokens.shape[-1])
-            ctx.save_for_backward(received.clone(), views.recv_probs[:rows].clone(), w1, w2)
+            ctx.save_for_backward(received.clone(), views.recv_probs[:rows].clone(), preact, w1, w2)
         fused_ops.fc2_combine(
             views, plan, tables, act, w2.detach(), epoch=epoch, ep_rank=me, ep=ep, config=config, grid=backend.num_sms
         )
@@ -194,7 +196,7 @@ class _FusedMoE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         backend, handle, weights = ctx.backend, ctx.handle, ctx.weights
-        x_e, probs_e, w1, w2 = ctx.saved_tensors
+        x_e, probs_e, preact, w1, w2 = ctx.saved_tensors
         plan, routing = handle.plan, handle.routing
         group, me = backend.ep_group, backend.ep_rank
         rows = plan.recv_rows
@@ -203,22 +205,28 @@ class _FusedMoE(torch.autograd.Function):
         grad_rank_major = all_to_all(grad_slots, plan.recv_splits, plan.send_splits, group)
         grad_y = grad_rank_major.index_select(0, inverse_permutation(to_expert_major))
         counts_host = plan.tokens_per_expert.tolist()
-        counts_dev = plan.tokens_per_expert.to(grad_out.device)
+        counts = plan.tokens_per_expert.to(grad_out.device)
+        fuse = weights.fuse_wgrad_into_main_grad
+        # fc2 input from the saved fc1 output (elementwise), then the activation's backward by autograd
         with torch.enable_grad():
-            xe = x_e.detach().requires_grad_(ctx.needs_input_grad[0])
+            pre = preact.detach().requires_grad_(True)
             pe = probs_e.detach().to(ctx.probs_dtype).requires_grad_(ctx.needs_input_grad[1])
-            y = grouped_mlp(
-                xe,
-                pe,
-                counts_dev,
-                counts_host,
-                ExpertWeights(w1, w2, weights.activation, weights.fuse_wgrad_into_main_grad),
+            fc2_input = weights.activation(pre, pe)
+        grad_fc2_input = grouped_mm(grad_y, w2.transpose(-2, -1), counts, counts_host)
+        grad_w2 = None
+        if ctx.needs_input_grad[3]:
+            grad_w2 = accumulate_weight_grad(
+                w2, grouped_weight_grad(grad_y, fc2_input.detach(), counts, counts_host), fuse
             )
-            wanted = [t for t in (xe, pe, w1, w2) if t.requires_grad]
-            grads = dict(zip(map(id, wanted), torch.autograd.grad(y, wanted, grad_y, allow_unused=True)))
-        grad_x_e, grad_p_e = grads.get(id(xe)), grads.get(id(pe))
+        wanted = [t for t in (pre, pe) if t.requires_grad]
+        act_grads = dict(zip(map(id, wanted), torch.autograd.grad(fc2_input, wanted, grad_fc2_input)))
+        grad_fc1_out, grad_p_e = act_grads[id(pre)], act_grads.get(id(pe))
+        grad_w1 = None
+        if ctx.needs_input_grad[2]:
+            grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host), fuse)
         grad_tokens = grad_probs = None
-        if grad_x_e is not None:
+        if ctx.needs_input_grad[0]:
+            grad_x_e = grouped_mm(grad_fc1_out, w1.transpose(-2, -1), counts, counts_host)
             back = all_to_all(grad_x_e.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, group)
             grad_tokens = torch.zeros(routing.num_tokens, back.shape[-1], dtype=torch.float32, device=back.device)
             grad_tokens = grad_tokens.index_add_(0, routing.token_of_slot, back.float()).to(grad_out.dtype)
@@ -226,4 +234,4 @@ class _FusedMoE(torch.autograd.Function):
             grad_probs = all_to_all(
                 grad_p_e.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, group
             )
-        return grad_tokens, grad_probs, grads.get(id(w1)), grads.get(id(w2)), None, None, None
+        return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
