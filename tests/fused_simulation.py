@@ -65,6 +65,34 @@ def _reference(x, routing, w1_all, w2_all, gated, activation):
     return out
 
 
+def simulated_workspaces(ws, tokens, hidden, e_local, topk) -> list[RankViews]:
+    """Every simulated rank's workspace (CPU tensors, NaN-poisoned) with peer tables of their addresses,
+    sized as CometBuffer sizes them for ``tokens`` per rank (a ``hidden`` wider than a layer's is fine)."""
+    max_t = -(-ws * tokens // TEST_CONFIG.block_m)
+    recv_cap, slot_cap = ws * tokens * min(topk, e_local), tokens * topk
+    nan = float("nan")
+    bufs = {
+        "recv": [torch.full((recv_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
+        "recv_probs": [torch.full((recv_cap,), nan) for _ in range(ws)],
+        "flags": [torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32) for _ in range(ws)],
+        "combine": [torch.full((2, slot_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
+    }
+    tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64) for k, v in bufs.items()}
+    return [
+        RankViews(
+            **{k: v[r] for k, v in bufs.items()},
+            counter=torch.zeros(1, dtype=torch.int32),
+            error=torch.zeros(1, dtype=torch.int32),
+            recv_table=tables["recv"],
+            recv_probs_table=tables["recv_probs"],
+            flags_table=tables["flags"],
+            combine_table=tables["combine"],
+            max_tiles_per_expert=max_t,
+        )
+        for r in range(ws)
+    ]
+
+
 def simulate(
     ws,
     experts,
@@ -85,36 +113,8 @@ def simulate(
     cfg = TEST_CONFIG
     w1_all = (torch.randn(experts, fc1_out, hidden, generator=gen) * 0.1).bfloat16()
     w2_all = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16()
-    token_cap = tokens
-    max_t = -(-ws * token_cap // cfg.block_m)
-    recv_cap = ws * token_cap * min(topk, e_local)
-    slot_cap = token_cap * topk
-    nan = float("nan")
-    views = []
-    cap_h = hidden_capacity or hidden  # a workspace sized for a wider layer serves this one too
-    bufs = {
-        "recv": [torch.full((recv_cap, cap_h), nan, dtype=torch.bfloat16) for _ in range(ws)],
-        "recv_probs": [torch.full((recv_cap,), nan) for _ in range(ws)],
-        "flags": [torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32) for _ in range(ws)],
-        "combine": [torch.full((2, slot_cap, cap_h), nan, dtype=torch.bfloat16) for _ in range(ws)],
-    }
-    tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64) for k, v in bufs.items()}
-    for r in range(ws):
-        views.append(
-            RankViews(
-                recv=bufs["recv"][r],
-                recv_probs=bufs["recv_probs"][r],
-                flags=bufs["flags"][r],
-                combine=bufs["combine"][r],
-                counter=torch.zeros(1, dtype=torch.int32),
-                error=torch.zeros(1, dtype=torch.int32),
-                recv_table=tables["recv"],
-                recv_probs_table=tables["recv_probs"],
-                flags_table=tables["flags"],
-                combine_table=tables["combine"],
-                max_tiles_per_expert=max_t,
-            )
-        )
+    views = simulated_workspaces(ws, tokens, hidden_capacity or hidden, e_local, topk)
+    max_t = views[0].max_tiles_per_expert
     report = []
     for call in range(1, calls + 1):
         xs, routings = [], []
@@ -128,7 +128,9 @@ def simulate(
         acts = [None] * ws
         for mode in (1, 2):
             for r in range(ws):
-                acts[r] = torch.full((plans[r].recv_rows, ffn), nan, dtype=torch.bfloat16) if mode == 1 else acts[r]
+                acts[r] = (
+                    torch.full((plans[r].recv_rows, ffn), float("nan"), dtype=torch.bfloat16) if mode == 1 else acts[r]
+                )
                 dispatch_fc1(
                     views[r],
                     plans[r],
@@ -217,27 +219,8 @@ def debug_spin_gives_up() -> dict:
 class _CpuWorkspace:
     """Stands in for CometBuffer on CPU (one rank): same views, plain tensors."""
 
-    def __init__(self, tokens, hidden, e_local, topk, ws=1):
-        max_t = -(-ws * tokens // TEST_CONFIG.block_m)
-        recv_cap, slot_cap = ws * tokens * min(topk, e_local), tokens * topk
-        nan = float("nan")
-        bufs = {
-            "recv": torch.full((recv_cap, hidden), nan, dtype=torch.bfloat16),
-            "recv_probs": torch.full((recv_cap,), nan),
-            "flags": torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32),
-            "combine": torch.full((2, slot_cap, hidden), nan, dtype=torch.bfloat16),
-        }
-        tables = {k: torch.tensor([v.data_ptr()], dtype=torch.int64) for k, v in bufs.items()}
-        self.views = RankViews(
-            **bufs,
-            counter=torch.zeros(1, dtype=torch.int32),
-            error=torch.zeros(1, dtype=torch.int32),
-            recv_table=tables["recv"],
-            recv_probs_table=tables["recv_probs"],
-            flags_table=tables["flags"],
-            combine_table=tables["combine"],
-            max_tiles_per_expert=max_t,
-        )
+    def __init__(self, tokens, hidden, e_local, topk):
+        self.views = simulated_workspaces(1, tokens, hidden, e_local, topk)[0]
         self.epoch = 0
 
     def ensure(self, *args):
