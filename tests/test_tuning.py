@@ -1,0 +1,59 @@
+"""The tuner's choices: default grid split from the dispatch/GEMM ratio, versioned on-disk cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from comet_megatron import tuning
+from comet_megatron.tuning import KernelConfig, ShapeKey, choose_config, default_config, tune
+
+MIXTRAL = ShapeKey(8192, 4096, 14336, 8, 2, 2, "NVIDIA H200", 132)
+QWEN = ShapeKey(8192, 2048, 1408, 60, 4, 2, "NVIDIA H200", 132)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMET_TUNING_CACHE", str(tmp_path / "tuning.json"))
+
+
+def test_default_split_follows_the_dispatch_share():
+    # the measured best on 2xH200: Mixtral 16 push programs, Qwen1.5-MoE ~32
+    assert default_config(MIXTRAL).comm_programs == 16
+    assert 28 <= default_config(QWEN).comm_programs <= 40
+    tiny_gpu = dataclasses.replace(QWEN, num_sms=24)
+    assert default_config(tiny_gpu).comm_programs == 24 // 3  # the cap wins over the floor on small GPUs
+    no_remote = dataclasses.replace(MIXTRAL, ep=1)
+    assert default_config(no_remote).comm_programs == 16  # nothing leaves the rank: the floor
+
+
+def test_default_split_never_takes_more_than_a_third_of_a_large_grid():
+    heavy_comm = ShapeKey(8192, 7168, 64, 8, 8, 8, "gpu", 132)
+    assert default_config(heavy_comm).comm_programs == 132 // 3
+
+
+def test_tune_caches_the_fastest_and_choose_reads_it(tmp_path):
+    candidates = [KernelConfig(comm_programs=c) for c in (8, 16, 24)]
+    timings = {8: 3.0, 16: 1.5, 24: math.inf}  # a failing candidate reports inf
+    best, best_ms, results = tune(MIXTRAL, lambda cfg: timings[cfg.comm_programs], candidates)
+    assert best.comm_programs == 16 and best_ms == 1.5 and len(results) == 3
+    assert choose_config(MIXTRAL) == best
+    assert choose_config(QWEN) == default_config(QWEN)  # other shapes keep their default
+    cache = json.loads((tmp_path / "tuning.json").read_text())
+    assert list(cache) == [MIXTRAL.as_str()] and MIXTRAL.as_str().startswith(f"v{tuning.CACHE_VERSION}|")
+
+
+def test_cache_entries_of_another_version_or_gpu_are_not_used(tmp_path):
+    stale = MIXTRAL.as_str().replace(f"v{tuning.CACHE_VERSION}|", "v0|")
+    other_gpu = dataclasses.replace(MIXTRAL, device="NVIDIA H100").as_str()
+    entry = dataclasses.asdict(KernelConfig(comm_programs=99))
+    (tmp_path / "tuning.json").write_text(json.dumps({stale: entry, other_gpu: entry}))
+    assert choose_config(MIXTRAL) == default_config(MIXTRAL)
+
+
+def test_unreadable_cache_falls_back_to_defaults(tmp_path):
+    (tmp_path / "tuning.json").write_text("{not json")
+    assert choose_config(MIXTRAL) == default_config(MIXTRAL)
