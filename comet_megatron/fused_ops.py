@@ -13,6 +13,7 @@ import torch
 import triton
 
 from comet_megatron.fused_plan import FusedPlan
+from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
 from comet_megatron.tuning import KernelConfig
@@ -176,12 +177,20 @@ def fc2_combine(
     ep: int,
     config: KernelConfig,
     grid: int,
+    weight_kn: bool = False,
 ):
-    """layer1 on this rank: fc2 and the push of every row to its token owner's combine slot."""
-    num_local_experts, hidden, ffn = w2.shape
-    descriptors = _tma_descriptors(
-        act, w2.view(-1, ffn), [config.block_m, config.block_k], [config.fc2_block_n, config.block_k]
-    )
+    """layer1 on this rank: ``act @ W[e]`` per expert and the push of every row to its token owner's slot.
+
+    ``w2`` is ``[E, N, K]`` (fc2: ``[E, H, F]``), or ``[E, K, N]`` with ``weight_kn`` (the backward's fc1
+    data-gradient multiplies by fc1's ``[E, 2F, H]``).
+    """
+    if weight_kn:
+        num_local_experts, k_dim, hidden = w2.shape
+        b_block = [config.block_k, config.fc2_block_n]
+    else:
+        num_local_experts, hidden, k_dim = w2.shape
+        b_block = [config.fc2_block_n, config.block_k]
+    descriptors = _tma_descriptors(act, w2.view(-1, w2.shape[-1]), [config.block_m, config.block_k], b_block)
     a_desc, b_desc = descriptors or (act, w2)
     fc2_combine_kernel[(grid,)](
         act,
@@ -200,17 +209,102 @@ def fc2_combine(
         epoch,
         ep_rank,
         hidden,
-        ffn,
+        k_dim,
         WS=ep,
         BM=config.block_m,
         BN=config.fc2_block_n,
         BK=config.block_k,
         GROUP_M=config.group_m,
         USE_TMA=descriptors is not None,
+        W_KN=weight_kn,
         UPCAST=_interpreting(),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
+
+
+def dispatch_dgrad(
+    views: RankViews,
+    plan: FusedPlan,
+    tables: dict[str, torch.Tensor],
+    grad_out: torch.Tensor,
+    token_of_slot: torch.Tensor,
+    probs_of_slot: torch.Tensor,
+    w2: torch.Tensor,
+    preact: torch.Tensor,
+    *,
+    epoch: int,
+    ep_rank: int,
+    ep: int,
+    gated: bool,
+    activation: str,
+    config: KernelConfig,
+    grid: int,
+    mode: int = 0,
+    debug: bool = False,
+):
+    """Backward step 1 on this rank: push ``grad_out`` rows like the forward pushed tokens, ``dY @ W2`` and the
+    activation backward. Returns ``(d_fc1 [R, (2)F] bf16, d_prob [R] fp32)``; ``dY`` stays readable as
+    ``views.received(R, H)`` until the next push into this workspace."""
+    num_local_experts, hidden, ffn = w2.shape
+    rows = plan.recv_rows
+    d_fc1 = torch.empty(rows, preact.shape[1], dtype=torch.bfloat16, device=grad_out.device)
+    d_prob = torch.zeros(rows, dtype=torch.float32, device=grad_out.device)
+    descriptors = _tma_descriptors(
+        views.received(rows, hidden),
+        w2.view(-1, ffn),
+        [config.block_m, config.block_k],
+        [config.block_k, config.fc1_block_n],
+    )
+    a_desc, b_desc = descriptors or (views.recv, w2)
+    queues = torch.zeros(2, dtype=torch.int32, device=grad_out.device)
+    dispatch_dgrad_kernel[(grid,)](
+        grad_out,
+        token_of_slot,
+        probs_of_slot,
+        tables["units"],
+        plan.units.shape[0],
+        views.recv_table,
+        views.recv_probs_table,
+        views.flags_table,
+        views.recv,
+        views.recv_probs,
+        views.flags,
+        a_desc,
+        w2,
+        b_desc,
+        preact,
+        d_fc1,
+        d_prob,
+        tables["mtiles"],
+        plan.mtiles.shape[0],
+        tables["src_table"],
+        queues,
+        views.error,
+        epoch,
+        ep_rank,
+        hidden,
+        ffn,
+        WS=ep,
+        MAX_T=views.max_tiles_per_expert,
+        N_COMM=config.comm_programs,
+        GATED=gated,
+        ACT=ACTIVATIONS[activation],
+        MODE=mode,
+        BM=config.block_m,
+        BN=config.fc1_block_n,
+        BK=config.block_k,
+        GROUP_M=config.group_m,
+        ROWS=config.comm_rows,
+        BH=config.comm_block_h,
+        USE_TMA=descriptors is not None,
+        DEBUG=debug,
+        MAX_SPINS=DEBUG_MAX_SPINS,
+        UPCAST=_interpreting(),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return d_fc1, d_prob
 
 
 def combine_reduce(

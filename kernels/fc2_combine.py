@@ -1,8 +1,9 @@
 """layer1 = fc2 ⊕ combine, and the owner-side top-k reduce.
 
 ``fc2_combine_kernel``: a persistent grouped GEMM (TMA tile loads when ``USE_TMA``) over the
-expert-major activated rows. Its epilogue
-**pushes** each finished tile straight to the ranks that own the rows' tokens — row ``r`` of local
+expert-major activated rows — ``[R, K] @ W[e]`` with ``W[e]`` stored ``[N, K]`` (fc2's ``[H, F]``) or, with
+``W_KN``, ``[K, N]`` (the backward's fc1 data-gradient reads fc1's ``[2F, H]`` so: no transpose copy).
+Its epilogue **pushes** each finished tile straight to the ranks that own the rows' tokens — row ``r`` of local
 expert ``e`` came from source rank ``s`` (the segment it lies in) and lands in ``s``'s combine buffer at
 ``s``'s slot for it. Every finished tile's bytes leave while the next tiles compute. When the last
 program of the grid finishes, it publishes ``done[my_rank] = epoch`` on every rank.
@@ -45,6 +46,7 @@ def fc2_combine_kernel(
     BK: tl.constexpr,
     GROUP_M: tl.constexpr,
     USE_TMA: tl.constexpr,
+    W_KN: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -66,18 +68,23 @@ def fc2_combine_kernel(
         for k0 in range(0, F, BK):
             if USE_TMA:
                 a = a_desc.load([row0, k0])
-                acc = tl.dot(a, b_desc.load([expert * H + n * BN, k0]).T, acc)
+                if W_KN:
+                    acc = tl.dot(a, b_desc.load([expert * F + k0, n * BN]), acc)
+                else:
+                    acc = tl.dot(a, b_desc.load([expert * H + n * BN, k0]).T, acc)
             else:
                 rk = k0 + tl.arange(0, BK)
                 k_mask = rk < F
                 a = tl.load(
                     act_ptr + rm64[:, None] * F + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0
                 )
-                b = tl.load(
-                    w_expert + rn[None, :].to(tl.int64) * F + rk[:, None],
-                    mask=k_mask[:, None] & n_mask[None, :],
-                    other=0.0,
-                )
+                b_mask = k_mask[:, None] & n_mask[None, :]
+                if W_KN:
+                    b = tl.load(
+                        w2_ptr + (expert * F + rk).to(tl.int64)[:, None] * H + rn[None, :], mask=b_mask, other=0.0
+                    )
+                else:
+                    b = tl.load(w_expert + rn[None, :].to(tl.int64) * F + rk[:, None], mask=b_mask, other=0.0)
                 acc = mma(a, b, acc, UPCAST)
         # which rank owns each row's token, and which of its slots the row is
         row_in_expert = tile * BM + tl.arange(0, BM)

@@ -8,6 +8,7 @@ reference backend in bf16) makes, plus a tiny absolute floor.
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback
 
 import torch
@@ -35,10 +36,11 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2) -> dict:
+def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_backward: bool = False) -> dict:
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
+    os.environ["COMET_FUSED_BACKWARD"] = "1" if fused_backward else "0"
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = torch.device("cuda", torch.cuda.current_device())
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)

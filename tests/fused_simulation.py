@@ -16,7 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from comet_megatron.fused_ops import RankViews, combine_reduce, dispatch_fc1, fc2_combine
+from comet_megatron.fused_ops import RankViews, combine_reduce, dispatch_dgrad, dispatch_fc1, fc2_combine
 from comet_megatron.fused_plan import build_plan
 from comet_megatron.routing import build_local_routing
 from comet_megatron.tuning import KernelConfig
@@ -193,6 +193,147 @@ def simulate(
     return report
 
 
+def simulate_backward(ws, experts, topk, tokens, hidden, ffn, gated=True, activation="silu", seed=1):
+    """Forward (saving the fc1 output) then the fused backward on every simulated rank, against fp32 autograd
+    of the same function on the same bf16 inputs: input, router-probability and expert-weight gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    e_local = experts // ws
+    cfg = TEST_CONFIG
+    fc1_out = 2 * ffn if gated else ffn
+    act_fn = F.silu if activation == "silu" else F.gelu
+    w1_all = (torch.randn(experts, fc1_out, hidden, generator=gen) * 0.1).bfloat16()
+    w2_all = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16()
+    views = simulated_workspaces(ws, tokens, hidden, e_local, topk)
+    max_t = views[0].max_tiles_per_expert
+    xs, routings, grads_out = [], [], []
+    for _ in range(ws):
+        xs.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
+        routing_map, probs = _routing(gen, tokens, experts, topk, None)
+        routings.append(build_local_routing(routing_map, probs, topk))
+        grads_out.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
+    counts = torch.stack([r.tokens_per_expert for r in routings])
+    plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
+    tables = [{k: getattr(p, k) for k in ("units", "mtiles", "src_table", "src_first_slot")} for p in plans]
+    local = lambda w, r: w[r * e_local : (r + 1) * e_local].contiguous()  # noqa: E731
+    common = dict(ep=ws, gated=gated, activation=activation, config=cfg, grid=5)
+    # forward (epoch 1): keep what the autograd function keeps
+    acts, preacts = [None] * ws, [None] * ws
+    for mode in (1, 2):
+        for r in range(ws):
+            if mode == 1:
+                acts[r] = torch.empty(plans[r].recv_rows, ffn, dtype=torch.bfloat16)
+                preacts[r] = torch.full((plans[r].recv_rows, fc1_out), float("nan"), dtype=torch.bfloat16)
+            dispatch_fc1(
+                views[r],
+                plans[r],
+                tables[r],
+                xs[r],
+                routings[r].token_of_slot,
+                routings[r].probs_of_slot.float(),
+                local(w1_all, r),
+                epoch=1,
+                ep_rank=r,
+                mode=mode,
+                save_preact=True,
+                act_out=acts[r],
+                preact_out=preacts[r],
+                **common,
+            )
+    x_e = [views[r].received(plans[r].recv_rows, hidden).clone() for r in range(ws)]
+    p_e = [views[r].recv_probs[: plans[r].recv_rows].clone() for r in range(ws)]
+    # backward (epoch 2): step 1 on every rank (pushes, then GEMMs), weight grads, step 2, reduce
+    d_fc1, d_prob = [None] * ws, [None] * ws
+    for mode in (1, 2):
+        for r in range(ws):
+            out = dispatch_dgrad(
+                views[r],
+                plans[r],
+                tables[r],
+                grads_out[r],
+                routings[r].token_of_slot,
+                routings[r].probs_of_slot.float(),
+                local(w2_all, r),
+                preacts[r],
+                epoch=2,
+                ep_rank=r,
+                mode=mode,
+                **common,
+            )
+            if mode == 2:
+                d_fc1[r], d_prob[r] = out
+    grad_w1, grad_w2 = torch.zeros(experts, fc1_out, hidden), torch.zeros(experts, hidden, ffn)
+    for r in range(ws):
+        d_y = views[r].received(plans[r].recv_rows, hidden).float()
+        pre = preacts[r].float()
+        if gated:
+            gate, lin = pre.chunk(2, dim=-1)
+            fc2_in = act_fn(gate) * lin * p_e[r][:, None]
+        else:
+            fc2_in = act_fn(pre) * p_e[r][:, None]
+        segments = plans[r].tokens_per_expert.tolist()
+        for e, (dy, a, df, xe) in enumerate(
+            zip(*(torch.split(t, segments) for t in (d_y, fc2_in, d_fc1[r].float(), x_e[r].float())))
+        ):
+            grad_w2[r * e_local + e] = dy.t() @ a
+            grad_w1[r * e_local + e] = df.t() @ xe
+    for r in range(ws):
+        fc2_combine(
+            views[r],
+            plans[r],
+            tables[r],
+            d_fc1[r],
+            local(w1_all, r),
+            epoch=2,
+            ep_rank=r,
+            ep=ws,
+            config=cfg,
+            grid=3,
+            weight_kn=True,
+        )
+    grad_x, grad_p = [], [torch.zeros(routings[r].num_slots) for r in range(ws)]
+    for r in range(ws):
+        slot_of_token = torch.argsort(routings[r].token_of_slot, stable=True).view(tokens, topk)
+        grad_x.append(
+            combine_reduce(views[r], slot_of_token, e_local, hidden, epoch=2, ep=ws, topk=topk, block_t=8, block_h=32)
+        )
+        # d_prob rows back to their owners' slots (the fused backend does this with one all_to_all)
+        src, first = plans[r].src_table, plans[r].src_first_slot
+        start = 0
+        for e, n_rows in enumerate(plans[r].tokens_per_expert.tolist()):
+            for s in range(ws):
+                offset, count = int(src[e, s, 0]), int(src[e, s, 1])
+                slot0 = int(first[e, s])
+                grad_p[s][slot0 : slot0 + count] = d_prob[r][start + offset : start + offset + count]
+            start += n_rows
+    # fp32 autograd reference of the same function
+    w1_ref = w1_all.float().requires_grad_(True)
+    w2_ref = w2_all.float().requires_grad_(True)
+    ref_x, ref_p = [], []
+    for r in range(ws):
+        x = xs[r].float().requires_grad_(True)
+        probs = routings[r].probs_of_slot.float().clone().requires_grad_(True)
+        tok, exp = routings[r].token_of_slot, routings[r].expert_of_slot
+        h = torch.einsum("sh,soh->so", x[tok], w1_ref[exp])
+        a = (act_fn(h.chunk(2, -1)[0]) * h.chunk(2, -1)[1]) if gated else act_fn(h)
+        y = torch.einsum("sf,shf->sh", a * probs[:, None], w2_ref[exp])
+        out = torch.zeros(tokens, hidden).index_add(0, tok, y)
+        (out * grads_out[r].float()).sum().backward()
+        ref_x.append(x.grad)
+        ref_p.append(probs.grad)
+
+    def rel(a, b):
+        return ((a.float() - b).norm() / b.norm()).item()
+
+    return {
+        "input_grad": max(rel(grad_x[r], ref_x[r]) for r in range(ws)),
+        "probs_grad": max(rel(grad_p[r], ref_p[r]) for r in range(ws)),
+        "fc1_grad": rel(grad_w1, w1_ref.grad),
+        "fc2_grad": rel(grad_w2, w2_ref.grad),
+        "finite": all(bool(torch.isfinite(g.float()).all()) for g in grad_x + d_fc1),
+        "error_flag": max(int(v.error) for v in views),
+    }
+
+
 def debug_spin_gives_up() -> dict:
     """A reduce waiting for an epoch no rank will publish must give up (debug mode) and flag an error."""
     hidden, tokens, topk = 32, 4, 1
@@ -276,6 +417,8 @@ if __name__ == "__main__":
     assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     if sys.argv[1] == "debug_spin":
         print(json.dumps(debug_spin_gives_up()))
+    elif sys.argv[1].startswith("backward:"):
+        print(json.dumps(simulate_backward(**json.loads(sys.argv[1][len("backward:") :]))))
     elif sys.argv[1] == "backend_glue_ep1":
         print(json.dumps(backend_glue_ep1()))
     else:

@@ -24,11 +24,11 @@ def _skip_without_gpus():
 
 
 @functools.cache
-def _run():
+def _run(fused_backward: bool):
     from tests.fused_gpu_cases import GPU_CASES, run_fused_cases
 
     try:
-        return run_ranks(WS, run_fused_cases, list(GPU_CASES)), None
+        return run_ranks(WS, run_fused_cases, list(GPU_CASES), 2, fused_backward), None
     except RuntimeError as exc:
         return None, str(exc)
 
@@ -39,12 +39,13 @@ def _case_names():
     return list(GPU_CASES)
 
 
+@pytest.mark.parametrize("fused_backward", [False, True], ids=["torch_backward", "fused_backward"])
 @pytest.mark.parametrize("case", _case_names())
-def test_fused_matches_reference(case):
+def test_fused_matches_reference(case, fused_backward):
     _skip_without_gpus()
     from tests.fused_gpu_cases import SLACK
 
-    results, error = _run()
+    results, error = _run(fused_backward)
     if error:
         pytest.fail(error, pytrace=False)
     for rank, per_case in enumerate(results):

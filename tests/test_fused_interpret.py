@@ -34,8 +34,9 @@ CASES = {
 }
 
 
-def _interpret(arg: str):
+def _interpret(arg: str, **env_overrides: str):
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_overrides)
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fused_simulation", arg],
         cwd=ROOT,
@@ -64,11 +65,32 @@ def test_debug_spin_wait_gives_up_instead_of_hanging():
     assert _interpret("debug_spin") == {"error_flag": 1}
 
 
-def test_fused_backend_glue_ep1_matches_reference_backend():
-    """FusedBackend dispatch -> experts -> autograd backward on one rank (CPU workspace) vs ReferenceBackend."""
-    errors = _interpret("backend_glue_ep1")
+@pytest.mark.parametrize("fused_backward", ["0", "1"])
+def test_fused_backend_glue_ep1_matches_reference_backend(fused_backward):
+    """FusedBackend dispatch -> experts -> autograd backward on one rank (CPU workspace) vs ReferenceBackend,
+    with the PyTorch backward and with the fused backward kernels (COMET_FUSED_BACKWARD=1)."""
+    errors = _interpret("backend_glue_ep1", COMET_FUSED_BACKWARD=fused_backward)
     assert errors["output"] < TOL, errors
     for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
         # the backward starts from the kernel's saved fc1 output, which the interpreter rounds to bf16 by
         # truncation (1 ulp); the reference rounds to nearest — ~0.5-1% apart, wrong indexing is O(1)
         assert errors[grad] < 2.5e-2, errors
+
+
+BACKWARD_CASES = {
+    "ep2_top2": dict(ws=2, experts=4, topk=2, tokens=12, hidden=48, ffn=24),
+    "ep4_top2": dict(ws=4, experts=8, topk=2, tokens=10, hidden=40, ffn=24),
+    "ep2_top3_gelu_odd_hidden": dict(
+        ws=2, experts=6, topk=3, tokens=9, hidden=33, ffn=20, gated=False, activation="gelu"
+    ),
+    "ep2_top1_multi_tile": dict(ws=2, experts=2, topk=1, tokens=40, hidden=32, ffn=16),
+}
+
+
+@pytest.mark.parametrize("case", list(BACKWARD_CASES))
+def test_fused_backward_kernels_match_fp32_autograd(case):
+    """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, then fc1-dgrad ⊕ combine, on simulated ranks."""
+    report = _interpret("backward:" + json.dumps(BACKWARD_CASES[case]))
+    assert report["finite"] and report["error_flag"] == 0, report
+    for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
+        assert report[grad] < TOL, report

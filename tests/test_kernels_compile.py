@@ -13,6 +13,7 @@ triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel  # noqa: E402
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel  # noqa: E402
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel  # noqa: E402
 from comet_megatron.tuning import KernelConfig  # noqa: E402
@@ -102,13 +103,76 @@ def test_dispatch_fc1_compiles_for_sm90(gated, use_tma):
 
 
 @pytest.mark.parametrize("use_tma", [True, False])
-def test_fc2_combine_and_reduce_compile_for_sm90(use_tma):
+@pytest.mark.parametrize("gated", [True, False])
+def test_dispatch_dgrad_compiles_for_sm90(gated, use_tma):
+    cfg = KernelConfig()
+    sig = {
+        "grad_out_ptr": "*bf16",
+        "token_of_slot_ptr": "*i64",
+        "probs_of_slot_ptr": "*fp32",
+        "units_ptr": "*i32",
+        "num_units": "i32",
+        "recv_table_ptr": "*i64",
+        "recv_probs_table_ptr": "*i64",
+        "flags_table_ptr": "*i64",
+        "recv_ptr": "*bf16",
+        "recv_probs_ptr": "*fp32",
+        "flags_ptr": "*i32",
+        "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
+        "w2_ptr": "*bf16",
+        "b_desc": f"tensordesc<bf16[{cfg.block_k},{cfg.fc1_block_n}]>" if use_tma else "*bf16",
+        "preact_ptr": "*bf16",
+        "d_fc1_ptr": "*bf16",
+        "d_prob_ptr": "*fp32",
+        "mtiles_ptr": "*i32",
+        "num_mtiles": "i32",
+        "src_table_ptr": "*i32",
+        "queues_ptr": "*i32",
+        "error_ptr": "*i32",
+        "epoch": "i32",
+        "my_rank": "i32",
+        "H": "i32",
+        "F": "i32",
+    }
+    constexprs = dict(
+        WS=2,
+        MAX_T=256,
+        N_COMM=16,
+        GATED=gated,
+        ACT=0,
+        MODE=0,
+        BM=cfg.block_m,
+        BN=cfg.fc1_block_n,
+        BK=cfg.block_k,
+        GROUP_M=cfg.group_m,
+        ROWS=cfg.comm_rows,
+        BH=cfg.comm_block_h,
+        USE_TMA=use_tma,
+        DEBUG=False,
+        MAX_SPINS=1 << 20,
+        UPCAST=False,
+    )
+    compiled = _compile(dispatch_dgrad_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
+    assert "wgmma" in compiled.asm["ptx"]
+    assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
+    assert compiled.metadata.shared <= 227 * 1024
+
+
+@pytest.mark.parametrize("weight_kn", [False, True])
+@pytest.mark.parametrize("use_tma", [True, False])
+def test_fc2_combine_and_reduce_compile_for_sm90(use_tma, weight_kn):
     cfg = KernelConfig()
     sig = {
         "act_ptr": "*bf16",
-        "w2_ptr": "*bf16",
         "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
-        "b_desc": f"tensordesc<bf16[{cfg.fc2_block_n},{cfg.block_k}]>" if use_tma else "*bf16",
+        "w2_ptr": "*bf16",
+        "b_desc": (
+            f"tensordesc<bf16[{cfg.block_k},{cfg.fc2_block_n}]>"
+            if weight_kn
+            else f"tensordesc<bf16[{cfg.fc2_block_n},{cfg.block_k}]>"
+        )
+        if use_tma
+        else "*bf16",
         "mtiles_ptr": "*i32",
         "num_mtiles": "i32",
         "src_table_ptr": "*i32",
@@ -124,7 +188,14 @@ def test_fc2_combine_and_reduce_compile_for_sm90(use_tma):
         "F": "i32",
     }
     constexprs = dict(
-        WS=2, BM=cfg.block_m, BN=cfg.fc2_block_n, BK=cfg.block_k, GROUP_M=cfg.group_m, USE_TMA=use_tma, UPCAST=False
+        WS=2,
+        BM=cfg.block_m,
+        BN=cfg.fc2_block_n,
+        BK=cfg.block_k,
+        GROUP_M=cfg.group_m,
+        USE_TMA=use_tma,
+        W_KN=weight_kn,
+        UPCAST=False,
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]

@@ -35,6 +35,11 @@ def _debug() -> bool:
     return os.environ.get("COMET_DEBUG", "0") not in ("", "0")
 
 
+def _fused_backward() -> bool:
+    """Opt-in until measured on GPUs: the overlapped backward kernels (validated under the interpreter)."""
+    return os.environ.get("COMET_FUSED_BACKWARD", "0") not in ("", "0")
+
+
 def unavailable_reason(config, ep_group: dist.ProcessGroup | None = None) -> str | None:
     """Why the fused kernels cannot run for ``config`` in this process, or ``None``.
 
@@ -191,6 +196,7 @@ class _FusedMoE(torch.autograd.Function):
                     "all EP ranks must run the same sequence of MoE layer calls"
                 )
         ctx.backend, ctx.handle, ctx.weights, ctx.probs_dtype = backend, handle, weights, probs_of_slot.dtype
+        ctx.tables, ctx.probs_of_slot, ctx.hidden = tables, probs32, tokens.shape[-1]
         return out
 
     @staticmethod
@@ -201,12 +207,14 @@ class _FusedMoE(torch.autograd.Function):
         group, me = backend.ep_group, backend.ep_rank
         rows = plan.recv_rows
         to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
-        grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
-        grad_rank_major = all_to_all(grad_slots, plan.recv_splits, plan.send_splits, group)
-        grad_y = grad_rank_major.index_select(0, inverse_permutation(to_expert_major))
         counts_host = plan.tokens_per_expert.tolist()
         counts = plan.tokens_per_expert.to(grad_out.device)
         fuse = weights.fuse_wgrad_into_main_grad
+        if _fused_backward():
+            return _FusedMoE._fused_backward(ctx, grad_out, to_expert_major, counts, counts_host)
+        grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
+        grad_rank_major = all_to_all(grad_slots, plan.recv_splits, plan.send_splits, group)
+        grad_y = grad_rank_major.index_select(0, inverse_permutation(to_expert_major))
         # fc2 input from the saved fc1 output (elementwise), then the activation's backward by autograd
         with torch.enable_grad():
             pre = preact.detach().requires_grad_(True)
@@ -234,4 +242,61 @@ class _FusedMoE(torch.autograd.Function):
             grad_probs = all_to_all(
                 grad_p_e.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, group
             )
+        return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
+
+    @staticmethod
+    def _fused_backward(ctx, grad_out, to_expert_major, counts, counts_host):
+        """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, weight gradients, fc1-dgrad ⊕ combine, reduce."""
+        from comet_megatron import fused_ops
+
+        backend, handle, weights = ctx.backend, ctx.handle, ctx.weights
+        x_e, probs_e, preact, w1, w2 = ctx.saved_tensors
+        plan, routing = handle.plan, handle.routing
+        buffer = backend.buffer
+        views, epoch, debug = buffer.views, buffer.next_epoch(), _debug()
+        common = dict(
+            epoch=epoch, ep_rank=backend.ep_rank, ep=backend.ep_size, config=handle.config, grid=backend.num_sms
+        )
+        d_fc1, d_prob = fused_ops.dispatch_dgrad(
+            views,
+            plan,
+            ctx.tables,
+            grad_out.contiguous().to(torch.bfloat16),
+            routing.token_of_slot,
+            ctx.probs_of_slot,
+            w2.detach(),
+            preact,
+            gated=backend.gated,
+            activation=backend.activation_name,
+            debug=debug,
+            **common,
+        )
+        fuse = weights.fuse_wgrad_into_main_grad
+        grad_w1 = grad_w2 = None
+        if ctx.needs_input_grad[3]:  # dY stays in the receive buffer until the next push into it
+            grad_y = views.received(plan.recv_rows, ctx.hidden)
+            with torch.no_grad():
+                fc2_input = weights.activation(preact, probs_e.to(preact.dtype))
+            grad_w2 = accumulate_weight_grad(w2, grouped_weight_grad(grad_y, fc2_input, counts, counts_host), fuse)
+        if ctx.needs_input_grad[2]:
+            grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(d_fc1, x_e, counts, counts_host), fuse)
+        fused_ops.fc2_combine(views, plan, ctx.tables, d_fc1, w1.detach(), weight_kn=True, **common)
+        slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(routing.num_tokens, backend.topk)
+        grad_tokens = fused_ops.combine_reduce(
+            views,
+            slot_of_token,
+            backend.num_local_experts,
+            ctx.hidden,
+            epoch=epoch,
+            ep=backend.ep_size,
+            topk=backend.topk,
+            debug=debug,
+        ).to(grad_out.dtype)
+        grad_probs = all_to_all(
+            d_prob.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, backend.ep_group
+        ).to(ctx.probs_dtype)
+        if debug:
+            torch.cuda.synchronize()
+            if int(views.error.item()):
+                raise RuntimeError(f"comet fused backward: a spin-wait gave up at epoch {epoch}")
         return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
