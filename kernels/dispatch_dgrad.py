@@ -11,9 +11,8 @@ router probability: ``d_fc1 = [dA·p·linear·act'(gate) | dA·p·act(gate)]`` a
 import triton
 import triton.language as tl
 
-from comet_megatron.kernels.dispatch_fc1 import _push_unit
-from comet_megatron.kernels.sync import async_proxy_fence, wait_for
-from comet_megatron.kernels.tiles import grouped_tile, mma
+from comet_megatron.kernels.dispatch_fc1 import push_unit, ready_tile
+from comet_megatron.kernels.tiles import mma
 
 
 @triton.jit
@@ -59,19 +58,23 @@ def _fc2_dgrad_tile(
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    num_n = tl.cdiv(F, BN)
-    mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
-    expert = tl.load(mtiles_ptr + mtile * 4)
-    row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
-    row1 = tl.load(mtiles_ptr + mtile * 4 + 2)
-    tile = tl.load(mtiles_ptr + mtile * 4 + 3)
-    for s in tl.static_range(WS):
-        offset = tl.load(src_table_ptr + (expert * WS + s) * 2)
-        count = tl.load(src_table_ptr + (expert * WS + s) * 2 + 1)
-        if (count > 0) & (offset < (tile + 1) * BM) & (offset + count > tile * BM):
-            wait_for(flags_ptr + (expert * MAX_T + tile) * WS + s, epoch, error_ptr, DEBUG, MAX_SPINS)
-    if USE_TMA:
-        async_proxy_fence()
+    expert, row0, row1, n = ready_tile(
+        item,
+        num_mtiles,
+        tl.cdiv(F, BN),
+        mtiles_ptr,
+        src_table_ptr,
+        flags_ptr,
+        error_ptr,
+        epoch,
+        WS,
+        MAX_T,
+        BM,
+        GROUP_M,
+        USE_TMA,
+        DEBUG,
+        MAX_SPINS,
+    )
     rm = row0 + tl.arange(0, BM)
     m_mask = rm < row1
     rm64 = rm.to(tl.int64)
@@ -168,7 +171,7 @@ def dispatch_dgrad_kernel(
     if (pid < N_COMM) & (MODE != 2):
         unit = tl.atomic_add(queues_ptr, 1)
         while unit < num_units:
-            _push_unit(
+            push_unit(
                 units_ptr + unit * 6,
                 grad_out_ptr,
                 token_of_slot_ptr,

@@ -40,7 +40,7 @@ def _activation(x, ACT: tl.constexpr):
 
 
 @triton.jit
-def _push_unit(
+def push_unit(
     unit_ptr,
     x_ptr,
     token_of_slot_ptr,
@@ -80,6 +80,41 @@ def _push_unit(
 
 
 @triton.jit
+def ready_tile(
+    item,
+    num_mtiles,
+    num_n,
+    mtiles_ptr,
+    src_table_ptr,
+    flags_ptr,
+    error_ptr,
+    epoch,
+    WS: tl.constexpr,
+    MAX_T: tl.constexpr,
+    BM: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    USE_TMA: tl.constexpr,
+    DEBUG: tl.constexpr,
+    MAX_SPINS: tl.constexpr,
+):
+    """The (expert, first row, end row, N-tile) of work item ``item``, once every source rank with rows in
+    its M-tile has published them (the forward's and the backward's dispatch GEMMs consume alike)."""
+    mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
+    expert = tl.load(mtiles_ptr + mtile * 4)
+    row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
+    row1 = tl.load(mtiles_ptr + mtile * 4 + 2)
+    tile = tl.load(mtiles_ptr + mtile * 4 + 3)
+    for s in tl.static_range(WS):
+        offset = tl.load(src_table_ptr + (expert * WS + s) * 2)
+        count = tl.load(src_table_ptr + (expert * WS + s) * 2 + 1)
+        if (count > 0) & (offset < (tile + 1) * BM) & (offset + count > tile * BM):
+            wait_for(flags_ptr + (expert * MAX_T + tile) * WS + s, epoch, error_ptr, DEBUG, MAX_SPINS)
+    if USE_TMA:
+        async_proxy_fence()
+    return expert, row0, row1, n
+
+
+@triton.jit
 def _fc1_tile(
     item,
     num_mtiles,
@@ -111,19 +146,23 @@ def _fc1_tile(
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    num_n = tl.cdiv(F, BN)
-    mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
-    expert = tl.load(mtiles_ptr + mtile * 4)
-    row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
-    row1 = tl.load(mtiles_ptr + mtile * 4 + 2)
-    tile = tl.load(mtiles_ptr + mtile * 4 + 3)
-    for s in tl.static_range(WS):
-        offset = tl.load(src_table_ptr + (expert * WS + s) * 2)
-        count = tl.load(src_table_ptr + (expert * WS + s) * 2 + 1)
-        if (count > 0) & (offset < (tile + 1) * BM) & (offset + count > tile * BM):
-            wait_for(flags_ptr + (expert * MAX_T + tile) * WS + s, epoch, error_ptr, DEBUG, MAX_SPINS)
-    if USE_TMA:
-        async_proxy_fence()
+    expert, row0, row1, n = ready_tile(
+        item,
+        num_mtiles,
+        tl.cdiv(F, BN),
+        mtiles_ptr,
+        src_table_ptr,
+        flags_ptr,
+        error_ptr,
+        epoch,
+        WS,
+        MAX_T,
+        BM,
+        GROUP_M,
+        USE_TMA,
+        DEBUG,
+        MAX_SPINS,
+    )
     rm = row0 + tl.arange(0, BM)
     m_mask = rm < row1
     rm64 = rm.to(tl.int64)
@@ -217,7 +256,7 @@ def dispatch_fc1_kernel(
     if (pid < N_COMM) & (MODE != 2):
         unit = tl.atomic_add(queues_ptr, 1)
         while unit < num_units:
-            _push_unit(
+            push_unit(
                 units_ptr + unit * 6,
                 x_ptr,
                 token_of_slot_ptr,
