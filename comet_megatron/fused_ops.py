@@ -78,6 +78,30 @@ class RankViews:
         return self.combine.view(-1)[start : start + slots * hidden].view(slots, hidden)
 
 
+def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma) -> dict:
+    """Compile-time parameters and launch options shared by the forward and backward dispatch kernels."""
+    return dict(
+        WS=ep,
+        MAX_T=views.max_tiles_per_expert,
+        N_COMM=config.comm_programs,
+        GATED=gated,
+        ACT=ACTIVATIONS[activation],
+        MODE=mode,
+        BM=config.block_m,
+        BN=config.fc1_block_n,
+        BK=config.block_k,
+        GROUP_M=config.group_m,
+        ROWS=config.comm_rows,
+        BH=config.comm_block_h,
+        USE_TMA=use_tma,
+        DEBUG=debug,
+        MAX_SPINS=DEBUG_MAX_SPINS,
+        UPCAST=_interpreting(),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+
+
 def dispatch_fc1(
     views: RankViews,
     plan: FusedPlan,
@@ -142,25 +166,8 @@ def dispatch_fc1(
         ep_rank,
         hidden,
         ffn,
-        WS=ep,
-        MAX_T=views.max_tiles_per_expert,
-        N_COMM=config.comm_programs,
-        GATED=gated,
-        ACT=ACTIVATIONS[activation],
         SAVE_PREACT=save_preact,
-        MODE=mode,
-        BM=config.block_m,
-        BN=config.fc1_block_n,
-        BK=config.block_k,
-        GROUP_M=config.group_m,
-        ROWS=config.comm_rows,
-        BH=config.comm_block_h,
-        USE_TMA=descriptors is not None,
-        DEBUG=debug,
-        MAX_SPINS=DEBUG_MAX_SPINS,
-        UPCAST=_interpreting(),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        **_dispatch_meta(views, config, ep, gated, activation, mode, debug, descriptors is not None),
     )
     return act, preact
 
@@ -285,24 +292,7 @@ def dispatch_dgrad(
         ep_rank,
         hidden,
         ffn,
-        WS=ep,
-        MAX_T=views.max_tiles_per_expert,
-        N_COMM=config.comm_programs,
-        GATED=gated,
-        ACT=ACTIVATIONS[activation],
-        MODE=mode,
-        BM=config.block_m,
-        BN=config.fc1_block_n,
-        BK=config.block_k,
-        GROUP_M=config.group_m,
-        ROWS=config.comm_rows,
-        BH=config.comm_block_h,
-        USE_TMA=descriptors is not None,
-        DEBUG=debug,
-        MAX_SPINS=DEBUG_MAX_SPINS,
-        UPCAST=_interpreting(),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
+        **_dispatch_meta(views, config, ep, gated, activation, mode, debug, descriptors is not None),
     )
     return d_fc1, d_prob
 

@@ -72,6 +72,29 @@ def unavailable_reason(config, ep_group: dist.ProcessGroup | None = None) -> str
     return None
 
 
+def _raise_if_a_wait_gave_up(views, epoch: int) -> None:
+    """Debug mode: wait for the kernels, then fail loudly if a spin-wait gave up (see kernels/sync.py)."""
+    torch.cuda.synchronize()
+    if int(views.error.item()):
+        raise RuntimeError(
+            f"comet fused kernels: a spin-wait gave up at epoch {epoch} (a peer never published its rows); "
+            "all EP ranks must run the same sequence of MoE layer calls"
+        )
+
+
+def _weight_grads(ctx, grad_y, fc2_input, grad_fc1_out, x_e, counts, counts_host):
+    """``(grad_w1, grad_w2)`` of the local experts (``None`` where not needed), honouring gradient-accumulation
+    fusion. ``grad_y``: ``[R, H]`` output gradient rows; ``fc2_input``: ``[R, F]``; ``grad_fc1_out``: ``[R, (2)F]``."""
+    *_, w1, w2 = ctx.saved_tensors
+    fuse = ctx.weights.fuse_wgrad_into_main_grad
+    grad_w1 = grad_w2 = None
+    if ctx.needs_input_grad[2]:
+        grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host), fuse)
+    if ctx.needs_input_grad[3]:
+        grad_w2 = accumulate_weight_grad(w2, grouped_weight_grad(grad_y, fc2_input, counts, counts_host), fuse)
+    return grad_w1, grad_w2
+
+
 @dataclass
 class FusedHandle:
     routing: LocalRouting
@@ -189,14 +212,10 @@ class _FusedMoE(torch.autograd.Function):
             views, slot_of_token, e_local, tokens.shape[-1], epoch=epoch, ep=ep, topk=backend.topk, debug=debug
         )
         if debug:
-            torch.cuda.synchronize()
-            if int(views.error.item()):
-                raise RuntimeError(
-                    f"comet fused kernels: a spin-wait gave up at epoch {epoch} (a peer never published its rows); "
-                    "all EP ranks must run the same sequence of MoE layer calls"
-                )
+            _raise_if_a_wait_gave_up(views, epoch)
         ctx.backend, ctx.handle, ctx.weights, ctx.probs_dtype = backend, handle, weights, probs_of_slot.dtype
         ctx.tables, ctx.probs_of_slot, ctx.hidden = tables, probs32, tokens.shape[-1]
+        ctx.slot_of_token = slot_of_token
         return out
 
     @staticmethod
@@ -209,7 +228,6 @@ class _FusedMoE(torch.autograd.Function):
         to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
         counts_host = plan.tokens_per_expert.tolist()
         counts = plan.tokens_per_expert.to(grad_out.device)
-        fuse = weights.fuse_wgrad_into_main_grad
         if _fused_backward():
             return _FusedMoE._fused_backward(ctx, grad_out, to_expert_major, counts, counts_host)
         grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
@@ -221,17 +239,10 @@ class _FusedMoE(torch.autograd.Function):
             pe = probs_e.detach().to(ctx.probs_dtype).requires_grad_(ctx.needs_input_grad[1])
             fc2_input = weights.activation(pre, pe)
         grad_fc2_input = grouped_mm(grad_y, w2.transpose(-2, -1), counts, counts_host)
-        grad_w2 = None
-        if ctx.needs_input_grad[3]:
-            grad_w2 = accumulate_weight_grad(
-                w2, grouped_weight_grad(grad_y, fc2_input.detach(), counts, counts_host), fuse
-            )
         wanted = [t for t in (pre, pe) if t.requires_grad]
         act_grads = dict(zip(map(id, wanted), torch.autograd.grad(fc2_input, wanted, grad_fc2_input)))
         grad_fc1_out, grad_p_e = act_grads[id(pre)], act_grads.get(id(pe))
-        grad_w1 = None
-        if ctx.needs_input_grad[2]:
-            grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host), fuse)
+        grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input.detach(), grad_fc1_out, x_e, counts, counts_host)
         grad_tokens = grad_probs = None
         if ctx.needs_input_grad[0]:
             grad_x_e = grouped_mm(grad_fc1_out, w1.transpose(-2, -1), counts, counts_host)
@@ -271,20 +282,16 @@ class _FusedMoE(torch.autograd.Function):
             debug=debug,
             **common,
         )
-        fuse = weights.fuse_wgrad_into_main_grad
-        grad_w1 = grad_w2 = None
-        if ctx.needs_input_grad[3]:  # dY stays in the receive buffer until the next push into it
-            grad_y = views.received(plan.recv_rows, ctx.hidden)
+        grad_y = views.received(plan.recv_rows, ctx.hidden)  # dY stays there until the next push into it
+        fc2_input = None
+        if ctx.needs_input_grad[3]:
             with torch.no_grad():
                 fc2_input = weights.activation(preact, probs_e.to(preact.dtype))
-            grad_w2 = accumulate_weight_grad(w2, grouped_weight_grad(grad_y, fc2_input, counts, counts_host), fuse)
-        if ctx.needs_input_grad[2]:
-            grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(d_fc1, x_e, counts, counts_host), fuse)
+        grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input, d_fc1, x_e, counts, counts_host)
         fused_ops.fc2_combine(views, plan, ctx.tables, d_fc1, w1.detach(), weight_kn=True, **common)
-        slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(routing.num_tokens, backend.topk)
         grad_tokens = fused_ops.combine_reduce(
             views,
-            slot_of_token,
+            ctx.slot_of_token,
             backend.num_local_experts,
             ctx.hidden,
             epoch=epoch,
@@ -296,7 +303,5 @@ class _FusedMoE(torch.autograd.Function):
             d_prob.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, backend.ep_group
         ).to(ctx.probs_dtype)
         if debug:
-            torch.cuda.synchronize()
-            if int(views.error.item()):
-                raise RuntimeError(f"comet fused backward: a spin-wait gave up at epoch {epoch}")
+            _raise_if_a_wait_gave_up(views, epoch)
         return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
