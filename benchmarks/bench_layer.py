@@ -12,6 +12,8 @@ Variants (same router weights, expert weights and inputs within a case; identica
                    mirror ops). Runs after all other variants (second phase) so that a fault in NVSHMEM
                    cannot take the other measurements with it.
   comet            comet_megatron.CometMoELayer from get_comet_moe_module_spec(backend=--comet-backend).
+  comet_torch_bwd  The same layer as "comet" with the PyTorch backward (COMET_FUSED_BACKWARD=0) instead of the
+                   fused backward kernels.
   comet_reference  The same with backend="reference" (skipped when "comet" already resolved to it).
 
 Usage (EP size = world size):
@@ -72,8 +74,8 @@ CASES = {
     "smoke64": Case(128, 64, 64, 4, 256),
 }
 DEFAULT_CASES = ("smoke", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "phi3.5-moe", "dsv3-like")
-VARIANTS = ("megatron", "nccl_grouped_mm", "symm_vdev2d", "comet", "comet_reference")
-PHASE1 = ("megatron", "nccl_grouped_mm", "comet", "comet_reference")
+VARIANTS = ("megatron", "nccl_grouped_mm", "symm_vdev2d", "comet", "comet_torch_bwd", "comet_reference")
+PHASE1 = ("megatron", "nccl_grouped_mm", "comet", "comet_torch_bwd", "comet_reference")
 PHASE2 = ("symm_vdev2d",)
 VDEV_MAX_GROUPS = 16  # all_to_all_vdev_2d: experts per rank <= NUM_TILES = 512 / 32 (torch <= 2.13)
 VDEV_MAX_WORLD = 16  # all_to_all_vdev_2d_offset: world_size <= NUM_TILES
@@ -88,6 +90,7 @@ DESCRIPTIONS = {
     "contiguous groups, op limit) -> gather to expert-major -> torch._grouped_mm SwiGLU -> scatter -> "
     "all_to_all_vdev_2d_offset back; backward = the mirror ops",
     "comet": "comet_megatron CometMoELayer from get_comet_moe_module_spec(use_te=False, backend=--comet-backend)",
+    "comet_torch_bwd": "the 'comet' layer with the PyTorch backward: NCCL all_to_all + torch grouped GEMMs",
     "comet_reference": "comet_megatron CometMoELayer, backend='reference' (pure PyTorch EP)",
 }
 
@@ -807,16 +810,21 @@ def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
         info["experts_class"] = type(layer.experts).__name__
         info["dispatcher_class"] = type(layer.token_dispatcher).__name__
         return layer, info
-    if name in ("comet", "comet_reference"):
+    if name in ("comet", "comet_torch_bwd", "comet_reference"):
         from comet_megatron.megatron import get_comet_moe_module_spec
 
-        backend = env.args.comet_backend if name == "comet" else "reference"
+        backend = "reference" if name == "comet_reference" else env.args.comet_backend
         spec = get_comet_moe_module_spec(use_te=False, num_experts=data.case.experts, backend=backend)
         layer = build_from_spec(spec, config).to(env.dev)
         data.load_router(layer.router)
         data.load_experts(layer.experts)
         info["backend_requested"] = backend
         info["backend_resolved"] = layer.comet_backend.name
+        if hasattr(layer.comet_backend, "fused_backward"):
+            # "comet": the backward the backend chose (COMET_FUSED_BACKWARD); "comet_torch_bwd": PyTorch's
+            if name == "comet_torch_bwd":
+                layer.comet_backend.fused_backward = False
+            info["fused_backward"] = layer.comet_backend.fused_backward
         info["experts_class"] = type(layer.experts).__name__
         return layer, info
     if name == "nccl_grouped_mm":
@@ -1274,10 +1282,10 @@ def main(argv=None) -> None:
                     entry["variants"][v] = f"FAIL inputs: {short_error(exc)}"
                 continue
             for v in wanted:
-                if "megatron_init" in results and v in ("megatron", "comet", "comet_reference"):
+                if "megatron_init" in results and v in ("megatron", "comet", "comet_torch_bwd", "comet_reference"):
                     entry["variants"][v] = "FAIL Megatron initialisation failed"
                     continue
-                if v == "comet_reference":
+                if v in ("comet_reference", "comet_torch_bwd"):
                     prev = entry["variants"].get("comet")
                     if isinstance(prev, dict) and prev.get("backend_resolved") == "reference":
                         entry["variants"][v] = "skipped: 'comet' already resolved to the reference backend"

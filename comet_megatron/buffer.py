@@ -98,8 +98,18 @@ class CometBuffer:
         if dist.get_world_size(group) == dist.get_world_size():
             group = dist.group.WORLD  # same ranks; some symmetric-memory backends only know the world group
 
+        needed = recv_rows * hidden * 2 + recv_rows * 4 + flags_len * 4 + 2 * slots * hidden * 2
+
         def symmetric(shape, dtype):
-            t = symm_mem.empty(shape, dtype=dtype, device=self.device)
+            try:
+                t = symm_mem.empty(shape, dtype=dtype, device=self.device)
+            except RuntimeError as exc:  # NVSHMEM's heap is fixed at init (1 GiB unless the env says more)
+                raise RuntimeError(
+                    f"CometBuffer: could not allocate {needed / 2**30:.2f} GiB of symmetric memory for "
+                    f"{tokens} tokens per rank, hidden {hidden}, top-{topk}, {num_local_experts} local experts "
+                    f"(backend {self.symmetric_backend}): raise NVSHMEM_SYMMETRIC_SIZE (e.g. "
+                    f"NVSHMEM_SYMMETRIC_SIZE={max(2, math.ceil(2 * needed / 2**30))}G) before the process starts"
+                ) from exc
             handle = symm_mem.rendezvous(t, group.group_name)
             table = torch.tensor(list(handle.buffer_ptrs), dtype=torch.int64, device=self.device)
             return t, handle, table

@@ -21,6 +21,9 @@ set -euo pipefail
 
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export CUDA_DEVICE_MAX_CONNECTIONS=1 PYTHONUNBUFFERED=1
+# Comet's symmetric workspace lives in NVSHMEM's heap, fixed when NVSHMEM starts (default 1 GiB; the
+# Qwen2-57B shapes need about 1 GiB, and the buffer grows with the largest batch seen).
+export NVSHMEM_SYMMETRIC_SIZE=${NVSHMEM_SYMMETRIC_SIZE:-8G}
 
 COMET=${COMET:-1}
 BACKEND=${BACKEND:-auto}

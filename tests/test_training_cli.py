@@ -427,7 +427,14 @@ def test_megatron_parser_unsupported_options_fail_at_startup():
 # --- example launch scripts ------------------------------------------------------------------------------
 
 EXAMPLES = ROOT / "examples"
-SCRIPTS = ["mixtral_8x7b.sh", "mixtral_8x7b_2gpu.sh", "qwen2_57b_a14b.sh", "qwen2_57b_a14b_2gpu.sh"]
+SCRIPTS = [
+    "mixtral_8x7b.sh",
+    "mixtral_8x7b_2gpu.sh",
+    "qwen2_57b_a14b.sh",
+    "qwen2_57b_a14b_2gpu.sh",
+    "qwen3_30b_a3b.sh",
+    "qwen3_30b_a3b_2gpu.sh",
+]
 
 FAKE_TORCHRUN = """\
 #!/bin/bash
@@ -507,12 +514,14 @@ def _run_example(script, tmp_path, **env):
         ("qwen2_57b_a14b_2gpu.sh", {"RECOMPUTE": "1"}, "PARSED True 4 64 1 2 selective ['moe'] None None None True"),
         ("mixtral_8x7b.sh", {}, "PARSED True 32 8 1 8 None ['core_attn'] None None None True"),
         ("qwen2_57b_a14b.sh", {"EP": "2"}, "PARSED True 28 64 1 2 None ['core_attn'] None None None True"),
+        ("qwen3_30b_a3b_2gpu.sh", {}, "PARSED True 4 128 1 2 None ['core_attn'] None None None True"),
+        ("qwen3_30b_a3b.sh", {}, "PARSED True 48 128 1 8 None ['core_attn'] None None None True"),
     ],
 )
 def test_example_command_lines_parse_with_megatron(script, env, expected, tmp_path):
     lines = _run_example(script, tmp_path, **env)
     assert expected in lines, lines
-    nodes = "NNODES=1" if "2gpu" in script else "NNODES=4"
+    nodes = "NNODES=1" if "2gpu" in script else ("NNODES=2" if "qwen3" in script else "NNODES=4")
     assert any(line.startswith("NPROC=") and nodes in line and "NCCL_NVLS_ENABLE=0" in line for line in lines)
 
 
@@ -620,3 +629,31 @@ def test_entry_point_without_megatron_training_says_what_to_install(monkeypatch)
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'comet-megatron-pretrain = "comet_megatron.megatron.pretrain:main"' in text
+
+
+def test_prebuilt_dataset_helpers_skip_megatrons_make(monkeypatch, tmp_path):
+    """The wheels ship helpers_cpp built but no Makefile; megatron.training would run make and exit."""
+    import types
+
+    from megatron.core.datasets import utils
+
+    from comet_megatron.megatron.pretrain import use_prebuilt_dataset_helpers
+
+    def compile_with_make():
+        raise AssertionError("make would run")
+
+    monkeypatch.setattr(utils, "compile_helpers", compile_with_make)
+    monkeypatch.setitem(sys.modules, "megatron.core.datasets.helpers_cpp", types.ModuleType("helpers_cpp"))
+    monkeypatch.setattr(utils, "__file__", str(tmp_path / "utils.py"))
+    assert use_prebuilt_dataset_helpers()
+    utils.compile_helpers()  # now a no-op
+
+    monkeypatch.setattr(utils, "compile_helpers", compile_with_make)
+    (tmp_path / "Makefile").write_text("all:\n")
+    assert not use_prebuilt_dataset_helpers()  # a source checkout builds its own
+    assert utils.compile_helpers is compile_with_make
+
+    (tmp_path / "Makefile").unlink()
+    monkeypatch.setitem(sys.modules, "megatron.core.datasets.helpers_cpp", None)  # import fails
+    assert not use_prebuilt_dataset_helpers()
+    assert utils.compile_helpers is compile_with_make

@@ -36,8 +36,9 @@ def _debug() -> bool:
 
 
 def _fused_backward() -> bool:
-    """Opt-in until measured on GPUs: the overlapped backward kernels (validated under the interpreter)."""
-    return os.environ.get("COMET_FUSED_BACKWARD", "0") not in ("", "0")
+    """The overlapped backward kernels (default); ``COMET_FUSED_BACKWARD=0`` selects the PyTorch backward
+    (all_to_all + grouped GEMMs), which keeps more activations and is slower (benchmarks/results)."""
+    return os.environ.get("COMET_FUSED_BACKWARD", "1") not in ("", "0")
 
 
 def unavailable_reason(config, ep_group: dist.ProcessGroup | None = None) -> str | None:
@@ -119,6 +120,7 @@ class FusedBackend(MoEBackend):
         self.device_name = torch.cuda.get_device_name()
         self._buffer = None
         self.config_override: KernelConfig | None = None
+        self.fused_backward = _fused_backward()  # COMET_FUSED_BACKWARD at construction; settable per layer
 
     @property
     def buffer(self):
@@ -228,7 +230,7 @@ class _FusedMoE(torch.autograd.Function):
         to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
         counts_host = plan.tokens_per_expert.tolist()
         counts = plan.tokens_per_expert.to(grad_out.device)
-        if _fused_backward():
+        if backend.fused_backward:
             return _FusedMoE._fused_backward(ctx, grad_out, to_expert_major, counts, counts_host)
         grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
         grad_rank_major = all_to_all(grad_slots, plan.recv_splits, plan.send_splits, group)

@@ -77,19 +77,21 @@ class CometGroupedMLP(MegatronModule):
 
     @torch.no_grad()
     def _initialize(self, config) -> None:
-        inits = (
-            (self.linear_fc1.weight, config.init_method),
-            (self.linear_fc2.weight, config.output_layer_init_method),
-        )
+        """The values Megatron's SequentialMLP draws under the same seed: expert by expert, fc1 then fc2,
+        from the expert-parallel CUDA RNG stream on the GPU, from an fp32 master weight on the CPU, so
+        a --moe-comet run starts from the same model as the run it is compared with."""
+        fc1, fc2 = self.linear_fc1.weight, self.linear_fc2.weight
         if config.use_cpu_initialization:
-            for weight, init in inits:
-                for expert in weight:
-                    init(expert)
+            for e in range(self.num_local_experts):
+                for weight, init in ((fc1, config.init_method), (fc2, config.output_layer_init_method)):
+                    master = torch.empty(weight.shape[1:], dtype=torch.float32)
+                    init(master)
+                    weight[e].copy_(master)
             return
         with get_cuda_rng_tracker().fork(get_expert_parallel_rng_tracker_name()):
-            for weight, init in inits:
-                for expert in weight:
-                    init(expert)
+            for e in range(self.num_local_experts):
+                config.init_method(fc1[e])
+                config.output_layer_init_method(fc2[e])
 
     def bind_dispatcher(self, dispatcher) -> None:
         """Run through ``dispatcher``'s backend (set by :class:`CometMoELayer`)."""

@@ -353,6 +353,28 @@ def _import_training():
     return ModelType, pretrain, gpt_config_from_args, pretrain_cfg_container_from_args, parse_and_validate_args
 
 
+def use_prebuilt_dataset_helpers() -> bool:
+    """Let Megatron's initialization use the dataset helpers a megatron-core wheel ships prebuilt.
+
+    ``megatron.training``'s initialization always runs ``make`` in ``megatron/core/datasets`` and exits
+    when it fails; the wheels ship ``helpers_cpp`` compiled but not the Makefile, so training from the
+    wheel stops there. When there is no Makefile and the built module imports, compilation is skipped.
+    Returns whether it was."""
+    import importlib
+    import os
+
+    from megatron.core.datasets import utils
+
+    if os.path.exists(os.path.join(os.path.dirname(utils.__file__), "Makefile")):
+        return False  # a source checkout: Megatron builds (or rebuilds) the helpers itself
+    try:
+        importlib.import_module("megatron.core.datasets.helpers_cpp")
+    except ImportError:
+        return False  # neither buildable nor built: Megatron's own error says so
+    utils.compile_helpers = lambda: None
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse Megatron's arguments plus Comet's, validate them, and run Megatron's ``pretrain``."""
     if argv is not None:
@@ -363,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_and_validate_args(
         extra_args_provider=add_comet_args, args_defaults={"tokenizer_type": "GPT2BPETokenizer"}
     )
+    use_prebuilt_dataset_helpers()
     model_config = use_comet_layer_spec(args, gpt_config_from_args(args))
     pretrain(
         pretrain_cfg_container_from_args(args, model_config),

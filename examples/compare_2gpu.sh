@@ -1,0 +1,18 @@
+#!/bin/bash
+# Train one example twice from the same seed - Megatron's alltoall MoE layers (COMET=0), then --moe-comet
+# (COMET=1) - and compare loss curves and step times (examples/compare_runs.py: summary table, JSON, PNG).
+#   bash examples/compare_2gpu.sh [mixtral_8x7b_2gpu.sh|qwen2_57b_a14b_2gpu.sh]
+#   env: OUTDIR=out/compare  ITERS=100  TIMEOUT=600 (seconds per run)  SEQ=4096  and every train_common.sh knob
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+EXAMPLE=${1:-mixtral_8x7b_2gpu.sh}
+NAME=${EXAMPLE%.sh}
+OUTDIR=${OUTDIR:-out/compare}
+mkdir -p "$OUTDIR"
+for COMET in 0 1; do
+  LABEL=$([ "$COMET" = 1 ] && echo comet || echo megatron)
+  COMET=$COMET LOG="$OUTDIR/${NAME}_${LABEL}.log" timeout "${TIMEOUT:-600}" bash "$HERE/$EXAMPLE" > /dev/null 2>&1
+  echo "$LABEL: exit $? ($OUTDIR/${NAME}_${LABEL}.log)"
+done
+python "$HERE/compare_runs.py" "$OUTDIR/${NAME}_megatron.log" "$OUTDIR/${NAME}_comet.log" --labels megatron comet \
+  --seq "${SEQ:-4096}" --json "$OUTDIR/${NAME}_compare.json" --png "$OUTDIR/${NAME}_compare.png"
