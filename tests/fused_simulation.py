@@ -388,6 +388,7 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     fused.topk, fused.ffn, fused.num_experts = topk, ffn, experts
     fused.activation_name, fused.gated, fused.num_sms, fused.device_name = "silu", True, 5, "cpu-sim"
     fused.config_override = TEST_CONFIG
+    fused.fused_backward = os.environ.get("COMET_FUSED_BACKWARD", "1") != "0"  # what __init__ reads
     fused._buffer = _CpuWorkspace(tokens, hidden, experts, topk)
     reference = ReferenceBackend(group, experts)
     gen = torch.Generator().manual_seed(5)

@@ -86,3 +86,15 @@ def apply_cpu_shims() -> None:
 
     moe_utils.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
     token_dispatcher.maybe_move_tensor_to_cpu = maybe_move_tensor_to_cpu
+
+
+def apply_cpu_checkpoint_shims() -> None:
+    """``dist_checkpointing.save`` on CPU: ``FileSystemWriterAsync.preload_tensors`` calls
+    ``torch.cuda.synchronize()`` unconditionally, and reads the process memory through psutil."""
+    import importlib.util
+
+    torch.cuda.synchronize = lambda *args, **kwargs: None
+    if importlib.util.find_spec("psutil") is None:
+        from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+        filesystem_async._process_memory = lambda: 0

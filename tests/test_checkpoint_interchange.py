@@ -11,7 +11,7 @@ replica ids) must equal Megatron's, e.g. ``decoder.layers.0.mlp.experts.experts.
 are loaded by Megatron's layer with EP=1 (a separate 1-rank run) and must hold all 8 experts exactly.
 Loads use ``strict="raise_all"``, so a missing or unexpected key fails the load.
 
-What Megatron-Core 0.16.1's dist_checkpointing needs on a CPU-only machine (set in ``_cpu_ckpt_shims``,
+What Megatron-Core 0.16.1's dist_checkpointing needs on a CPU-only machine (set in ``tests.megatron_cpu.apply_cpu_checkpoint_shims``,
 on top of ``tests.megatron_cpu``):
 
 * ``FileSystemWriterAsync.preload_tensors`` calls ``torch.cuda.synchronize()`` unconditionally, which
@@ -33,6 +33,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.megatron_cpu import apply_cpu_checkpoint_shims
 from tests.multirank import run_ranks
 
 PREFIX = "decoder.layers.0.mlp."
@@ -44,14 +45,6 @@ VARIANTS = {
     "gelu": dict(gated=False, metadata=None),
 }
 TIMEOUT = 300.0
-
-
-def _cpu_ckpt_shims() -> None:
-    torch.cuda.synchronize = lambda *args, **kwargs: None
-    if importlib.util.find_spec("psutil") is None:
-        from megatron.core.dist_checkpointing.strategies import filesystem_async
-
-        filesystem_async._process_memory = lambda: 0
 
 
 def _config(gated: bool, ep: int):
@@ -181,7 +174,7 @@ def _load(layer, directory: str, metadata) -> str | None:
 
 def run_interchange(rank: int, ws: int, root: str) -> dict:
     """EP=ws: Megatron -> Comet -> Megatron for every variant; checkpoints stay under ``root``."""
-    _cpu_ckpt_shims()
+    apply_cpu_checkpoint_shims()
     from megatron.core import parallel_state as ps
 
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
@@ -228,7 +221,7 @@ def run_interchange(rank: int, ws: int, root: str) -> dict:
 
 def run_reshard_load(rank: int, ws: int, root: str) -> dict:
     """EP=ws (1): load what Comet wrote with EP=2 into Megatron's layer; return all experts."""
-    _cpu_ckpt_shims()
+    apply_cpu_checkpoint_shims()
     from megatron.core import parallel_state as ps
 
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
@@ -246,7 +239,6 @@ def run_reshard_load(rank: int, ws: int, root: str) -> dict:
 
 def _gpt_model_round_trip(directory: str, ws: int) -> dict:
     """A whole GPTModel (examples/spec_swap.py, MoE + dense layer) saved by Comet, loaded by stock Megatron."""
-    import importlib.util
 
     from megatron.core import dist_checkpointing
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec

@@ -83,16 +83,17 @@ def _raise_if_a_wait_gave_up(views, epoch: int) -> None:
         )
 
 
-def _weight_grads(ctx, grad_y, fc2_input, grad_fc1_out, x_e, counts, counts_host):
+def _weight_grads(ctx, grad_y, make_fc2_input, grad_fc1_out, x_e, counts, counts_host):
     """``(grad_w1, grad_w2)`` of the local experts (``None`` where not needed), honouring gradient-accumulation
-    fusion. ``grad_y``: ``[R, H]`` output gradient rows; ``fc2_input``: ``[R, F]``; ``grad_fc1_out``: ``[R, (2)F]``."""
+    fusion. ``grad_y``: ``[R, H]`` output gradient rows; ``make_fc2_input()``: ``[R, F]``, built only when
+    needed and dropped before the fc1 gradient is allocated (lower peak); ``grad_fc1_out``: ``[R, (2)F]``."""
     *_, w1, w2 = ctx.saved_tensors
     fuse = ctx.weights.fuse_wgrad_into_main_grad
     grad_w1 = grad_w2 = None
+    if ctx.needs_input_grad[3]:
+        grad_w2 = accumulate_weight_grad(w2, grouped_weight_grad(grad_y, make_fc2_input(), counts, counts_host), fuse)
     if ctx.needs_input_grad[2]:
         grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host), fuse)
-    if ctx.needs_input_grad[3]:
-        grad_w2 = accumulate_weight_grad(w2, grouped_weight_grad(grad_y, fc2_input, counts, counts_host), fuse)
     return grad_w1, grad_w2
 
 
@@ -244,7 +245,8 @@ class _FusedMoE(torch.autograd.Function):
         wanted = [t for t in (pre, pe) if t.requires_grad]
         act_grads = dict(zip(map(id, wanted), torch.autograd.grad(fc2_input, wanted, grad_fc2_input)))
         grad_fc1_out, grad_p_e = act_grads[id(pre)], act_grads.get(id(pe))
-        grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input.detach(), grad_fc1_out, x_e, counts, counts_host)
+        fc2_input = fc2_input.detach()
+        grad_w1, grad_w2 = _weight_grads(ctx, grad_y, lambda: fc2_input, grad_fc1_out, x_e, counts, counts_host)
         grad_tokens = grad_probs = None
         if ctx.needs_input_grad[0]:
             grad_x_e = grouped_mm(grad_fc1_out, w1.transpose(-2, -1), counts, counts_host)
@@ -285,10 +287,11 @@ class _FusedMoE(torch.autograd.Function):
             **common,
         )
         grad_y = views.received(plan.recv_rows, ctx.hidden)  # dY stays there until the next push into it
-        fc2_input = None
-        if ctx.needs_input_grad[3]:
-            with torch.no_grad():
-                fc2_input = weights.activation(preact, probs_e.to(preact.dtype))
+
+        @torch.no_grad()
+        def fc2_input():  # the activation output, recomputed elementwise from the kept fc1 output
+            return weights.activation(preact, probs_e.to(preact.dtype))
+
         grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input, d_fc1, x_e, counts, counts_host)
         fused_ops.fc2_combine(views, plan, ctx.tables, d_fc1, w1.detach(), weight_kn=True, **common)
         grad_tokens = fused_ops.combine_reduce(

@@ -175,8 +175,13 @@ def comet_layer_spec(args, base_spec):
     """``base_spec`` (a GPT layer spec, decoder block spec or list of layer specs, as Megatron built it) with
     its MoE layers swapped for Comet's when ``--moe-comet`` is set; ``base_spec`` itself otherwise.
 
-    Validates the arguments and exports the tuner options to the environment first.
+    Validates the arguments and exports the tuner options to the environment first. With or without the
+    flag, a ``--load`` whose optimizer state cannot cross expert layouts is refused
+    (:func:`~comet_megatron.megatron.checkpoint_guard.check_resume_across_expert_layouts`).
     """
+    from comet_megatron.megatron.checkpoint_guard import check_resume_across_expert_layouts
+
+    check_resume_across_expert_layouts(args)
     if not _arg(args, "moe_comet"):
         return base_spec
     from comet_megatron.megatron.spec import to_comet_spec

@@ -156,7 +156,11 @@ class CometGPTLayerSpec:
 
 def use_comet_layer_spec(args, model_config):
     """With ``--moe-comet``: validate the arguments and make ``model_config`` (a ``GPTModelConfig``) build
-    Comet's MoE layers. Returns ``model_config``; without the flag it is left untouched."""
+    Comet's MoE layers. Returns ``model_config``; without the flag it is left untouched. Either way a
+    ``--load`` whose distributed-optimizer state cannot cross expert layouts is refused first."""
+    from comet_megatron.megatron.checkpoint_guard import check_resume_across_expert_layouts
+
+    check_resume_across_expert_layouts(args)
     if getattr(args, "moe_comet", False):
         validate_comet_args(args)
         model_config.transformer_layer_spec = CometGPTLayerSpec(args, model_config.transformer_layer_spec)
