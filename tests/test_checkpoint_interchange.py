@@ -11,8 +11,8 @@ replica ids) must equal Megatron's, e.g. ``decoder.layers.0.mlp.experts.experts.
 are loaded by Megatron's layer with EP=1 (a separate 1-rank run) and must hold all 8 experts exactly.
 Loads use ``strict="raise_all"``, so a missing or unexpected key fails the load.
 
-What Megatron-Core 0.16.1's dist_checkpointing needs on a CPU-only machine (set in ``tests.megatron_cpu.apply_cpu_checkpoint_shims``,
-on top of ``tests.megatron_cpu``):
+What Megatron-Core 0.16.1's dist_checkpointing needs on a CPU-only machine
+(``tests.megatron_cpu.apply_cpu_checkpoint_shims``, on top of the other CPU shims there):
 
 * ``FileSystemWriterAsync.preload_tensors`` calls ``torch.cuda.synchronize()`` unconditionally, which
   raises without CUDA -> patched to a no-op in the worker processes.
