@@ -19,6 +19,7 @@ Variants (same router weights, expert weights and inputs within a case; identica
 Usage (EP size = world size):
   torchrun --nproc-per-node=N benchmarks/bench_layer.py [--cases a,b] [--variants v1,v2] [--tokens T]
            [--fwd-only] [--iters 20] [--warmup 5] [--comet-backend auto|fused|reference] [--out DIR]
+           [--router-skew S]   (uneven routing, as in training; results record expert_load_max_over_mean)
   CPU dry run (gloo, fp32, smoke case, symm_vdev2d emulated with gloo all_to_all):
   python -m torch.distributed.run --nproc-per-node 2 benchmarks/bench_layer.py --cpu-smoke --out /tmp/x
   Re-draw the chart of a finished run:  python benchmarks/bench_layer.py --replot DIR/bench_layer_ep2.json
@@ -354,6 +355,15 @@ class CaseData:
         gen = torch.Generator(device="cpu").manual_seed(7000 + index)  # same on every rank
         self.router_weight = torch.randn(case.experts, case.hidden, generator=gen) / math.sqrt(case.hidden)
         self.x = self._normal((case.tokens, 1, case.hidden), 1.0, 11)
+        skew = getattr(env.args, "router_skew", 0.0)
+        if skew:
+            # Training's routing is uneven (aux loss 1.0-2.4 in the 2-GPU runs): one input direction u, present
+            # in every token, raises expert e's logit by skew * (1 - e / (E - 1)): expert 0 hottest.
+            u = torch.randn(case.hidden, generator=gen)
+            u /= u.norm()
+            profile = torch.linspace(1.0, 0.0, case.experts)
+            self.router_weight += skew * profile[:, None] * u[None, :]
+            self.x += u.to(device=self.x.device, dtype=self.x.dtype)
         self.dy = self._normal((case.tokens, 1, case.hidden), 1.0, 13)
 
     def _generator(self, *parts: int) -> torch.Generator:
@@ -871,6 +881,9 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
             handle.remove()
     tpe = seen.get("tokens_per_expert") or getattr(layer, "last_tokens_per_expert", None)
     res["finite"] = bool(all_ranks_ok(bool(torch.isfinite(y).all()), env))
+    if tpe:  # routing balance the timing ran under: the busiest local expert against the mean, over ranks
+        loads = [float(t) for t in tpe]
+        res["expert_load_max_over_mean"] = round(max_over_ranks(max(loads) / max(sum(loads) / len(loads), 1.0), env), 3)
     if name == "megatron":
         ctx["ref_out"] = y.cpu()
         ctx["ref_tpe"] = tpe
@@ -1119,6 +1132,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variants", default=None, help=f"comma list of {', '.join(VARIANTS)} (default: all)")
     p.add_argument("--tokens", type=int, default=None, help="tokens per rank for every case (default: per case)")
     p.add_argument("--fwd-only", action="store_true", help="time the forward pass only")
+    p.add_argument(
+        "--router-skew",
+        type=float,
+        default=0.0,
+        help="uneven routing: raise expert e's router logit by SKEW*(1-e/(E-1)) (0: the random router, about even)",
+    )
     p.add_argument("--iters", type=int, default=None, help="timed iterations per measurement (default 20; CPU 3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 5; CPU 1)")
     p.add_argument(

@@ -147,6 +147,15 @@ def test_bad_option(dist_initialized, name):
     assert message.count("\n- ") == 1, message  # exactly this one problem
 
 
+@pytest.mark.parametrize("option", ["overlap_dispatch_backward_with_experts_wgrad", "delay_wgrad_compute"])
+def test_deferred_weight_gradients_are_refused(dist_initialized, option):
+    config = _config()  # set afterwards: TransformerConfig asserts Transformer Engine / EP-overlap for these
+    setattr(config, option, True)
+    message = _message(config, _fake_groups(ep=2))
+    _assert_fragments(message, [option, f"unset --{option.replace('_', '-')}"])
+    assert message.count("\n- ") == 1, message
+
+
 def test_all_problems_in_one_message(dist_initialized):
     overrides = {k: v for opts, _ in BAD_OPTIONS.values() for k, v in opts.items()}
     overrides.pop("moe_token_dispatcher_type")  # moe_shared_expert_overlap needs alltoall in the config

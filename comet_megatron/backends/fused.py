@@ -179,8 +179,8 @@ class _FusedMoE(torch.autograd.Function):
         device = tokens.device
         tables = {
             name: getattr(plan, name).to(device, non_blocking=True)
-            for name in ("units", "mtiles", "src_table", "src_first_slot")
-        }
+            for name in ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert")
+        }  # copied here, right after the counts read, so that the backward needs no host-to-device copy (a sync)
         x = tokens.contiguous()
         probs32 = probs_of_slot.detach().float().contiguous()
         debug = _debug()
@@ -230,7 +230,7 @@ class _FusedMoE(torch.autograd.Function):
         rows = plan.recv_rows
         to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
         counts_host = plan.tokens_per_expert.tolist()
-        counts = plan.tokens_per_expert.to(grad_out.device)
+        counts = ctx.tables["tokens_per_expert"]
         if backend.fused_backward:
             return _FusedMoE._fused_backward(ctx, grad_out, to_expert_major, counts, counts_host)
         grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)

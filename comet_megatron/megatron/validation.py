@@ -49,6 +49,12 @@ def validate_moe_config(config, pg_collection) -> None:
             "moe_shared_expert_overlap is not supported (Comet overlaps the experts' own communication): "
             "unset --moe-shared-expert-overlap; shared experts still run"
         )
+    for option in ("overlap_dispatch_backward_with_experts_wgrad", "delay_wgrad_compute"):
+        if getattr(config, option, False):  # Megatron-Core >= 0.19; both defer the experts' weight gradients
+            problems.append(
+                f"{option} is not supported: Comet computes the experts' weight gradients inside its fused "
+                f"backward; unset --{option.replace('_', '-')}"
+            )
     if getattr(config, "moe_apply_probs_on_input", False):
         problems.append("moe_apply_probs_on_input is not supported: unset --moe-apply-probs-on-input")
     if config.moe_token_dispatcher_type not in SUPPORTED_CONFIG_DISPATCHERS:
