@@ -96,3 +96,12 @@ def test_the_spec_hook_runs_the_check_with_and_without_the_flag(checkpoints):
     with pytest.raises(CometConfigError, match="saved with --moe-comet"):
         comet_layer_spec(_args(load, comet=False), base)  # a Megatron run resuming Comet's checkpoint
     assert comet_layer_spec(_args(checkpoints["megatron_dp_reshardable"], comet=False), base) is base
+
+
+def test_an_unreadable_checkpoint_is_left_to_megatron(tmp_path):
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("3")
+    broken = tmp_path / "iter_0000003"
+    broken.mkdir()
+    (broken / "metadata.json").write_text("{not json")  # looks like a dist checkpoint, cannot be read
+    with pytest.warns(UserWarning, match="could not read"):
+        check_resume_across_expert_layouts(_args(str(tmp_path), comet=True))

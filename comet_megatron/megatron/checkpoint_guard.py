@@ -14,6 +14,7 @@ common state) and names the options that make the resume safe.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 from comet_megatron.errors import CometConfigError
@@ -74,7 +75,15 @@ def check_resume_across_expert_layouts(args) -> None:
         return
     if arg("no_load_optim") or arg("finetune"):
         return
-    info = read_checkpoint_info(arg("load"), arg("ckpt_step"))
+    try:
+        info = read_checkpoint_info(arg("load"), arg("ckpt_step"))
+    except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is Megatron's to report when it loads it
+        warnings.warn(
+            f"comet-megatron could not read {arg('load')} to check its expert layout ({type(exc).__name__}: {exc}); "
+            "Megatron will load it as usual",
+            stacklevel=2,
+        )
+        return
     if info is None or not info.saved_optimizer:
         return
     running_comet = bool(arg("moe_comet"))
