@@ -12,8 +12,8 @@
 #   MOE_FREQ            --moe-layer-freq: 1 (all MoE), 2 (alternate MoE/dense), or a list like "[1,0,1,0]"
 #   RECOMPUTE=1         recompute the MoE layers in backward (--recompute-granularity selective --recompute-modules moe)
 #   SAVE LOAD SAVE_INTERVAL   dist-checkpoint folder to write / to resume from, and how often to save; to resume
-#                       across COMET=0 and COMET=1 add EXTRA=--no-load-optim (the default optimizer format is
-#                       refused across expert layouts at startup; README, Checkpoints)
+#                       across COMET=0 and COMET=1 save with EXTRA=--dist-ckpt-optim-fully-reshardable, or
+#                       resume with EXTRA=--no-load-optim (README, Checkpoints)
 #   DATA_PATH TOKENIZER_TYPE TOKENIZER_MODEL   real data; without DATA_PATH: --mock-data + NullTokenizer
 #   IMPL=local          --transformer-impl (transformer_engine where TE is installed; then GROUPED_GEMM=1 helps
 #                       Megatron's experts)

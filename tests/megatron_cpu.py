@@ -98,3 +98,36 @@ def apply_cpu_checkpoint_shims() -> None:
         from megatron.core.dist_checkpointing.strategies import filesystem_async
 
         filesystem_async._process_memory = lambda: 0
+
+
+def apply_cpu_optimizer_shims() -> None:
+    """Megatron's DDP and (distributed) optimizer on CPU: a few tensors are created on ``"cuda"``
+    unconditionally (found-inf flags, dummy overflow buffers, ``Tensor.cuda()`` in the state-dict gathers),
+    and parameters are accepted only if ``Tensor.type()`` names a CUDA type. Maps both to the CPU."""
+    import functools
+
+    if getattr(torch, "_comet_cpu_optimizer_shims", False):
+        return
+    torch._comet_cpu_optimizer_shims = True
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    original_type = torch.Tensor.type
+
+    def cuda_type_name(self, dtype=None, non_blocking=False, **kwargs):
+        if dtype is None:
+            name = original_type(self)
+            return name if name.startswith("torch.cuda.") else name.replace("torch.", "torch.cuda.", 1)
+        return original_type(self, dtype, non_blocking, **kwargs)
+
+    torch.Tensor.type = cuda_type_name
+
+    def on_cpu(factory):
+        @functools.wraps(factory)
+        def wrapper(*args, **kwargs):
+            if str(kwargs.get("device", "")).startswith("cuda"):
+                kwargs["device"] = "cpu"
+            return factory(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("tensor", "zeros", "ones", "empty", "empty_like", "zeros_like", "full", "arange"):
+        setattr(torch, name, on_cpu(getattr(torch, name)))

@@ -64,7 +64,7 @@ def _args(load, comet, **kw):
 @pytest.mark.parametrize("sharding", ["dp_reshardable", None], ids=["dp_reshardable", "pre_0.13"])
 def test_bucket_space_state_across_layouts_is_refused(checkpoints, saved_comet, sharding):
     load = checkpoints[f"{'comet' if saved_comet else 'megatron'}_{sharding}"]
-    with pytest.raises(CometConfigError, match="--no-load-optim.*--dist-ckpt-optim-fully-reshardable") as info:
+    with pytest.raises(CometConfigError, match="--dist-ckpt-optim-fully-reshardable.*--no-load-optim") as info:
         check_resume_across_expert_layouts(_args(load, comet=not saved_comet))
     assert "iter_0000010" in str(info.value)
     # the same checkpoint under the layout that wrote it, or without its optimizer state, is fine

@@ -95,7 +95,8 @@ def check_resume_across_expert_layouts(args) -> None:
         f"--load {info.path}: this checkpoint was saved with {saved} and its distributed-optimizer state in "
         f"the {info.optim_sharding_type or 'legacy'!r} format (flat gradient buffers), which cannot be restored "
         f"into {running} (the expert parameters are laid out differently, so the state would be paired with the "
-        "wrong experts). Resume with --no-load-optim to keep the model weights (they interchange) with a fresh "
-        "optimizer; keeping the optimizer state needs a checkpoint saved with --dist-ckpt-optim-fully-reshardable "
-        "(model-space state; not yet verified with Comet's experts)."
+        "wrong experts). To keep the optimizer state, save the checkpoint with --dist-ckpt-optim-fully-reshardable "
+        "(model-space state, which crosses layouts; Megatron-Core 0.16.1/0.19.2 load it only with Apex or "
+        "Transformer Engine installed); or resume with --no-load-optim to keep only the model weights (they "
+        "interchange)."
     )

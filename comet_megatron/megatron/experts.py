@@ -126,7 +126,6 @@ class CometGroupedMLP(MegatronModule):
         num_global = self.ep_group.size() * self.num_local_experts
         replica_id = (0, 0, self.dp_group.rank())
         layout = dict(
-            experts_prefix=f"{prefix}experts.",
             sharded_offsets=tuple(sharded_offsets),
             first_global_expert=ep_rank * self.num_local_experts,
             num_global_experts=num_global,
@@ -172,13 +171,20 @@ def _build_expert_shards(
     *,
     name,
     glu,
-    experts_prefix,
     sharded_offsets,
     first_global_expert,
     num_global_experts,
     singleton,
 ):
-    """One stacked weight -> the ShardedTensors SequentialMLP would write for the same experts."""
+    """One stacked weight -> the ShardedTensors SequentialMLP would write for the same experts.
+
+    Shard keys derive from ``key`` (the factory's key as the caller passes it), not from the layout alone:
+    the optimizers build their state's sharded tensors from the model's factories with prefixed keys
+    (``optimizer.state.exp_avg.<key>``), which must reach the shards."""
+    suffix = f"{name}.weight"
+    if not key.endswith(suffix):
+        raise ValueError(f"CometGroupedMLP shard factory for {name}: key {key!r} does not end in {suffix}")
+    stem = key[: -len(suffix)]  # '<prefix>experts.' (model) or 'optimizer.state.exp_avg.<prefix>experts.'
     if flattened_range is not None:
         raise NotImplementedError(
             "CometGroupedMLP weights cannot be saved in a flattened (fully_sharded_model_space) optimizer "
@@ -188,10 +194,10 @@ def _build_expert_shards(
     for local, expert in enumerate(data):
         global_expert = first_global_expert + local
         if singleton:
-            base_key = f"{experts_prefix}{global_expert}.{name}.weight"
+            base_key = f"{stem}{global_expert}.{suffix}"
             offsets = sharded_offsets
         else:
-            base_key = f"{experts_prefix}{name}.weight"
+            base_key = key
             offsets = (*sharded_offsets, (len(sharded_offsets), global_expert, num_global_experts))
         axis = len(offsets)
         if not glu:
