@@ -1,8 +1,10 @@
 #!/bin/bash
 # Train one example twice from the same seed - Megatron's alltoall MoE layers (COMET=0), then --moe-comet
 # (COMET=1) - and compare loss curves and step times (examples/compare_runs.py: summary table, JSON, PNG).
-#   bash examples/compare_2gpu.sh [mixtral_8x7b_2gpu.sh|qwen2_57b_a14b_2gpu.sh]
+#   bash examples/compare_2gpu.sh [mixtral_8x7b_2gpu.sh|qwen3_30b_a3b_2gpu.sh|qwen2_57b_a14b_2gpu.sh]
 #   env: OUTDIR=out/compare  ITERS=100  TIMEOUT=600 (seconds per run)  SEQ=4096  and every train_common.sh knob
+#        PROFILE=1: PyTorch-profile steps PROFILE_START..PROFILE_END (default 20..22) on rank 0 of both runs and
+#        summarize the traces side by side (benchmarks/trace_summary.py: GPU busy/idle, host syncs, top kernels)
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 EXAMPLE=${1:-mixtral_8x7b_2gpu.sh}
@@ -11,8 +13,19 @@ OUTDIR=${OUTDIR:-out/compare}
 mkdir -p "$OUTDIR"
 for COMET in 0 1; do
   LABEL=$([ "$COMET" = 1 ] && echo comet || echo megatron)
-  COMET=$COMET LOG="$OUTDIR/${NAME}_${LABEL}.log" timeout "${TIMEOUT:-600}" bash "$HERE/$EXAMPLE" > /dev/null 2>&1
+  RUN_EXTRA=${EXTRA:-}
+  if [ "${PROFILE:-0}" = 1 ]; then
+    # Megatron writes the trace to <tensorboard-dir>/../torch_profile/rank-0.json.gz
+    RUN_EXTRA="$RUN_EXTRA --profile --use-pytorch-profiler --profile-ranks 0 --profile-step-start ${PROFILE_START:-20}"
+    RUN_EXTRA="$RUN_EXTRA --profile-step-end ${PROFILE_END:-22} --tensorboard-dir $OUTDIR/${NAME}_${LABEL}/tb"
+  fi
+  COMET=$COMET EXTRA="$RUN_EXTRA" LOG="$OUTDIR/${NAME}_${LABEL}.log" timeout "${TIMEOUT:-600}" bash "$HERE/$EXAMPLE" \
+    > /dev/null 2>&1
   echo "$LABEL: exit $? ($OUTDIR/${NAME}_${LABEL}.log)"
 done
 python "$HERE/compare_runs.py" "$OUTDIR/${NAME}_megatron.log" "$OUTDIR/${NAME}_comet.log" --labels megatron comet \
   --seq "${SEQ:-4096}" --json "$OUTDIR/${NAME}_compare.json" --png "$OUTDIR/${NAME}_compare.png"
+if [ "${PROFILE:-0}" = 1 ]; then
+  python "$HERE/../benchmarks/trace_summary.py" "$OUTDIR/${NAME}_megatron/torch_profile/rank-0.json.gz" \
+    "$OUTDIR/${NAME}_comet/torch_profile/rank-0.json.gz" --labels megatron comet --json "$OUTDIR/${NAME}_traces.json"
+fi

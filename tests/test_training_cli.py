@@ -467,7 +467,7 @@ print("PARSED", args.moe_comet, t.num_layers, t.num_moe_experts, t.moe_layer_fre
 """
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", [*SCRIPTS, "compare_2gpu.sh"])
 def test_example_scripts_are_valid_bash(script):
     assert os.access(EXAMPLES / script, os.X_OK)
     subprocess.run(["bash", "-n", str(EXAMPLES / script)], check=True)
