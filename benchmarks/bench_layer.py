@@ -19,7 +19,8 @@ Variants (same router weights, expert weights and inputs within a case; identica
 Usage (EP size = world size):
   torchrun --nproc-per-node=N benchmarks/bench_layer.py [--cases a,b] [--variants v1,v2] [--tokens T]
            [--fwd-only] [--iters 20] [--warmup 5] [--comet-backend auto|fused|reference] [--out DIR]
-           [--router-skew S]   (uneven routing, as in training; results record expert_load_max_over_mean)
+           [--router-skew S]   (uneven routing, as in training; results record expert_load_max_over_mean
+                                and rank_load_max_over_mean)
   CPU dry run (gloo, fp32, smoke case, symm_vdev2d emulated with gloo all_to_all):
   python -m torch.distributed.run --nproc-per-node 2 benchmarks/bench_layer.py --cpu-smoke --out /tmp/x
   Re-draw the chart of a finished run:  python benchmarks/bench_layer.py --replot DIR/bench_layer_ep2.json
@@ -143,6 +144,12 @@ def max_over_ranks(value: float, env: Env) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=env.dev)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
+
+
+def mean_over_ranks(value: float, env: Env) -> float:
+    t = torch.tensor([float(value)], dtype=torch.float64, device=env.dev)
+    dist.all_reduce(t)
+    return float(t.item()) / env.ws
 
 
 def all_ranks_ok(ok: bool, env: Env) -> bool:
@@ -884,6 +891,9 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
     if tpe:  # routing balance the timing ran under: the busiest local expert against the mean, over ranks
         loads = [float(t) for t in tpe]
         res["expert_load_max_over_mean"] = round(max_over_ranks(max(loads) / max(sum(loads) / len(loads), 1.0), env), 3)
+        # and between ranks (the skew of --router-skew heats the first experts, i.e. the first rank's)
+        rows = sum(loads)
+        res["rank_load_max_over_mean"] = round(max_over_ranks(rows, env) / max(mean_over_ranks(rows, env), 1.0), 3)
     if name == "megatron":
         ctx["ref_out"] = y.cpu()
         ctx["ref_tpe"] = tpe
@@ -1045,7 +1055,9 @@ def plot(results: dict, path: str) -> str:
     except ImportError:
         return "matplotlib is not installed: no chart written"
     cases = [c for c, e in results["cases"].items() if not isinstance(e.get("skipped"), str)]
-    variants = [v for v in VARIANTS if any(isinstance(results["cases"][c]["variants"].get(v), dict) for c in cases)]
+    # this version's variants in their order, then any other names an older results file holds
+    names = list(VARIANTS) + sorted({v for c in cases for v in results["cases"][c]["variants"]} - set(VARIANTS))
+    variants = [v for v in names if any(isinstance(results["cases"][c]["variants"].get(v), dict) for c in cases)]
     if not cases or not variants:
         return "nothing to plot"
     fig, axes = plt.subplots(2, 1, figsize=(max(9, 2.2 * len(cases) + 2), 9))

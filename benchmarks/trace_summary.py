@@ -6,10 +6,12 @@
 Megatron writes such traces with ``--profile --use-pytorch-profiler --profile-step-start S --profile-step-end E
 --profile-ranks 0 --tensorboard-dir DIR`` (to ``DIR/../torch_profile/rank-0.json.gz``; ``examples/compare_2gpu.sh``
 does this with ``PROFILE=1``). Per trace: the span from the first to the last GPU kernel, the time at least one
-kernel ran (busy), the idle gaps longer than ``--gap-us`` (count and total), the host time spent blocked in
-synchronizing CUDA calls (``cudaStreamSynchronize``, ``cudaDeviceSynchronize``, ``cudaEventSynchronize``,
-``cudaMemcpy*`` — a blocked host cannot queue work ahead), and the kernels grouped by name with the largest total
-time first. Comparing two runs this way shows whether a slower step comes from slower kernels or from an idle GPU.
+kernel ran (busy), the idle gaps longer than ``--gap-us`` (count and total), the host time in synchronizing CUDA
+calls (stream/device/event synchronize, synchronous ``cudaMemcpy``: a blocked host cannot queue work ahead) and,
+apart, in asynchronous copies (they block too when the host memory is pageable; the trace cannot tell), and the
+kernels grouped by name with the largest total time first. Caveat: kernels that wait inside the GPU — Comet's
+persistent kernels spinning on flags, NCCL kernels waiting for peers — count as busy, so compare the kernel
+table too, not only busy/idle.
 """
 
 from __future__ import annotations
@@ -21,7 +23,18 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-_SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+# host calls that wait for the GPU (runtime and driver API names)
+_BLOCKING_CALLS = {
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
+    "cudaEventSynchronize",
+    "cudaMemcpy",
+    "cuStreamSynchronize",
+    "cuCtxSynchronize",
+    "cuEventSynchronize",
+}
+# copies: they block the host when the host memory is pageable (not pinned), which the trace does not record
+_COPY_CALL_PREFIXES = ("cudaMemcpyAsync", "cuMemcpy")
 
 
 def load_events(path: str | Path) -> list[dict]:
@@ -68,11 +81,13 @@ def summarize(events: list[dict], top: int = 15, gap_us: float = 20.0) -> dict:
         entry[1] += 1
     ranked = sorted(by_name.items(), key=lambda kv: -kv[1][0])
     host = [e for e in events if e.get("ph") == "X" and e.get("cat") in ("cuda_runtime", "cuda_driver")]
-    blocked = defaultdict(float)
+    blocked, copies = defaultdict(float), defaultdict(float)
     for e in host:
         name = e.get("name", "")
-        if name.startswith(_SYNC_CALLS):
+        if name in _BLOCKING_CALLS:
             blocked[name] += float(e.get("dur", 0.0))
+        elif name.startswith(_COPY_CALL_PREFIXES):
+            copies[name] += float(e.get("dur", 0.0))
     return {
         "kernels": len(kernels),
         "span_ms": span / 1e3,
@@ -81,6 +96,7 @@ def summarize(events: list[dict], top: int = 15, gap_us: float = 20.0) -> dict:
         "idle_gaps": len(gaps),
         "idle_in_gaps_ms": sum(gaps) / 1e3,
         "host_blocked_ms": {k: round(v / 1e3, 3) for k, v in sorted(blocked.items(), key=lambda kv: -kv[1])},
+        "host_copy_calls_ms": {k: round(v / 1e3, 3) for k, v in sorted(copies.items(), key=lambda kv: -kv[1])},
         "top_kernels": [
             {"name": name[:120], "total_ms": round(total / 1e3, 3), "calls": calls}
             for name, (total, calls) in ranked[:top]
@@ -100,11 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
     if len(labels) != len(args.traces):
         parser.error("--labels needs one name per trace")
     summaries = {label: summarize(load_events(t), args.top, args.gap_us) for label, t in zip(labels, args.traces)}
-    print(f"{'trace':<20}{'span ms':>10}{'busy ms':>10}{'idle ms':>10}{'gaps':>7}{'host sync ms':>14}")
+    print(f"{'trace':<20}{'span ms':>10}{'busy ms':>10}{'idle ms':>10}{'gaps':>7}{'host sync ms':>14}{'copy ms':>10}")
     for label, s in summaries.items():
         print(
             f"{label:<20}{s['span_ms']:>10.1f}{s['busy_ms']:>10.1f}{s['idle_ms']:>10.1f}{s['idle_gaps']:>7}"
-            f"{sum(s['host_blocked_ms'].values()):>14.1f}"
+            f"{sum(s['host_blocked_ms'].values()):>14.1f}{sum(s['host_copy_calls_ms'].values()):>10.1f}"
         )
     for label, s in summaries.items():
         print(f"\n{label}: top kernels (total ms, calls)")

@@ -3,14 +3,17 @@
 # (COMET=1) - and compare loss curves and step times (examples/compare_runs.py: summary table, JSON, PNG).
 #   bash examples/compare_2gpu.sh [mixtral_8x7b_2gpu.sh|qwen3_30b_a3b_2gpu.sh|qwen2_57b_a14b_2gpu.sh]
 #   env: OUTDIR=out/compare  ITERS=100  TIMEOUT=600 (seconds per run)  SEQ=4096  and every train_common.sh knob
-#        PROFILE=1: PyTorch-profile steps PROFILE_START..PROFILE_END (default 20..22) on rank 0 of both runs and
-#        summarize the traces side by side (benchmarks/trace_summary.py: GPU busy/idle, host syncs, top kernels)
+#        PROFILE=1: PyTorch-profile iterations PROFILE_START .. PROFILE_END-1 (default 20, 21) on rank 0 of both
+#        runs and summarize the traces side by side (benchmarks/trace_summary.py: GPU busy/idle, host syncs, top
+#        kernels); OUTDIR must not contain spaces then (Megatron's arguments are passed through EXTRA)
+# Exit status: non-zero when a training run or the comparison failed.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 EXAMPLE=${1:-mixtral_8x7b_2gpu.sh}
 NAME=${EXAMPLE%.sh}
 OUTDIR=${OUTDIR:-out/compare}
 mkdir -p "$OUTDIR"
+status=0
 for COMET in 0 1; do
   LABEL=$([ "$COMET" = 1 ] && echo comet || echo megatron)
   RUN_EXTRA=${EXTRA:-}
@@ -21,11 +24,15 @@ for COMET in 0 1; do
   fi
   COMET=$COMET EXTRA="$RUN_EXTRA" LOG="$OUTDIR/${NAME}_${LABEL}.log" timeout "${TIMEOUT:-600}" bash "$HERE/$EXAMPLE" \
     > /dev/null 2>&1
-  echo "$LABEL: exit $? ($OUTDIR/${NAME}_${LABEL}.log)"
+  rc=$?
+  echo "$LABEL: exit $rc ($OUTDIR/${NAME}_${LABEL}.log)"
+  [ "$rc" = 0 ] || status=$rc
 done
 python "$HERE/compare_runs.py" "$OUTDIR/${NAME}_megatron.log" "$OUTDIR/${NAME}_comet.log" --labels megatron comet \
-  --seq "${SEQ:-4096}" --json "$OUTDIR/${NAME}_compare.json" --png "$OUTDIR/${NAME}_compare.png"
+  --seq "${SEQ:-4096}" --json "$OUTDIR/${NAME}_compare.json" --png "$OUTDIR/${NAME}_compare.png" || status=1
 if [ "${PROFILE:-0}" = 1 ]; then
   python "$HERE/../benchmarks/trace_summary.py" "$OUTDIR/${NAME}_megatron/torch_profile/rank-0.json.gz" \
-    "$OUTDIR/${NAME}_comet/torch_profile/rank-0.json.gz" --labels megatron comet --json "$OUTDIR/${NAME}_traces.json"
+    "$OUTDIR/${NAME}_comet/torch_profile/rank-0.json.gz" --labels megatron comet --json "$OUTDIR/${NAME}_traces.json" \
+    || status=1
 fi
+exit $status

@@ -1,5 +1,5 @@
-# Shared launcher of the MoE training examples (sourced by mixtral_8x7b*.sh and qwen2_57b_a14b*.sh, which set
-# MODEL_ARGS and the defaults below first). Megatron's GPT pretraining through comet-megatron's entry point
+# Shared launcher of the MoE training examples (sourced by mixtral_8x7b*.sh, qwen2_57b_a14b*.sh and
+# qwen3_30b_a3b*.sh, which set MODEL_ARGS and the defaults below first). Megatron's GPT pretraining through comet-megatron's entry point
 # (python -m comet_megatron.megatron.pretrain = Megatron's pretrain_gpt.py + --moe-comet), with the flags of
 # the measured Megatron-LM anchor (../shared/bench/e2e_megatron_lm.sh there): local transformer impl, no TE.
 #

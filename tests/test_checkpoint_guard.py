@@ -45,6 +45,19 @@ def _save_checkpoints(rank, ws, root):
                     with open(os.path.join(root, name, "latest_checkpointed_iteration.txt"), "w") as f:
                         f.write(str(iteration))
                 written[name] = os.path.join(root, name)
+    # Megatron's-layout checkpoints it would not take optimizer state from: a release checkpoint, and one
+    # saved by the regular (non-distributed) optimizer, whose state is stored per parameter in model space
+    for name, dirname, use_dist_opt in (("release", "release", True), ("regular_optimizer", "iter_0000010", False)):
+        path = os.path.join(root, name, dirname)
+        os.makedirs(path, exist_ok=True)
+        state = {
+            "weight": ShardedTensor.from_rank_offsets("decoder.weight", torch.arange(6.0).view(2, 3)),
+            "args": argparse.Namespace(moe_comet=False, use_distributed_optimizer=use_dist_opt, num_experts=8),
+        }
+        dist_checkpointing.save(state, path, content_metadata=None)
+        with open(os.path.join(root, name, "latest_checkpointed_iteration.txt"), "w") as f:
+            f.write("release" if dirname == "release" else "10")
+        written[name] = os.path.join(root, name)
     return written
 
 
@@ -88,6 +101,34 @@ def test_nothing_to_load_passes(tmp_path):
     assert checkpoint_dir(str(tmp_path)) is None
     (tmp_path / "latest_checkpointed_iteration.txt").write_text("release")
     assert checkpoint_dir(str(tmp_path)) == os.path.join(str(tmp_path), "release")
+
+
+@pytest.mark.parametrize("name", ["release", "regular_optimizer"])
+def test_checkpoints_without_distributed_optimizer_state_to_load_pass(checkpoints, name):
+    check_resume_across_expert_layouts(_args(checkpoints[name], comet=True))
+
+
+def test_the_entry_points_config_hook_runs_the_check(checkpoints):
+    from comet_megatron.megatron.pretrain import use_comet_layer_spec
+
+    config = object()
+    with pytest.raises(CometConfigError, match="saved with Megatron's MoE experts"):
+        use_comet_layer_spec(_args(checkpoints["megatron_dp_reshardable"], comet=True), config)
+    with pytest.raises(CometConfigError, match="saved with --moe-comet"):
+        use_comet_layer_spec(_args(checkpoints["comet_dp_reshardable"], comet=False), config)
+    weights_only = _args(checkpoints["comet_dp_reshardable"], comet=False, no_load_optim=True)
+    assert use_comet_layer_spec(weights_only, config) is config
+
+
+def test_a_megatron_api_error_is_not_swallowed(checkpoints, monkeypatch):
+    from megatron.core import dist_checkpointing
+
+    def broken(*args, **kwargs):
+        raise AttributeError("an API that moved")
+
+    monkeypatch.setattr(dist_checkpointing, "load_common_state_dict", broken)
+    with pytest.raises(AttributeError, match="moved"):
+        check_resume_across_expert_layouts(_args(checkpoints["megatron_dp_reshardable"], comet=True))
 
 
 def test_the_spec_hook_runs_the_check_with_and_without_the_flag(checkpoints):

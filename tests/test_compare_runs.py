@@ -50,7 +50,15 @@ def test_parse_and_compare(tmp_path):
     assert summary["comet"]["speedup_vs_megatron"] == pytest.approx(710.0 / 620.0)
 
 
-def test_no_common_iterations_is_an_error(tmp_path):
+def test_logs_sharing_no_iteration_are_an_error(tmp_path):
+    first = _write(tmp_path / "a.log", [10.0, 8.0], [1.0, 1.0])  # iterations 1, 2
+    later = tmp_path / "b.log"
+    later.write_text(_line(5, 1.0, 7.0) + "\n" + _line(6, 1.0, 6.5) + "\n")
+    with pytest.raises(SystemExit, match="share no iteration"):
+        compare_runs.main([str(first), str(later), "--skip", "0"])
+
+
+def test_a_log_without_iterations_is_an_error(tmp_path):
     ref = _write(tmp_path / "a.log", [10.0, 8.0], [1.0, 1.0])
     empty = tmp_path / "b.log"
     empty.write_text("no iterations here\n")

@@ -178,7 +178,12 @@ def _max_rel(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
 
 
 def _state(ddp, optimizer, sharding: str, is_loading: bool) -> dict:
-    metadata = {"distrib_optim_sharding_type": sharding}
+    # what Megatron's training loop passes (megatron/training/checkpointing.py), less the process groups
+    metadata = {
+        "distrib_optim_sharding_type": sharding,
+        "singleton_local_shards": False,
+        "chained_optim_avoid_prefix": True,
+    }
     state = {"model": ddp.sharded_state_dict(metadata=metadata)}
     state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=is_loading, metadata=metadata)
     return state

@@ -30,6 +30,7 @@ def _trace():
             {"ph": "X", "cat": "cuda_runtime", "name": "cudaStreamSynchronize", "ts": 170.0, "dur": 200.0},
             {"ph": "X", "cat": "cuda_runtime", "name": "cudaMemcpyAsync", "ts": 380.0, "dur": 5.0},
             {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 390.0, "dur": 4.0},
+            {"ph": "X", "cat": "cuda_driver", "name": "cuCtxSynchronize", "ts": 395.0, "dur": 3.0},
             {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0.0, "dur": 999.0},
         ]
     }
@@ -45,7 +46,8 @@ def test_busy_idle_gaps_and_host_syncs(tmp_path):
     assert s["busy_ms"] == pytest.approx((150 + 10 + 100) / 1e3)
     assert s["idle_ms"] == pytest.approx((500 - 260) / 1e3)
     assert s["idle_gaps"] == 1 and s["idle_in_gaps_ms"] == pytest.approx(0.23)
-    assert s["host_blocked_ms"] == {"cudaStreamSynchronize": 0.2, "cudaMemcpyAsync": 0.005}
+    assert s["host_blocked_ms"] == {"cudaStreamSynchronize": 0.2, "cuCtxSynchronize": 0.003}
+    assert s["host_copy_calls_ms"] == {"cudaMemcpyAsync": 0.005}  # not counted as blocking
     assert s["top_kernels"][0] == {"name": "gemm_a", "total_ms": 0.3, "calls": 3}
 
 

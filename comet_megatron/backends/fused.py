@@ -1,11 +1,11 @@
 """Fused backend: COMET's persistent Triton kernels over NVSHMEM symmetric memory.
 
 forward:  layer0 (dispatch ⊕ fc1 ⊕ act·prob) -> layer1 (fc2 ⊕ combine push) -> top-k reduce.
-backward: PyTorch math on what the forward saved — the dispatched rows and the fc1 output, as Megatron's
-          experts keep them (no recompute): output-gradient rows all_to_all'd to the experts, fc2 dgrad,
-          the activation's backward (router-probability gradient included), fc1 dgrad, weight gradients
-          (honouring gradient-accumulation fusion), input and probability gradients all_to_all'd back.
-          The overlapped backward kernels replace this in the backward issue.
+backward (default, ``FusedBackend.fused_backward``): on what the forward saved — the dispatched rows and the
+          fc1 output, as Megatron's experts keep them (no recompute) — output-gradient push ⊕ fc2 dgrad ⊕ the
+          activation's backward (router-probability gradient included), weight gradients as grouped GEMMs
+          (honouring gradient-accumulation fusion), fc1 dgrad ⊕ combine push, top-k reduce.
+          ``COMET_FUSED_BACKWARD=0``: the same math in PyTorch with NCCL all_to_all (slower, more memory).
 """
 
 from __future__ import annotations

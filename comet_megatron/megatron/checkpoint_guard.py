@@ -14,6 +14,7 @@ common state) and names the options that make the resume safe.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ _TRACKER = "latest_checkpointed_iteration.txt"
 class CheckpointInfo:
     path: str
     saved_with_comet: bool
-    saved_optimizer: bool
+    saved_optimizer: bool  # distributed-optimizer state that Megatron would load (not a release checkpoint)
     optim_sharding_type: str | None  # None: a checkpoint older than Megatron-Core 0.13's content metadata
 
 
@@ -59,7 +60,13 @@ def read_checkpoint_info(load_dir: str, ckpt_step: int | None = None) -> Checkpo
     return CheckpointInfo(
         path=path,
         saved_with_comet=bool(getattr(saved_args, "moe_comet", False)),
-        saved_optimizer=not getattr(saved_args, "no_save_optim", False),
+        # Megatron loads no optimizer state from release checkpoints; the regular optimizer's state is stored
+        # per parameter under the model's keys (model space), which crosses layouts
+        saved_optimizer=(
+            os.path.basename(path) != "release"
+            and not getattr(saved_args, "no_save_optim", False)
+            and bool(getattr(saved_args, "use_distributed_optimizer", True))
+        ),
         optim_sharding_type=metadata.get("distrib_optim_sharding_type"),
     )
 
@@ -75,9 +82,12 @@ def check_resume_across_expert_layouts(args) -> None:
         return
     if arg("no_load_optim") or arg("finetune"):
         return
+    from megatron.core.dist_checkpointing.core import CheckpointingException
+
     try:
         info = read_checkpoint_info(arg("load"), arg("ckpt_step"))
-    except Exception as exc:  # noqa: BLE001 - an unreadable checkpoint is Megatron's to report when it loads it
+    except (OSError, ValueError, EOFError, RuntimeError, pickle.UnpicklingError, CheckpointingException) as exc:
+        # an unreadable checkpoint is Megatron's to report when it loads it; API changes still raise
         warnings.warn(
             f"comet-megatron could not read {arg('load')} to check its expert layout ({type(exc).__name__}: {exc}); "
             "Megatron will load it as usual",

@@ -50,7 +50,7 @@ def validate_moe_config(config, pg_collection) -> None:
             "unset --moe-shared-expert-overlap; shared experts still run"
         )
     for option in ("overlap_dispatch_backward_with_experts_wgrad", "delay_wgrad_compute"):
-        if getattr(config, option, False):  # Megatron-Core >= 0.19; both defer the experts' weight gradients
+        if getattr(config, option, False):  # fields of recent Megatron-Core; both defer the experts' weight gradients
             problems.append(
                 f"{option} is not supported: Comet computes the experts' weight gradients inside its fused "
                 f"backward; unset --{option.replace('_', '-')}"
