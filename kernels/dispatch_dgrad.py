@@ -11,7 +11,7 @@ router probability: ``d_fc1 = [dA·p·linear·act'(gate) | dA·p·act(gate)]`` a
 import triton
 import triton.language as tl
 
-from comet_megatron.kernels.dispatch_fc1 import push_unit, ready_tile
+from comet_megatron.kernels.dispatch_fc1 import push_units, ready_tile
 from comet_megatron.kernels.tiles import mma
 
 
@@ -169,25 +169,24 @@ def dispatch_dgrad_kernel(
 ):
     pid = tl.program_id(0)
     if (pid < N_COMM) & (MODE != 2):
-        unit = tl.atomic_add(queues_ptr, 1)
-        while unit < num_units:
-            push_unit(
-                units_ptr + unit * 6,
-                grad_out_ptr,
-                token_of_slot_ptr,
-                probs_of_slot_ptr,
-                recv_table_ptr,
-                recv_probs_table_ptr,
-                flags_table_ptr,
-                epoch,
-                my_rank,
-                H,
-                WS,
-                MAX_T,
-                ROWS,
-                BH,
-            )
-            unit = tl.atomic_add(queues_ptr, 1)
+        push_units(
+            queues_ptr,
+            num_units,
+            units_ptr,
+            grad_out_ptr,
+            token_of_slot_ptr,
+            probs_of_slot_ptr,
+            recv_table_ptr,
+            recv_probs_table_ptr,
+            flags_table_ptr,
+            epoch,
+            my_rank,
+            H,
+            WS,
+            MAX_T,
+            ROWS,
+            BH,
+        )
     if MODE != 1:
         num_items = num_mtiles * tl.cdiv(F, BN)
         item = tl.atomic_add(queues_ptr + 1, 1)

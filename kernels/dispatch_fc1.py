@@ -80,6 +80,47 @@ def push_unit(
 
 
 @triton.jit
+def push_units(
+    queue_ptr,
+    num_units,
+    units_ptr,
+    x_ptr,
+    token_of_slot_ptr,
+    probs_of_slot_ptr,
+    recv_table_ptr,
+    recv_probs_table_ptr,
+    flags_table_ptr,
+    epoch,
+    my_rank,
+    H,
+    WS: tl.constexpr,
+    MAX_T: tl.constexpr,
+    ROWS: tl.constexpr,
+    BH: tl.constexpr,
+):
+    """A communication program's loop: take push units from the shared queue until none is left."""
+    unit = tl.atomic_add(queue_ptr, 1)
+    while unit < num_units:
+        push_unit(
+            units_ptr + unit * 6,
+            x_ptr,
+            token_of_slot_ptr,
+            probs_of_slot_ptr,
+            recv_table_ptr,
+            recv_probs_table_ptr,
+            flags_table_ptr,
+            epoch,
+            my_rank,
+            H,
+            WS,
+            MAX_T,
+            ROWS,
+            BH,
+        )
+        unit = tl.atomic_add(queue_ptr, 1)
+
+
+@triton.jit
 def ready_tile(
     item,
     num_mtiles,
@@ -254,25 +295,24 @@ def dispatch_fc1_kernel(
 ):
     pid = tl.program_id(0)
     if (pid < N_COMM) & (MODE != 2):
-        unit = tl.atomic_add(queues_ptr, 1)
-        while unit < num_units:
-            push_unit(
-                units_ptr + unit * 6,
-                x_ptr,
-                token_of_slot_ptr,
-                probs_of_slot_ptr,
-                recv_table_ptr,
-                recv_probs_table_ptr,
-                flags_table_ptr,
-                epoch,
-                my_rank,
-                H,
-                WS,
-                MAX_T,
-                ROWS,
-                BH,
-            )
-            unit = tl.atomic_add(queues_ptr, 1)
+        push_units(
+            queues_ptr,
+            num_units,
+            units_ptr,
+            x_ptr,
+            token_of_slot_ptr,
+            probs_of_slot_ptr,
+            recv_table_ptr,
+            recv_probs_table_ptr,
+            flags_table_ptr,
+            epoch,
+            my_rank,
+            H,
+            WS,
+            MAX_T,
+            ROWS,
+            BH,
+        )
     if MODE != 1:
         num_items = num_mtiles * tl.cdiv(F, BN)
         item = tl.atomic_add(queues_ptr + 1, 1)
