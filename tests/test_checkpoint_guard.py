@@ -111,7 +111,7 @@ def test_checkpoints_without_distributed_optimizer_state_to_load_pass(checkpoint
 def test_the_entry_points_config_hook_runs_the_check(checkpoints):
     from comet_megatron.megatron.pretrain import use_comet_layer_spec
 
-    config = object()
+    config = argparse.Namespace(transformer_layer_spec=None)  # a GPTModelConfig stand-in
     with pytest.raises(CometConfigError, match="saved with Megatron's MoE experts"):
         use_comet_layer_spec(_args(checkpoints["megatron_dp_reshardable"], comet=True), config)
     with pytest.raises(CometConfigError, match="saved with --moe-comet"):

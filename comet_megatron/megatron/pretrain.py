@@ -23,7 +23,14 @@ import sys
 from functools import partial
 
 from comet_megatron.errors import CometConfigError
-from comet_megatron.megatron.args import add_comet_args, comet_layer_spec, validate_comet_args, with_comet_args
+from comet_megatron.megatron.args import (
+    add_comet_args,
+    comet_layer_spec,
+    export_comet_env,
+    validate_comet_args,
+    with_comet_args,
+)
+from comet_megatron.megatron.checkpoint_guard import check_resume_across_expert_layouts
 
 __all__ = [
     "CometGPTLayerSpec",
@@ -131,14 +138,22 @@ class CometGPTLayerSpec:
     """A ``GPTModelConfig.transformer_layer_spec`` (megatron.training >= 0.19): called by Megatron's
     ``GPTModelBuilder`` with the model config and ``vp_stage``, it returns the spec Megatron would have
     used (``base``: the ``--spec`` object, a callable like it, or ``None`` for Megatron's default) with
-    its MoE layers swapped for Comet's."""
+    its MoE layers swapped for Comet's when ``args.moe_comet`` is set.
+
+    The checkpoint guard, the argument validation and the tuner-option export run once, here, not at every
+    call (the builder calls it once per virtual pipeline stage)."""
 
     def __init__(self, args, base=None):
+        check_resume_across_expert_layouts(args)
+        validate_comet_args(args)
+        export_comet_env(args)
         self.args = args
         self.base = base
 
     def __call__(self, model_config, vp_stage: int | None = None):
         from megatron.core.transformer.spec_utils import ModuleSpec
+
+        from comet_megatron.megatron.spec import to_comet_spec
 
         base = self.base
         if base is None:
@@ -151,19 +166,19 @@ class CometGPTLayerSpec:
         elif callable(base) and not isinstance(base, ModuleSpec) and not inspect.isclass(base):
             accepts_vp = "vp_stage" in inspect.signature(base).parameters
             base = base(model_config, vp_stage=vp_stage) if accepts_vp else base(model_config)
-        return comet_layer_spec(self.args, base)
+        if not getattr(self.args, "moe_comet", False):
+            return base
+        return to_comet_spec(base, backend=self.args.moe_comet_backend)
 
 
 def use_comet_layer_spec(args, model_config):
     """With ``--moe-comet``: validate the arguments and make ``model_config`` (a ``GPTModelConfig``) build
     Comet's MoE layers. Returns ``model_config``; without the flag it is left untouched. Either way a
     ``--load`` whose distributed-optimizer state cannot cross expert layouts is refused first."""
-    from comet_megatron.megatron.checkpoint_guard import check_resume_across_expert_layouts
-
-    check_resume_across_expert_layouts(args)
     if getattr(args, "moe_comet", False):
-        validate_comet_args(args)
         model_config.transformer_layer_spec = CometGPTLayerSpec(args, model_config.transformer_layer_spec)
+    else:
+        check_resume_across_expert_layouts(args)
     return model_config
 
 
