@@ -813,10 +813,29 @@ def experts_tokens_hook(store: dict):
     return hook
 
 
+SWEEP_PREFIX = "comet_cfg"  # comet_cfg<i>: the 'comet' layer with --comet-configs[i] over its kernel config
+
+
+def sweep_override(name: str, env: Env) -> dict | None:
+    if not name.startswith(SWEEP_PREFIX):
+        return None
+    return env.args.comet_configs[int(name[len(SWEEP_PREFIX) :])]
+
+
 def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
     """Build variant ``name`` with this case's weights; returns ``(module, info dict)``."""
     config = megatron_config(data.case, env)
     info: dict = {}
+    override = sweep_override(name, env)
+    if override is not None:
+        layer, info = build_variant("comet", data, env, ctx)
+        backend = layer.comet_backend
+        if not hasattr(backend, "kernel_config"):
+            raise RuntimeError(f"{name}: --comet-configs needs the fused backend, got {backend.name!r}")
+        tokens, hidden = data.x.numel() // data.x.shape[-1], data.x.shape[-1]
+        backend.config_override = dataclasses.replace(backend.kernel_config(tokens, hidden), **override)
+        info["kernel_config"] = dataclasses.asdict(backend.config_override)
+        return layer, info
     if name == "megatron":
         from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
 
@@ -856,6 +875,35 @@ def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
         )
         return layer, info
     raise ValueError(name)
+
+
+def profile_kernels(fn, env: Env, iters: int, top: int = 16) -> dict:
+    """GPU time per kernel name (ms per call of ``fn``, this rank) over ``iters`` profiled calls, largest first;
+    ``_all`` is the sum over every kernel (overlapping kernels count twice). On CPU: operator self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(env)
+    with profile(activities=[ProfilerActivity.CUDA if env.cuda else ProfilerActivity.CPU]) as prof:
+        for _ in range(iters):
+            fn()
+        sync(env)
+    totals: dict[str, float] = {}
+    for evt in prof.key_averages():
+        if env.cuda:
+            if evt.device_type != torch.autograd.DeviceType.CUDA:
+                continue
+            us = getattr(evt, "self_device_time_total", None)
+            if us is None:
+                us = evt.self_cuda_time_total
+        else:
+            us = evt.self_cpu_time_total
+        key = evt.key[:100]
+        totals[key] = totals.get(key, 0.0) + us
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])
+    out = {k: round(us / 1000 / iters, 3) for k, us in ranked[:top] if us > 0}
+    out["_all"] = round(sum(totals.values()) / 1000 / iters, 3)
+    return out
 
 
 def rel_err(y: torch.Tensor, ref: torch.Tensor, env: Env) -> float:
@@ -921,6 +969,10 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
             res["fwdbwd_ms"] = f"FAIL {short_error(exc)}"
             if env.rank == 0:
                 traceback.print_exc()
+    if args.profile_kernels:
+        backward_timed = not args.fwd_only and not isinstance(res.get("fwdbwd_ms"), str)
+        res["kernels_ms"] = profile_kernels(fwdbwd if backward_timed else fwd, env, args.profile_kernels)
+        res["kernels_scope"] = "fwd+bwd" if backward_timed else "fwd"
     # one more fwd+bwd: peak memory (GPU) and the gradients' agreement with Megatron
     for p in params:
         p.grad = None
@@ -1046,6 +1098,19 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def kernel_tables(results: dict) -> str:
+    """Per case and variant, the profiled kernels (rank 0): ms per call, largest first."""
+    lines = []
+    for cname, entry in results["cases"].items():
+        for vname, r in entry.get("variants", {}).items():
+            kernels = r.get("kernels_ms") if isinstance(r, dict) else None
+            if not kernels:
+                continue
+            lines.append(f"{cname} / {vname}: kernels, ms per {r.get('kernels_scope')} call (all: {kernels['_all']})")
+            lines += [f"  {ms:8.3f}  {name}" for name, ms in kernels.items() if name != "_all"]
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: str) -> str:
     try:
         import matplotlib
@@ -1136,6 +1201,25 @@ def write_json(results: dict, path: str) -> None:
 # main
 
 
+def parse_comet_configs(parser: argparse.ArgumentParser, text: str | None) -> list[dict]:
+    if not text:
+        return []
+    from comet_megatron.tuning import KernelConfig
+
+    try:
+        configs = json.loads(text)
+    except ValueError as exc:
+        parser.error(f"--comet-configs is not JSON ({exc}); pass a list of objects such as '[{{\"num_stages\": 3}}]'")
+    if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+        parser.error("--comet-configs must be a JSON list of objects (KernelConfig field overrides)")
+    fields = {f.name for f in dataclasses.fields(KernelConfig)}
+    for c in configs:
+        unknown = sorted(set(c) - fields)
+        if unknown:
+            parser.error(f"--comet-configs: unknown KernelConfig field(s) {unknown}; fields: {sorted(fields)}")
+    return configs
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
@@ -1158,6 +1242,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=("auto", "fused", "reference"),
         help="backend of the 'comet' variant (default auto; CPU reference)",
     )
+    p.add_argument(
+        "--profile-kernels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, profile N more fwd+bwd calls per variant and record GPU ms per kernel name (rank 0 "
+        "printed; 0: off)",
+    )
+    p.add_argument(
+        "--comet-configs",
+        default=None,
+        metavar="JSON",
+        help="kernel-config sweep: a JSON list of KernelConfig overrides, e.g. '[{\"fc2_block_n\": 256}]'; "
+        f"each adds a variant {SWEEP_PREFIX}<i> (the 'comet' layer with that override)",
+    )
     p.add_argument("--out", default=None, help="output folder (default $OUT, else ./benchmarks/results)")
     p.add_argument("--timeout-s", type=int, default=300, help="process-group timeout (a hung collective aborts)")
     p.add_argument("--cpu-smoke", action="store_true", help="CPU dry run: gloo, fp32, smoke case, few iterations")
@@ -1174,6 +1273,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    args.comet_configs = parse_comet_configs(p, args.comet_configs)
+    args.variants += [f"{SWEEP_PREFIX}{i}" for i in range(len(args.comet_configs))]
     if args.iters is None:
         args.iters = 3 if args.cpu_smoke else 20
     if args.warmup is None:
@@ -1262,7 +1363,10 @@ def main(argv=None) -> None:
             "symm_buffers_GiB)",
             "floor_definition": "max(GEMM FLOPs / dense_TFLOPs, dispatch+combine bytes / peer_GBps_used); "
             "fwd FLOPs = T*k*6*H*F, fwd+bwd = 3x; bytes fwd = 2*T*k*(ws-1)/ws*H*2, fwd+bwd = 2x",
-            "variants": {v: DESCRIPTIONS[v] for v in args.variants},
+            "variants": {
+                v: DESCRIPTIONS.get(v) or f"the 'comet' layer with KernelConfig overrides {sweep_override(v, env)}"
+                for v in args.variants
+            },
             "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
         "cases": {},
@@ -1313,7 +1417,8 @@ def main(argv=None) -> None:
                     entry["variants"][v] = f"FAIL inputs: {short_error(exc)}"
                 continue
             for v in wanted:
-                if "megatron_init" in results and v in ("megatron", "comet", "comet_torch_bwd", "comet_reference"):
+                needs_megatron = ("megatron", "comet", "comet_torch_bwd", "comet_reference")
+                if "megatron_init" in results and (v in needs_megatron or v.startswith(SWEEP_PREFIX)):
                     entry["variants"][v] = "FAIL Megatron initialisation failed"
                     continue
                 if v in ("comet_reference", "comet_torch_bwd"):
@@ -1338,7 +1443,7 @@ def main(argv=None) -> None:
             if env.rank == 0:
                 write_json(results, json_path)
 
-    run_phase(PHASE1)
+    run_phase(PHASE1 + tuple(v for v in args.variants if v.startswith(SWEEP_PREFIX)))
     if "symm_vdev2d" in args.variants and active:
         buffers = None
         sizes = [vdev_sizes(c, env.ws) for _, _, c in active if symm_skip_reason(env, c, "probe") is None]
@@ -1357,6 +1462,8 @@ def main(argv=None) -> None:
     results["meta"]["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if env.rank == 0:
         write_json(results, json_path)
+        if args.profile_kernels:
+            print("\n" + kernel_tables(results), flush=True)
         print("\n" + table(results), flush=True)
         print(f"\njson written: {json_path}", flush=True)
         try:

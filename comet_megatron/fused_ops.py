@@ -78,7 +78,7 @@ class RankViews:
         return self.combine.view(-1)[start : start + slots * hidden].view(slots, hidden)
 
 
-def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma) -> dict:
+def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma, block_n) -> dict:
     """Compile-time parameters and launch options shared by the forward and backward dispatch kernels."""
     return dict(
         WS=ep,
@@ -88,7 +88,7 @@ def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, deb
         ACT=ACTIVATIONS[activation],
         MODE=mode,
         BM=config.block_m,
-        BN=config.fc1_block_n,
+        BN=block_n,
         BK=config.block_k,
         GROUP_M=config.group_m,
         ROWS=config.comm_rows,
@@ -167,7 +167,9 @@ def dispatch_fc1(
         hidden,
         ffn,
         SAVE_PREACT=save_preact,
-        **_dispatch_meta(views, config, ep, gated, activation, mode, debug, descriptors is not None),
+        **_dispatch_meta(
+            views, config, ep, gated, activation, mode, debug, descriptors is not None, config.fc1_block_n
+        ),
     )
     return act, preact
 
@@ -261,7 +263,7 @@ def dispatch_dgrad(
         views.received(rows, hidden),
         w2.view(-1, ffn),
         [config.block_m, config.block_k],
-        [config.block_k, config.fc1_block_n],
+        [config.block_k, config.dgrad_block_n],
     )
     a_desc, b_desc = descriptors or (views.recv, w2)
     queues = torch.zeros(2, dtype=torch.int32, device=grad_out.device)
@@ -292,7 +294,9 @@ def dispatch_dgrad(
         ep_rank,
         hidden,
         ffn,
-        **_dispatch_meta(views, config, ep, gated, activation, mode, debug, descriptors is not None),
+        **_dispatch_meta(
+            views, config, ep, gated, activation, mode, debug, descriptors is not None, config.dgrad_block_n
+        ),
     )
     return d_fc1, d_prob
 

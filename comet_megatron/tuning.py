@@ -25,6 +25,7 @@ class KernelConfig:
     block_m: int = 128
     fc1_block_n: int = 128
     fc2_block_n: int = 128
+    dgrad_block_n: int = 128  # the backward's fc2 data-gradient GEMM (dispatch_dgrad), one accumulator wide
     block_k: int = 64
     group_m: int = 8
     num_warps: int = 8

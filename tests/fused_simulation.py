@@ -26,6 +26,7 @@ TEST_CONFIG = KernelConfig(
     block_m=16,
     fc1_block_n=16,
     fc2_block_n=16,
+    dgrad_block_n=32,  # unlike fc1_block_n: the backward GEMM must use its own tile width
     block_k=16,
     num_warps=4,
     num_stages=1,

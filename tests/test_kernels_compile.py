@@ -20,6 +20,13 @@ from comet_megatron.tuning import KernelConfig  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
+# the default, and the 256-wide tiles that the device sweep times (TMA path only)
+CONFIGS = {
+    "default": KernelConfig(),
+    "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
+}
+CASES = [("default", False)] + [(name, True) for name in CONFIGS]
+
 
 def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int):
     sig = dict(signature)
@@ -28,10 +35,10 @@ def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stag
     return triton.compile(src, target=HOPPER, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-@pytest.mark.parametrize("use_tma", [True, False])
+@pytest.mark.parametrize("config_name,use_tma", CASES)
 @pytest.mark.parametrize("gated", [True, False])
-def test_dispatch_fc1_compiles_for_sm90(gated, use_tma):
-    cfg = KernelConfig()
+def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma):
+    cfg = CONFIGS[config_name]
     ptrs = [
         "x_ptr",
         "token_of_slot_ptr",
@@ -102,10 +109,10 @@ def test_dispatch_fc1_compiles_for_sm90(gated, use_tma):
     assert compiled.metadata.shared <= 227 * 1024
 
 
-@pytest.mark.parametrize("use_tma", [True, False])
+@pytest.mark.parametrize("config_name,use_tma", CASES)
 @pytest.mark.parametrize("gated", [True, False])
-def test_dispatch_dgrad_compiles_for_sm90(gated, use_tma):
-    cfg = KernelConfig()
+def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma):
+    cfg = CONFIGS[config_name]
     sig = {
         "grad_out_ptr": "*bf16",
         "token_of_slot_ptr": "*i64",
@@ -120,7 +127,7 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, use_tma):
         "flags_ptr": "*i32",
         "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
         "w2_ptr": "*bf16",
-        "b_desc": f"tensordesc<bf16[{cfg.block_k},{cfg.fc1_block_n}]>" if use_tma else "*bf16",
+        "b_desc": f"tensordesc<bf16[{cfg.block_k},{cfg.dgrad_block_n}]>" if use_tma else "*bf16",
         "preact_ptr": "*bf16",
         "d_fc1_ptr": "*bf16",
         "d_prob_ptr": "*fp32",
@@ -142,7 +149,7 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, use_tma):
         ACT=0,
         MODE=0,
         BM=cfg.block_m,
-        BN=cfg.fc1_block_n,
+        BN=cfg.dgrad_block_n,
         BK=cfg.block_k,
         GROUP_M=cfg.group_m,
         ROWS=cfg.comm_rows,
@@ -159,9 +166,9 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, use_tma):
 
 
 @pytest.mark.parametrize("weight_kn", [False, True])
-@pytest.mark.parametrize("use_tma", [True, False])
-def test_fc2_combine_and_reduce_compile_for_sm90(use_tma, weight_kn):
-    cfg = KernelConfig()
+@pytest.mark.parametrize("config_name,use_tma", CASES)
+def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, weight_kn):
+    cfg = CONFIGS[config_name]
     sig = {
         "act_ptr": "*bf16",
         "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
@@ -199,6 +206,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(use_tma, weight_kn):
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
+    assert compiled.metadata.shared <= 227 * 1024
     sig = {
         "combine_ptr": "*bf16",
         "slot_of_token_ptr": "*i64",

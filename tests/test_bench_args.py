@@ -1,0 +1,59 @@
+"""benchmarks/bench_layer.py: the kernel-config sweep's argument checks and the kernel table (no processes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layer.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_layer", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_comet_configs_add_one_variant_each(bench):
+    args = bench.parse_args(
+        ["--variants", "megatron,comet", "--comet-configs", '[{"fc2_block_n": 256}, {"num_stages": 3}]', "--out", "x"]
+    )
+    assert args.variants == ["megatron", "comet", "comet_cfg0", "comet_cfg1"]
+    assert args.comet_configs == [{"fc2_block_n": 256}, {"num_stages": 3}]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[{"fc2_blockn": 256}]', "unknown KernelConfig field(s) ['fc2_blockn']"),
+        ('{"fc2_block_n": 256}', "must be a JSON list of objects"),
+        ("[{fc2_block_n: 256}]", "is not JSON"),
+    ],
+)
+def test_bad_comet_configs_name_the_option(bench, capsys, text, message):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--comet-configs", text])
+    err = capsys.readouterr().err
+    assert "--comet-configs" in err and message in err
+
+
+def test_kernel_table_lists_each_profiled_variant(bench):
+    results = {
+        "cases": {
+            "mixtral": {
+                "variants": {
+                    "megatron": {"kernels_ms": {"gemm": 2.5, "_all": 3.0}, "kernels_scope": "fwd+bwd"},
+                    "comet": "FAIL something",
+                }
+            }
+        }
+    }
+    text = bench.kernel_tables(results)
+    assert "mixtral / megatron" in text and "(all: 3.0)" in text and "gemm" in text
+    assert "comet" not in text
