@@ -877,17 +877,29 @@ def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
     raise ValueError(name)
 
 
-def profile_kernels(fn, env: Env, iters: int, top: int = 16) -> dict:
+def profile_kernels(fn, env: Env, iters: int, top: int = 16, trace_path: str | None = None) -> dict:
     """GPU time per kernel name (ms per call of ``fn``, this rank) over ``iters`` profiled calls, largest first;
-    ``_all`` is the sum over every kernel (overlapping kernels count twice). On CPU: operator self time."""
+    ``_all`` is the sum over every kernel (overlapping kernels count twice). On CPU: operator self time.
+    ``trace_path``: also record the host side and write rank 0's Chrome trace there (gzipped)."""
     from torch.profiler import ProfilerActivity, profile
 
+    activities = [ProfilerActivity.CUDA] if env.cuda else []
+    if not env.cuda or trace_path:
+        activities.append(ProfilerActivity.CPU)
     fn()
     sync(env)
-    with profile(activities=[ProfilerActivity.CUDA if env.cuda else ProfilerActivity.CPU]) as prof:
+    with profile(activities=activities) as prof:
         for _ in range(iters):
             fn()
         sync(env)
+    if trace_path and env.rank == 0:
+        import gzip
+        import shutil
+
+        prof.export_chrome_trace(trace_path)
+        with open(trace_path, "rb") as src, gzip.open(trace_path + ".gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.remove(trace_path)
     totals: dict[str, float] = {}
     for evt in prof.key_averages():
         if env.cuda:
@@ -971,7 +983,10 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
                 traceback.print_exc()
     if args.profile_kernels:
         backward_timed = not args.fwd_only and not isinstance(res.get("fwdbwd_ms"), str)
-        res["kernels_ms"] = profile_kernels(fwdbwd if backward_timed else fwd, env, args.profile_kernels)
+        trace = os.path.join(args.trace_dir, f"trace_{data.name}_{name}.json") if args.trace_dir else None
+        res["kernels_ms"] = profile_kernels(
+            fwdbwd if backward_timed else fwd, env, args.profile_kernels, trace_path=trace
+        )
         res["kernels_scope"] = "fwd+bwd" if backward_timed else "fwd"
     # one more fwd+bwd: peak memory (GPU) and the gradients' agreement with Megatron
     for p in params:
@@ -1251,6 +1266,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "printed; 0: off)",
     )
     p.add_argument(
+        "--trace-dir",
+        default=None,
+        help="with --profile-kernels: also write rank 0's Chrome trace (host and GPU) per case and variant here",
+    )
+    p.add_argument(
         "--comet-configs",
         default=None,
         metavar="JSON",
@@ -1325,6 +1345,8 @@ def main(argv=None) -> None:
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)  # comet_megatron from this checkout when it is not installed
     os.makedirs(args.out, exist_ok=True)
+    if args.trace_dir:
+        os.makedirs(args.trace_dir, exist_ok=True)
     json_path = os.path.join(args.out, f"bench_layer_ep{env.ws}.json")
     png_path = os.path.join(args.out, f"bench_layer_ep{env.ws}.png")
 
