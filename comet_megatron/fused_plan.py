@@ -5,19 +5,27 @@ path does): the exact receive size of every rank (exact allocations, a buffer-gr
 rank takes identically), this rank's communication units, its M-tiles and the per-source tables the
 kernels use to find flags and owners. All offsets come from :mod:`comet_megatron.routing` with the
 rotated source order, the same functions the reference backend uses with Megatron's order.
+
+This runs on the host between the counts read (which drains the GPU's queue) and the first kernel launch, so
+the GPU idles for as long as it takes: it is numpy (one torch call for the shared offsets), not dozens of
+small torch CPU operators, and :meth:`FusedPlan.device_tables` moves every table in one pinned copy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from comet_megatron.routing import exclusive_cumsum, expert_major_offsets
+from comet_megatron.routing import expert_major_offsets
 
 
-def _ceil_div(a: torch.Tensor | int, b: int):
-    return (a + b - 1) // b
+def _exclusive_cumsum(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.cumsum(x, axis=axis) - x
+
+
+_TABLE_ALIGN = 4  # int32 elements: every packed table starts 16-byte aligned, as the kernels' pointers were
 
 
 @dataclass(frozen=True)
@@ -52,71 +60,93 @@ class FusedPlan:
     def recv_rows(self) -> int:
         return int(self.tokens_per_expert.sum())
 
+    def device_tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """``units``, ``mtiles``, ``src_table``, ``src_first_slot`` and ``tokens_per_expert`` as int32 tensors
+        on ``device``, moved in one asynchronous copy from pinned host memory (CUDA) — one host-to-device
+        transfer per layer call instead of five pageable ones."""
+        names = ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert")
+        arrays = [getattr(self, n).numpy().astype(np.int32, copy=False).reshape(-1) for n in names]
+        offsets, total = [], 0
+        for a in arrays:
+            offsets.append(total)
+            total += -(-max(a.size, 1) // _TABLE_ALIGN) * _TABLE_ALIGN
+        pinned = device.type == "cuda"
+        host = torch.empty(total, dtype=torch.int32, pin_memory=pinned)
+        flat = host.numpy()
+        for a, off in zip(arrays, offsets):
+            flat[off : off + a.size] = a
+        packed = host.to(device, non_blocking=pinned)
+        return {n: packed[off : off + a.size].view(getattr(self, n).shape) for n, a, off in zip(names, arrays, offsets)}
+
 
 def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block_m: int, max_tiles_per_expert: int):
     """Work lists for ``ep_rank`` from the host ``int64 [ep, E]`` counts matrix."""
-    counts = counts.to("cpu", torch.int64)
-    ep = counts.shape[0]
+    counts_t = counts.to("cpu", torch.int64)
+    ep = counts_t.shape[0]
     e_local = num_local_experts
     me = ep_rank
-    starts = expert_major_offsets(counts, e_local, rotate=True)  # [dest, src, e] absolute rows
-    per_dest = counts.view(ep, ep, e_local)  # [src, dest, e]
+    starts = expert_major_offsets(counts_t, e_local, rotate=True).numpy()  # [dest, src, e] absolute rows
+    c = counts_t.numpy()
+    per_dest = c.reshape(ep, ep, e_local)  # [src, dest, e]
     rows_at = per_dest.sum(0)  # [dest, e]
-    expert_start = exclusive_cumsum(rows_at, dim=1)  # [dest, e]
+    expert_start = _exclusive_cumsum(rows_at, axis=1)  # [dest, e]
     within = starts - expert_start[:, None, :]  # [dest, src, e] offset inside the expert
 
     # --- this rank as a token owner: units ---
-    my_counts = per_dest[me]  # [dest, e]
-    my_within = within[:, me, :]  # [dest, e]
+    my_counts = per_dest[me].reshape(-1)  # [dest * e]
+    my_within = within[:, me, :].reshape(-1)  # [dest * e]
     first_tile = my_within // block_m
     last_tile = (my_within + my_counts - 1) // block_m
-    n_units = torch.where(my_counts > 0, last_tile - first_tile + 1, torch.zeros_like(my_counts))
-    seg = torch.repeat_interleave(torch.arange(ep * e_local), n_units.reshape(-1))
-    k = torch.arange(seg.numel()) - exclusive_cumsum(n_units.reshape(-1))[seg]
+    n_units = np.where(my_counts > 0, last_tile - first_tile + 1, 0)
+    seg = np.repeat(np.arange(ep * e_local), n_units)
+    k = np.arange(seg.size) - _exclusive_cumsum(n_units)[seg]
     dest = seg // e_local
     expert = seg % e_local
-    tile = first_tile.reshape(-1)[seg] + k
-    lo = torch.maximum(my_within.reshape(-1)[seg], tile * block_m)
-    hi = torch.minimum(my_within.reshape(-1)[seg] + my_counts.reshape(-1)[seg], (tile + 1) * block_m)
-    my_slot_start = exclusive_cumsum(counts[me])  # first slot of each global expert in my slots
-    first_slot = my_slot_start[dest * e_local + expert] + (lo - my_within.reshape(-1)[seg])
+    tile = first_tile[seg] + k
+    lo = np.maximum(my_within[seg], tile * block_m)
+    hi = np.minimum(my_within[seg] + my_counts[seg], (tile + 1) * block_m)
+    my_slot_start = _exclusive_cumsum(c[me])  # first slot of each global expert in my slots
+    first_slot = my_slot_start[dest * e_local + expert] + (lo - my_within[seg])
     dest_row = expert_start[dest, expert] + lo
-    units = torch.stack([dest, expert, tile, dest_row, first_slot, hi - lo], dim=1)
+    units = np.stack([dest, expert, tile, dest_row, first_slot, hi - lo], axis=1).reshape(-1, 6)
     # destinations in rotated order (own rows first), then in the order the destination computes: by expert
-    order = torch.argsort(((dest - me) % ep) * (1 << 40) + expert * (1 << 20) + tile, stable=True)
+    order = np.argsort(((dest - me) % ep) * (1 << 40) + expert * (1 << 20) + tile, kind="stable")
     units = units[order]
 
     # --- this rank as an expert owner: M-tiles and source tables ---
-    tiles_per_expert = _ceil_div(rows_at[me], block_m)
-    if int(tiles_per_expert.max()) > max_tiles_per_expert:
+    tiles_per_expert = -(-rows_at[me] // block_m)
+    if tiles_per_expert.size and int(tiles_per_expert.max()) > max_tiles_per_expert:
         raise ValueError(
             f"an expert needs {int(tiles_per_expert.max())} M-tiles of {block_m} rows but the workspace's flags hold "
             f"{max_tiles_per_expert} per expert: use KernelConfig.block_m >= 64 (CometBuffer sizes flags for that)"
         )
-    mt_expert = torch.repeat_interleave(torch.arange(e_local), tiles_per_expert)
-    mt_tile = torch.arange(mt_expert.numel()) - exclusive_cumsum(tiles_per_expert)[mt_expert]
+    mt_expert = np.repeat(np.arange(e_local), tiles_per_expert)
+    mt_tile = np.arange(mt_expert.size) - _exclusive_cumsum(tiles_per_expert)[mt_expert]
     mt_row0 = expert_start[me, mt_expert] + mt_tile * block_m
-    mt_row1 = torch.minimum(mt_row0 + block_m, expert_start[me, mt_expert] + rows_at[me, mt_expert])
-    mtiles = torch.stack([mt_expert, mt_row0, mt_row1, mt_tile], dim=1)
+    mt_row1 = np.minimum(mt_row0 + block_m, expert_start[me, mt_expert] + rows_at[me, mt_expert])
+    mtiles = np.stack([mt_expert, mt_row0, mt_row1, mt_tile], axis=1).reshape(-1, 4)
     # Tiles made only of this rank's own rows (first in each expert: rotated order) go first — they need no
     # remote data; then the others, each group expert-major so that grouped tiles share weight tiles.
     local_rows = per_dest[me, me]  # [e]
     needs_remote = (mt_row1 - expert_start[me, mt_expert]) > local_rows[mt_expert]
-    mtiles = mtiles[torch.argsort(needs_remote.long() * (1 << 40) + mt_expert * (1 << 20) + mt_tile, stable=True)]
+    mtiles = mtiles[np.argsort(needs_remote * (1 << 40) + mt_expert * (1 << 20) + mt_tile, kind="stable")]
 
-    src_counts = per_dest[:, me, :].t()  # [e, src]
-    src_table = torch.stack([within[me].t(), src_counts], dim=2)  # [e, src, 2]
-    slot_start = exclusive_cumsum(counts, dim=1)  # [src, E] first slot of each global expert at src
-    src_first_slot = slot_start[:, me * e_local : (me + 1) * e_local].t()  # [e, src]
+    src_counts = per_dest[:, me, :].T  # [e, src]
+    src_table = np.stack([within[me].T, src_counts], axis=2)  # [e, src, 2]
+    slot_start = _exclusive_cumsum(c, axis=1)  # [src, E] first slot of each global expert at src
+    src_first_slot = slot_start[:, me * e_local : (me + 1) * e_local].T  # [e, src]
+
+    def table(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32))
 
     return FusedPlan(
-        units=units.to(torch.int32).contiguous(),
-        mtiles=mtiles.to(torch.int32).contiguous(),
-        src_table=src_table.to(torch.int32).contiguous(),
-        src_first_slot=src_first_slot.to(torch.int32).contiguous(),
+        units=table(units),
+        mtiles=table(mtiles),
+        src_table=table(src_table),
+        src_first_slot=table(src_first_slot),
         recv_rows_per_rank=rows_at.sum(1).tolist(),
-        tokens_per_expert=rows_at[me].clone(),
-        send_splits=my_counts.sum(1).tolist(),
+        tokens_per_expert=torch.from_numpy(rows_at[me].copy()),
+        send_splits=per_dest[me].sum(1).tolist(),
         recv_splits=per_dest[:, me, :].sum(1).tolist(),
         max_tiles_per_expert=max_tiles_per_expert,
     )

@@ -57,3 +57,11 @@ def test_cache_entries_of_another_version_or_gpu_are_not_used(tmp_path):
 def test_unreadable_cache_falls_back_to_defaults(tmp_path):
     (tmp_path / "tuning.json").write_text("{not json")
     assert choose_config(MIXTRAL) == default_config(MIXTRAL)
+
+
+def test_choose_reads_the_cache_file_once_per_key(tmp_path, monkeypatch):
+    # choose_config runs on every layer call while the GPU waits: no file read after the first
+    assert choose_config(MIXTRAL) == default_config(MIXTRAL)
+    (tmp_path / "tuning.json").write_text(json.dumps({MIXTRAL.as_str(): {"comm_programs": 99}}))
+    monkeypatch.setattr(tuning, "_load", lambda: pytest.fail("the cache file was read again"))
+    assert choose_config(MIXTRAL) == default_config(MIXTRAL)

@@ -177,10 +177,8 @@ class _FusedMoE(torch.autograd.Function):
         views = buffer.views
         epoch = buffer.next_epoch()
         device = tokens.device
-        tables = {
-            name: getattr(plan, name).to(device, non_blocking=True)
-            for name in ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert")
-        }  # copied here, right after the counts read, so that the backward needs no host-to-device copy (a sync)
+        # one pinned copy, right after the counts read, so that the backward needs no host-to-device copy (a sync)
+        tables = plan.device_tables(device)
         x = tokens.contiguous()
         probs32 = probs_of_slot.detach().float().contiguous()
         debug = _debug()
