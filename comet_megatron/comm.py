@@ -11,7 +11,11 @@ def all_gather_counts(tokens_per_expert: torch.Tensor, group: dist.ProcessGroup)
     ep = dist.get_world_size(group)
     if ep == 1:
         return tokens_per_expert.unsqueeze(0)
-    parts = [torch.empty_like(tokens_per_expert) for _ in range(ep)]
+    if tokens_per_expert.is_cuda:  # one collective into one tensor: no list of parts to copy and stack
+        out = tokens_per_expert.new_empty(ep, tokens_per_expert.shape[0])
+        dist.all_gather_into_tensor(out, tokens_per_expert.contiguous(), group=group)
+        return out
+    parts = [torch.empty_like(tokens_per_expert) for _ in range(ep)]  # gloo (CPU tests)
     dist.all_gather(parts, tokens_per_expert.contiguous(), group=group)
     return torch.stack(parts)
 
