@@ -32,9 +32,6 @@ class KernelConfig:
     num_stages: int = 4
     comm_rows: int = 4
     comm_block_h: int = 512
-    # GEMM tiles statically strided over the grid instead of taken from a shared queue: Triton then pipelines
-    # across consecutive tiles (flattened loop), but programs that push rows start their tiles later
-    static_schedule: bool = False
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,6 @@ def dispatch_dgrad_kernel(
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
-    STATIC_SCHEDULE: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if (pid < N_COMM) & (MODE != 2):
@@ -190,71 +189,37 @@ def dispatch_dgrad_kernel(
         )
     if MODE != 1:
         num_items = num_mtiles * tl.cdiv(F, BN)
-        if STATIC_SCHEDULE:  # program p takes items p, p + grid, ...: Triton can pipeline across tiles
-            for item in tl.range(pid, num_items, tl.num_programs(0), flatten=True):
-                _fc2_dgrad_tile(
-                    item,
-                    num_mtiles,
-                    mtiles_ptr,
-                    src_table_ptr,
-                    flags_ptr,
-                    error_ptr,
-                    recv_ptr,
-                    recv_probs_ptr,
-                    a_desc,
-                    w2_ptr,
-                    b_desc,
-                    preact_ptr,
-                    d_fc1_ptr,
-                    d_prob_ptr,
-                    epoch,
-                    H,
-                    F,
-                    WS,
-                    MAX_T,
-                    GATED,
-                    ACT,
-                    BM,
-                    BN,
-                    BK,
-                    GROUP_M,
-                    USE_TMA,
-                    DEBUG,
-                    MAX_SPINS,
-                    UPCAST,
-                )
-        else:  # a shared queue: programs that finished pushing take the next item
+        item = tl.atomic_add(queues_ptr + 1, 1)
+        while item < num_items:
+            _fc2_dgrad_tile(
+                item,
+                num_mtiles,
+                mtiles_ptr,
+                src_table_ptr,
+                flags_ptr,
+                error_ptr,
+                recv_ptr,
+                recv_probs_ptr,
+                a_desc,
+                w2_ptr,
+                b_desc,
+                preact_ptr,
+                d_fc1_ptr,
+                d_prob_ptr,
+                epoch,
+                H,
+                F,
+                WS,
+                MAX_T,
+                GATED,
+                ACT,
+                BM,
+                BN,
+                BK,
+                GROUP_M,
+                USE_TMA,
+                DEBUG,
+                MAX_SPINS,
+                UPCAST,
+            )
             item = tl.atomic_add(queues_ptr + 1, 1)
-            while item < num_items:
-                _fc2_dgrad_tile(
-                    item,
-                    num_mtiles,
-                    mtiles_ptr,
-                    src_table_ptr,
-                    flags_ptr,
-                    error_ptr,
-                    recv_ptr,
-                    recv_probs_ptr,
-                    a_desc,
-                    w2_ptr,
-                    b_desc,
-                    preact_ptr,
-                    d_fc1_ptr,
-                    d_prob_ptr,
-                    epoch,
-                    H,
-                    F,
-                    WS,
-                    MAX_T,
-                    GATED,
-                    ACT,
-                    BM,
-                    BN,
-                    BK,
-                    GROUP_M,
-                    USE_TMA,
-                    DEBUG,
-                    MAX_SPINS,
-                    UPCAST,
-                )
-                item = tl.atomic_add(queues_ptr + 1, 1)

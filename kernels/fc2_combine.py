@@ -48,12 +48,11 @@ def fc2_combine_kernel(
     USE_TMA: tl.constexpr,
     W_KN: tl.constexpr,
     UPCAST: tl.constexpr,
-    FLATTEN: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_n = tl.cdiv(H, BN)
-    for item in tl.range(pid, num_mtiles * num_n, num_programs, flatten=FLATTEN):
+    for item in range(pid, num_mtiles * num_n, num_programs):
         mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         expert = tl.load(mtiles_ptr + mtile * 4)
         row0 = tl.load(mtiles_ptr + mtile * 4 + 1)

@@ -32,8 +32,6 @@ TEST_CONFIG = KernelConfig(
     num_stages=1,
     comm_rows=4,
     comm_block_h=32,
-    # COMET_SIM_STATIC_SCHEDULE=1: GEMM tiles statically strided over the grid instead of a shared queue
-    static_schedule=os.environ.get("COMET_SIM_STATIC_SCHEDULE", "0") == "1",
 )
 
 

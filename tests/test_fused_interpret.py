@@ -61,18 +61,6 @@ def test_fused_kernels_match_reference(case):
         assert min(e["recv_rows"] for e in report) == 0  # one rank's experts got nothing
 
 
-@pytest.mark.parametrize("case", ["ep2_multi_tile_experts", "ep4_top2"])
-def test_static_schedule_matches_reference(case):
-    """KernelConfig.static_schedule: the same results with tiles strided over the grid, forward and backward."""
-    for entry in _interpret(json.dumps(CASES[case]), COMET_SIM_STATIC_SCHEDULE="1"):
-        assert entry["finite"] and entry["act_finite"] and entry["error_flag"] == 0, entry
-        assert entry["rel_err"] < TOL, entry
-    report = _interpret("backward:" + json.dumps(BACKWARD_CASES["ep2_top1_multi_tile"]), COMET_SIM_STATIC_SCHEDULE="1")
-    assert report["finite"] and report["error_flag"] == 0, report
-    for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
-        assert report[grad] < TOL, report
-
-
 def test_debug_spin_wait_gives_up_instead_of_hanging():
     assert _interpret("debug_spin") == {"error_flag": 1}
 

@@ -24,7 +24,6 @@ HOPPER = GPUTarget("cuda", 90, 32)
 CONFIGS = {
     "default": KernelConfig(),
     "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
-    "static_schedule": KernelConfig(static_schedule=True),
 }
 CASES = [("default", False)] + [(name, True) for name in CONFIGS]
 
@@ -102,7 +101,6 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma):
         MAX_SPINS=1 << 20,
         UPCAST=False,
         USE_TMA=use_tma,
-        STATIC_SCHEDULE=cfg.static_schedule,
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
@@ -157,7 +155,6 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma):
         ROWS=cfg.comm_rows,
         BH=cfg.comm_block_h,
         USE_TMA=use_tma,
-        STATIC_SCHEDULE=cfg.static_schedule,
         DEBUG=False,
         MAX_SPINS=1 << 20,
         UPCAST=False,
@@ -205,7 +202,6 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, weight_kn
         GROUP_M=cfg.group_m,
         USE_TMA=use_tma,
         W_KN=weight_kn,
-        FLATTEN=cfg.static_schedule,
         UPCAST=False,
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)

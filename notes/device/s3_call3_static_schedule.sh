@@ -2,6 +2,7 @@
 # 1. Mixtral layer, 4096 tokens/rank: Megatron, Comet (shared tile queue) and static-schedule variants, per-kernel
 #    profile and rank 0's Chrome traces (host + GPU) for the gap analysis.
 # 2. The faster Comet config of (1) (by fwd+bwd) trains 60 iterations against Megatron (same seed).
+# Ran at commit 55264c7; the static_schedule option was removed afterwards (slower), so this needs that commit.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NVSHMEM_SYMMETRIC_SIZE=8G
 python -m pip install -q --no-deps --no-index --target /tmp/site .whl/megatron_core-*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
