@@ -981,19 +981,16 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
             res["fwdbwd_ms"] = f"FAIL {short_error(exc)}"
             if env.rank == 0:
                 traceback.print_exc()
+    backward_ok = not args.fwd_only and not isinstance(res.get("fwdbwd_ms"), str)
     if args.profile_kernels:
-        backward_timed = not args.fwd_only and not isinstance(res.get("fwdbwd_ms"), str)
         trace = os.path.join(args.trace_dir, f"trace_{data.name}_{name}.json") if args.trace_dir else None
-        res["kernels_ms"] = profile_kernels(
-            fwdbwd if backward_timed else fwd, env, args.profile_kernels, trace_path=trace
-        )
-        res["kernels_scope"] = "fwd+bwd" if backward_timed else "fwd"
+        res["kernels_ms"] = profile_kernels(fwdbwd if backward_ok else fwd, env, args.profile_kernels, trace_path=trace)
+        res["kernels_scope"] = "fwd+bwd" if backward_ok else "fwd"
     # one more fwd+bwd: peak memory (GPU) and the gradients' agreement with Megatron
     for p in params:
         p.grad = None
     xg.grad = None
     free_memory(env)
-    backward_ok = not args.fwd_only and not isinstance(res.get("fwdbwd_ms"), str)
     if env.cuda:
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
