@@ -131,3 +131,25 @@ def apply_cpu_optimizer_shims() -> None:
 
     for name in ("tensor", "zeros", "ones", "empty", "empty_like", "zeros_like", "full", "arange"):
         setattr(torch, name, on_cpu(getattr(torch, name)))
+
+
+def moe_test_config(**fields):
+    """A small MoE ``TransformerConfig`` for CPU tests: one layer, alltoall dispatcher, SwiGLU experts without
+    biases or fused bias-activation, fp32 weights initialized on the CPU, no load-balancing loss. ``fields`` set
+    the sizes and override any of these."""
+    import torch.nn.functional as F
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    kwargs = dict(
+        num_layers=1,
+        moe_token_dispatcher_type="alltoall",
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        bias_activation_fusion=False,
+        params_dtype=torch.float32,
+        use_cpu_initialization=True,
+        moe_router_load_balancing_type="none",
+    )
+    kwargs.update(fields)
+    return TransformerConfig(**kwargs)

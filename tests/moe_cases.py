@@ -9,6 +9,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from tests.megatron_cpu import moe_test_config
 from tests.multirank import selected_device
 
 
@@ -45,21 +46,15 @@ _BIAS = 60.0
 
 
 def _config(case: Case, ws: int, device: str):
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    return TransformerConfig(
-        num_layers=1,
+    return moe_test_config(
         hidden_size=case.hidden,
         ffn_hidden_size=case.ffn,
         moe_ffn_hidden_size=case.ffn,
         num_attention_heads=4,
         num_moe_experts=case.experts,
         moe_router_topk=case.topk,
-        moe_token_dispatcher_type="alltoall",
         gated_linear_unit=case.gated,
         activation_func=F.silu if case.gated else F.gelu,
-        add_bias_linear=False,
-        params_dtype=torch.float32,
         expert_model_parallel_size=ws,
         moe_router_load_balancing_type="aux_loss" if case.aux_loss else "none",
         moe_aux_loss_coeff=1e-2 if case.aux_loss else 0.0,
@@ -67,7 +62,6 @@ def _config(case: Case, ws: int, device: str):
         moe_router_pre_softmax=case.topk == 1,
         moe_shared_expert_intermediate_size=case.shared_expert,
         use_cpu_initialization=device == "cpu",
-        bias_activation_fusion=False,
     )
 
 

@@ -33,7 +33,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.megatron_cpu import apply_cpu_checkpoint_shims
+from tests.megatron_cpu import apply_cpu_checkpoint_shims, moe_test_config
 from tests.multirank import run_ranks
 
 PREFIX = "decoder.layers.0.mlp."
@@ -48,26 +48,17 @@ TIMEOUT = 300.0
 
 
 def _config(gated: bool, ep: int):
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    return TransformerConfig(
-        num_layers=1,
+    return moe_test_config(
         hidden_size=HIDDEN,
         ffn_hidden_size=FFN,
         moe_ffn_hidden_size=FFN,
         num_attention_heads=4,
         num_moe_experts=EXPERTS,
         moe_router_topk=2,
-        moe_token_dispatcher_type="alltoall",
         gated_linear_unit=gated,
         activation_func=F.silu if gated else F.gelu,
-        add_bias_linear=False,
-        params_dtype=torch.float32,
         expert_model_parallel_size=ep,
-        moe_router_load_balancing_type="none",
         moe_aux_loss_coeff=0.0,
-        use_cpu_initialization=True,
-        bias_activation_fusion=False,
     )
 
 

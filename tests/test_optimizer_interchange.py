@@ -24,8 +24,8 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from tests.megatron_cpu import moe_test_config
 from tests.multirank import run_ranks
 
 EP = 2
@@ -34,24 +34,13 @@ LR = 1e-2
 
 
 def _config():
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    return TransformerConfig(
-        num_layers=1,
+    return moe_test_config(
         hidden_size=HIDDEN,
         ffn_hidden_size=FFN,
         moe_ffn_hidden_size=FFN,
         num_attention_heads=2,
         num_moe_experts=EXPERTS,
         moe_router_topk=2,
-        moe_token_dispatcher_type="alltoall",
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        bias_activation_fusion=False,
-        params_dtype=torch.float32,
-        use_cpu_initialization=True,
-        moe_router_load_balancing_type="none",
         moe_router_dtype="fp32",
         expert_model_parallel_size=EP,
     )

@@ -25,7 +25,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from comet_megatron import patches
 from comet_megatron.errors import CometConfigError
@@ -39,6 +38,7 @@ from comet_megatron.megatron.args import (
     validate_comet_args,
     with_comet_args,
 )
+from tests.megatron_cpu import moe_test_config
 from tests.multirank import run_ranks
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -246,9 +246,7 @@ def _model_args(moe_comet: bool) -> SimpleNamespace:
 
 def _tiny_config():
     """A 4-layer GPT, MoE and dense layers alternating (moe_layer_freq=2), as the args above describe."""
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    return TransformerConfig(
+    return moe_test_config(
         num_layers=4,
         hidden_size=32,
         ffn_hidden_size=64,
@@ -257,20 +255,13 @@ def _tiny_config():
         moe_router_topk=2,
         moe_ffn_hidden_size=32,
         moe_layer_freq=2,
-        moe_token_dispatcher_type="alltoall",
         moe_router_load_balancing_type="aux_loss",
         moe_aux_loss_coeff=1e-2,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        bias_activation_fusion=False,
         normalization="RMSNorm",
         hidden_dropout=0.0,
         attention_dropout=0.0,
         apply_rope_fusion=False,
         transformer_impl="local",
-        use_cpu_initialization=True,
-        params_dtype=torch.float32,
     )
 
 

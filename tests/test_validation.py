@@ -19,35 +19,24 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from comet_megatron.errors import CometConfigError
 from comet_megatron.megatron.validation import validate_moe_config
+from tests.megatron_cpu import moe_test_config
 from tests.multirank import run_ranks
 
 
 def _config(**overrides):
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    kwargs = dict(
-        num_layers=1,
+    fields = dict(
         hidden_size=16,
         ffn_hidden_size=8,
         moe_ffn_hidden_size=8,
         num_attention_heads=2,
         num_moe_experts=4,
         moe_router_topk=2,
-        moe_token_dispatcher_type="alltoall",
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        bias_activation_fusion=False,
-        params_dtype=torch.float32,
-        use_cpu_initialization=True,
-        moe_router_load_balancing_type="none",
     )
-    kwargs.update(overrides)
-    return TransformerConfig(**kwargs)
+    fields.update(overrides)
+    return moe_test_config(**fields)
 
 
 # What each bad option must produce: (config overrides, fragments the message must contain).
