@@ -1229,6 +1229,10 @@ def parse_comet_configs(parser: argparse.ArgumentParser, text: str | None) -> li
         unknown = sorted(set(c) - fields)
         if unknown:
             parser.error(f"--comet-configs: unknown KernelConfig field(s) {unknown}; fields: {sorted(fields)}")
+        try:
+            dataclasses.replace(KernelConfig(), **c)
+        except ValueError as exc:
+            parser.error(f"--comet-configs: {c} is not a valid kernel configuration: {exc}")
     return configs
 
 

@@ -13,12 +13,14 @@ import torch
 import triton
 
 from comet_megatron.fused_plan import FusedPlan
+from comet_megatron.kernels.activation_backward import activation_backward_kernel
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
 from comet_megatron.tuning import KernelConfig
 
 ACTIVATIONS = {"silu": 0, "gelu": 1}
+_ACT_BWD_ROWS, _ACT_BWD_COLS = 4, 512  # activation_backward_kernel: rows per program, columns per step
 DEBUG_MAX_SPINS = 1 << 26
 
 
@@ -76,6 +78,46 @@ class RankViews:
     def combine_slots(self, epoch: int, slots: int, hidden: int) -> torch.Tensor:
         start = self.combine_offset(epoch)
         return self.combine.view(-1)[start : start + slots * hidden].view(slots, hidden)
+
+
+def single_process_views(
+    ws: int,
+    *,
+    recv_capacity: int,
+    slot_capacity: int,
+    hidden: int,
+    num_local_experts: int,
+    max_tiles_per_expert: int,
+    device: torch.device | str = "cpu",
+) -> list[RankViews]:
+    """``ws`` simulated ranks' workspaces in one process: ordinary NaN-poisoned tensors on ``device`` whose
+    peer tables hold each other's addresses, so a kernel "on rank r" writes into another rank's buffers exactly
+    as it would over NVLink. For the interpreter tests (CPU) and single-GPU kernel benchmarks; the layer's own
+    workspaces are symmetric memory (:class:`comet_megatron.buffer.CometBuffer`)."""
+    nan = float("nan")
+    flags_len = num_local_experts * max_tiles_per_expert * ws + ws
+    bufs = {
+        "recv": [torch.full((recv_capacity, hidden), nan, dtype=torch.bfloat16, device=device) for _ in range(ws)],
+        "recv_probs": [torch.full((recv_capacity,), nan, device=device) for _ in range(ws)],
+        "flags": [torch.zeros(flags_len, dtype=torch.int32, device=device) for _ in range(ws)],
+        "combine": [
+            torch.full((2, slot_capacity, hidden), nan, dtype=torch.bfloat16, device=device) for _ in range(ws)
+        ],
+    }
+    tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64, device=device) for k, v in bufs.items()}
+    return [
+        RankViews(
+            **{k: v[r] for k, v in bufs.items()},
+            counter=torch.zeros(1, dtype=torch.int32, device=device),
+            error=torch.zeros(1, dtype=torch.int32, device=device),
+            recv_table=tables["recv"],
+            recv_probs_table=tables["recv_probs"],
+            flags_table=tables["flags"],
+            combine_table=tables["combine"],
+            max_tiles_per_expert=max_tiles_per_expert,
+        )
+        for r in range(ws)
+    ]
 
 
 def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma, block_n) -> dict:
@@ -227,6 +269,7 @@ def fc2_combine(
         USE_TMA=descriptors is not None,
         W_KN=weight_kn,
         UPCAST=_interpreting(),
+        EPI_SPLIT=config.epilogue_split,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -294,10 +337,26 @@ def dispatch_dgrad(
         ep_rank,
         hidden,
         ffn,
+        EPI_SPLIT=config.epilogue_split,
+        FUSE_ACT=config.dgrad_fused_activation,
         **_dispatch_meta(
             views, config, ep, gated, activation, mode, debug, descriptors is not None, config.dgrad_block_n
         ),
     )
+    if not config.dgrad_fused_activation and mode != 1 and rows:
+        activation_backward_kernel[(triton.cdiv(rows, _ACT_BWD_ROWS),)](
+            d_fc1,
+            preact,
+            views.recv_probs,
+            d_prob,
+            rows,
+            ffn,
+            GATED=gated,
+            ACT=ACTIVATIONS[activation],
+            BR=_ACT_BWD_ROWS,
+            BF=_ACT_BWD_COLS,
+            num_warps=4,
+        )
     return d_fc1, d_prob
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: epilogue_split, dgrad_fused_activation (entries of 1 were tuned without them)
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,36 @@ class KernelConfig:
     block_m: int = 128
     fc1_block_n: int = 128
     fc2_block_n: int = 128
-    dgrad_block_n: int = 128  # the backward's fc2 data-gradient GEMM (dispatch_dgrad), one accumulator wide
+    dgrad_block_n: int = 256  # the backward's fc2 data-gradient GEMM (dispatch_dgrad), one accumulator wide
     block_k: int = 64
     group_m: int = 8
     num_warps: int = 8
     num_stages: int = 4
     comm_rows: int = 4
     comm_block_h: int = 512
+    # single-accumulator GEMMs (fc2 ⊕ combine, the fc2 data-gradient) run their epilogue on 1 or 2 column
+    # slices of the tile: 2 keeps a 256-wide tile's epilogue within the registers a 128-wide one needs
+    epilogue_split: int = 2
+    # the fc2 data-gradient GEMM applies the activation backward in its epilogue (True), or stores dA and an
+    # elementwise kernel finishes (False): the fused epilogue is heavy where K = hidden is short
+    dgrad_fused_activation: bool = False
+
+    def __post_init__(self) -> None:
+        gemm_blocks = ("block_m", "fc1_block_n", "fc2_block_n", "dgrad_block_n", "block_k")
+        blocks = {name: getattr(self, name) for name in (*gemm_blocks, "comm_rows", "comm_block_h")}
+        bad = [f"{n}={v}" for n, v in blocks.items() if v < 1 or v & (v - 1)]
+        if bad:
+            raise ValueError(f"KernelConfig: {', '.join(bad)} must be powers of two (Triton block shapes)")
+        if self.epilogue_split not in (1, 2):
+            raise ValueError(f"KernelConfig: epilogue_split={self.epilogue_split} must be 1 or 2")
+        small = [f"{n}={blocks[n]}" for n in gemm_blocks if blocks[n] < 16]
+        if small:
+            raise ValueError(f"KernelConfig: {', '.join(small)} must be at least 16 (tensor-core tile minimum)")
+        if self.comm_programs < 1 or self.num_warps not in (4, 8) or self.num_stages < 1 or self.group_m < 1:
+            raise ValueError(
+                f"KernelConfig: comm_programs={self.comm_programs} and group_m={self.group_m} must be >= 1, "
+                f"num_warps={self.num_warps} 4 or 8, num_stages={self.num_stages} >= 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -84,6 +107,12 @@ def default_config(key: ShapeKey) -> KernelConfig:
     On 2xH200 (2026-11-23, fwd) Mixtral (dispatch ~3% of layer0) ran best with 16 of 132 programs pushing,
     Qwen1.5-MoE (~26%) with 32; 128-wide fc1 tiles beat 64-wide on both (14.5 vs 17.3 ms, 5.6 vs 6.2 ms);
     with TMA loads, 4 pipeline stages beat 3 on Mixtral, Qwen1.5-MoE and DSv3 (11.7/3.9/12.3 vs 12.6/4.5/14.1 ms).
+
+    GEMM cores alone on one H200 (``benchmarks/bench_gemm_core.py``, 2026-11-23; the class defaults come from
+    it): the fc2 data-gradient with a plain epilogue and a separate activation backward, 256 wide, beat the fused
+    128-wide epilogue on every case (Mixtral 1.82 vs 2.35 ms, Qwen2-57B 2.29 vs 3.21) but Qwen1.5-MoE, where 128
+    wide stays (0.60 vs 0.72); split epilogues helped fc2 ⊕ combine everywhere; 256-wide fc2 ⊕ combine tiles
+    paid only with a long K (Mixtral, ffn 14336: fc2 1.48 vs 1.54, fc1 data-gradient 3.02 vs 3.17 ms).
     """
     slots = key.tokens * key.topk
     remote_bytes = slots * (key.ep - 1) / key.ep * key.hidden * 2
@@ -91,7 +120,9 @@ def default_config(key: ShapeKey) -> KernelConfig:
     comm_time, gemm_time = remote_bytes / _PUSH_BYTES_PER_S, fc1_flops / _GEMM_FLOPS_PER_S
     share = comm_time / max(comm_time + gemm_time, 1e-12)
     comm = int(min(max(round(key.num_sms * share), 16), key.num_sms // 3))
-    return KernelConfig(comm_programs=comm)
+    long_k = key.ffn >= 8192
+    small_n = key.ffn < 2048
+    return KernelConfig(comm_programs=comm, fc2_block_n=256 if long_k else 128, dgrad_block_n=128 if small_n else 256)
 
 
 def choose_config(key: ShapeKey) -> KernelConfig:

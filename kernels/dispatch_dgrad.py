@@ -4,26 +4,18 @@ The mirror of :mod:`dispatch_fc1` with the same work lists: every token owner pu
 rows with the forward's push units (same destination rows, same flags — only the source tensor differs),
 while GEMM programs compute ``dA = dY @ W2`` per expert (``W2[e]`` is ``[H, F]`` = ``[K, N]``: no transpose
 copy) and, in the epilogue, the activation's backward from the saved fc1 output ``[gate | linear]`` and the
-router probability: ``d_fc1 = [dA·p·linear·act'(gate) | dA·p·act(gate)]`` and the probability gradient
-``d_prob = Σ_j dA·act(gate)·linear`` (fp32 atomics across N-tiles into a zeroed ``[R]`` buffer).
+router probability (:mod:`activation_backward`; ``d_prob`` by fp32 atomics across N-tiles into a zeroed
+``[R]`` buffer). With ``FUSE_ACT`` off the epilogue only stores ``dA`` (bf16) into ``d_fc1``'s last ``F``
+columns and :func:`activation_backward_kernel` finishes in place: a light epilogue keeps the GEMM near
+its peak where ``K = H`` is short and the tiles many (Mixtral: 54% of the matmul rate with the fused epilogue).
 """
 
 import triton
 import triton.language as tl
 
+from comet_megatron.kernels.activation_backward import activation_backward_block
 from comet_megatron.kernels.dispatch_fc1 import push_units, ready_tile
 from comet_megatron.kernels.tiles import mma
-
-
-@triton.jit
-def _act_and_derivative(x, ACT: tl.constexpr):
-    if ACT == 0:  # silu
-        s = tl.sigmoid(x)
-        return x * s, s * (1.0 + x * (1.0 - s))
-    else:  # exact gelu
-        cdf = 0.5 * (1.0 + tl.math.erf(x * 0.7071067811865476))
-        pdf = 0.3989422804014327 * tl.exp(-0.5 * x * x)
-        return x * cdf, cdf + x * pdf
 
 
 @triton.jit
@@ -57,6 +49,8 @@ def _fc2_dgrad_tile(
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
+    EPI_SPLIT: tl.constexpr,
+    FUSE_ACT: tl.constexpr,
 ):
     expert, row0, row1, n = ready_tile(
         item,
@@ -94,32 +88,52 @@ def _fc2_dgrad_tile(
                 other=0.0,
             )
             acc = mma(a, b, acc, UPCAST)
-    mask = m_mask[:, None] & n_mask[None, :]
-    width = F * (2 if GATED else 1)
     prob = tl.load(recv_probs_ptr + rm64, mask=m_mask, other=0.0)
-    grad_act = acc.to(tl.bfloat16).to(tl.float32)  # dA is a bf16 tensor in the unfused path
-    gate = tl.load(preact_ptr + rm64[:, None] * width + rn[None, :], mask=mask, other=0.0).to(tl.float32)
-    act, act_prime = _act_and_derivative(gate, ACT)
-    if GATED:
-        linear = tl.load(preact_ptr + rm64[:, None] * width + (F + rn)[None, :], mask=mask, other=0.0).to(tl.float32)
-        unscaled = act * linear
-    else:
-        unscaled = act
-    tl.atomic_add(d_prob_ptr + rm64, tl.sum(tl.where(mask, grad_act * unscaled, 0.0), axis=1), mask=m_mask)
-    grad_unscaled = grad_act * prob[:, None]
-    if GATED:
-        tl.store(
-            d_fc1_ptr + rm64[:, None] * width + rn[None, :],
-            (grad_unscaled * linear * act_prime).to(tl.bfloat16),
-            mask=mask,
+    if EPI_SPLIT == 2:
+        # one half of the columns at a time: a 256-wide tile's epilogue then needs no more registers than a
+        # 128-wide one's (Triton materialises the whole tile's operands at once otherwise, and spills)
+        lo, hi = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+        d_prob = _dgrad_epilogue(
+            lo, rm64, m_mask, prob, n * BN, preact_ptr, d_fc1_ptr, F, GATED, ACT, FUSE_ACT, BN // 2
         )
-        tl.store(
-            d_fc1_ptr + rm64[:, None] * width + (F + rn)[None, :], (grad_unscaled * act).to(tl.bfloat16), mask=mask
+        d_prob += _dgrad_epilogue(
+            hi, rm64, m_mask, prob, n * BN + BN // 2, preact_ptr, d_fc1_ptr, F, GATED, ACT, FUSE_ACT, BN // 2
         )
     else:
-        tl.store(
-            d_fc1_ptr + rm64[:, None] * width + rn[None, :], (grad_unscaled * act_prime).to(tl.bfloat16), mask=mask
+        d_prob = _dgrad_epilogue(acc, rm64, m_mask, prob, n * BN, preact_ptr, d_fc1_ptr, F, GATED, ACT, FUSE_ACT, BN)
+    if FUSE_ACT:
+        tl.atomic_add(d_prob_ptr + rm64, d_prob, mask=m_mask)
+
+
+@triton.jit
+def _dgrad_epilogue(
+    acc,
+    rm64,
+    m_mask,
+    prob,
+    col0,
+    preact_ptr,
+    d_fc1_ptr,
+    F,
+    GATED: tl.constexpr,
+    ACT: tl.constexpr,
+    FUSE_ACT: tl.constexpr,
+    BN: tl.constexpr,
+):
+    """Columns ``[col0, col0 + BN)`` of ``dA``: with ``FUSE_ACT`` their activation backward (stores ``d_fc1``,
+    returns each row's share of ``d_prob``); otherwise ``dA`` itself, in bf16, into ``d_fc1``'s last ``F``
+    columns for :func:`activation_backward_kernel` (returns zeros)."""
+    rn = col0 + tl.arange(0, BN)
+    grad_act = acc.to(tl.bfloat16)  # dA is a bf16 tensor in the unfused path
+    if FUSE_ACT:
+        return activation_backward_block(
+            grad_act.to(tl.float32), rm64, m_mask, rn, prob, preact_ptr, d_fc1_ptr, F, GATED, ACT
         )
+    else:
+        width = F * (2 if GATED else 1)
+        mask = m_mask[:, None] & (rn < F)[None, :]
+        tl.store(d_fc1_ptr + rm64[:, None] * width + (width - F + rn)[None, :], grad_act, mask=mask)
+        return tl.zeros_like(prob)
 
 
 @triton.jit
@@ -166,6 +180,8 @@ def dispatch_dgrad_kernel(
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
+    EPI_SPLIT: tl.constexpr,
+    FUSE_ACT: tl.constexpr,
 ):
     pid = tl.program_id(0)
     if (pid < N_COMM) & (MODE != 2):
@@ -221,5 +237,7 @@ def dispatch_dgrad_kernel(
                 DEBUG,
                 MAX_SPINS,
                 UPCAST,
+                EPI_SPLIT,
+                FUSE_ACT,
             )
             item = tl.atomic_add(queues_ptr + 1, 1)

@@ -22,6 +22,14 @@ from comet_megatron.kernels.tiles import grouped_tile, mma
 
 
 @triton.jit
+def _push_rows(acc, row_start, m_mask, col0, H, BN: tl.constexpr):
+    """Store the columns ``[col0, col0 + BN)`` of finished rows at their owners' slots (``row_start``: per-row
+    pointers into the owners' combine buffers)."""
+    rn = col0 + tl.arange(0, BN)
+    tl.store(row_start[:, None] + rn[None, :], acc.to(tl.bfloat16), mask=m_mask[:, None] & (rn < H)[None, :])
+
+
+@triton.jit
 def fc2_combine_kernel(
     act_ptr,
     a_desc,
@@ -48,6 +56,7 @@ def fc2_combine_kernel(
     USE_TMA: tl.constexpr,
     W_KN: tl.constexpr,
     UPCAST: tl.constexpr,
+    EPI_SPLIT: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -98,8 +107,13 @@ def fc2_combine_kernel(
             owner = tl.where(inside, s, owner)
             slot = tl.where(inside, first + row_in_expert - offset, slot)
         base = tl.load(combine_table_ptr + owner, mask=m_mask, other=0).to(tl.pointer_type(tl.bfloat16))
-        dest = base[:, None] + (combine_offset + slot[:, None] * H + rn[None, :])
-        tl.store(dest, acc.to(tl.bfloat16), mask=m_mask[:, None] & n_mask[None, :])
+        row_start = base + combine_offset + slot * H
+        if EPI_SPLIT == 2:  # half the columns at a time: fewer live registers (see dispatch_dgrad)
+            lo, hi = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+            _push_rows(lo, row_start, m_mask, n * BN, H, BN // 2)
+            _push_rows(hi, row_start, m_mask, n * BN + BN // 2, H, BN // 2)
+        else:
+            _push_rows(acc, row_start, m_mask, n * BN, H, BN)
     # the last program to finish tells every owner that this rank's rows have all been written
     tl.debug_barrier()
     finished = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="sys")

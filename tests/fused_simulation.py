@@ -9,6 +9,7 @@ Run as ``python -m tests.fused_simulation`` with ``TRITON_INTERPRET=1`` (the tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,14 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from comet_megatron.fused_ops import RankViews, combine_reduce, dispatch_dgrad, dispatch_fc1, fc2_combine
+from comet_megatron.fused_ops import (
+    RankViews,
+    combine_reduce,
+    dispatch_dgrad,
+    dispatch_fc1,
+    fc2_combine,
+    single_process_views,
+)
 from comet_megatron.fused_plan import build_plan
 from comet_megatron.routing import build_local_routing
 from comet_megatron.tuning import KernelConfig
@@ -27,6 +35,8 @@ TEST_CONFIG = KernelConfig(
     fc1_block_n=16,
     fc2_block_n=16,
     dgrad_block_n=32,  # unlike fc1_block_n: the backward GEMM must use its own tile width
+    epilogue_split=2,  # as the defaults: 8- and 16-column epilogue slices
+    dgrad_fused_activation=False,
     block_k=16,
     num_warps=4,
     num_stages=1,
@@ -69,29 +79,14 @@ def _reference(x, routing, w1_all, w2_all, gated, activation):
 def simulated_workspaces(ws, tokens, hidden, e_local, topk) -> list[RankViews]:
     """Every simulated rank's workspace (CPU tensors, NaN-poisoned) with peer tables of their addresses,
     sized as CometBuffer sizes them for ``tokens`` per rank (a ``hidden`` wider than a layer's is fine)."""
-    max_t = -(-ws * tokens // TEST_CONFIG.block_m)
-    recv_cap, slot_cap = ws * tokens * min(topk, e_local), tokens * topk
-    nan = float("nan")
-    bufs = {
-        "recv": [torch.full((recv_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
-        "recv_probs": [torch.full((recv_cap,), nan) for _ in range(ws)],
-        "flags": [torch.zeros(e_local * max_t * ws + ws, dtype=torch.int32) for _ in range(ws)],
-        "combine": [torch.full((2, slot_cap, hidden), nan, dtype=torch.bfloat16) for _ in range(ws)],
-    }
-    tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64) for k, v in bufs.items()}
-    return [
-        RankViews(
-            **{k: v[r] for k, v in bufs.items()},
-            counter=torch.zeros(1, dtype=torch.int32),
-            error=torch.zeros(1, dtype=torch.int32),
-            recv_table=tables["recv"],
-            recv_probs_table=tables["recv_probs"],
-            flags_table=tables["flags"],
-            combine_table=tables["combine"],
-            max_tiles_per_expert=max_t,
-        )
-        for r in range(ws)
-    ]
+    return single_process_views(
+        ws,
+        recv_capacity=ws * tokens * min(topk, e_local),
+        slot_capacity=tokens * topk,
+        hidden=hidden,
+        num_local_experts=e_local,
+        max_tiles_per_expert=-(-ws * tokens // TEST_CONFIG.block_m),
+    )
 
 
 def simulate(
@@ -107,11 +102,12 @@ def simulate(
     calls=2,
     seed=0,
     hidden_capacity=None,
+    config_overrides=None,
 ):
     gen = torch.Generator().manual_seed(seed)
     e_local = experts // ws
     fc1_out = 2 * ffn if gated else ffn
-    cfg = TEST_CONFIG
+    cfg = dataclasses.replace(TEST_CONFIG, **(config_overrides or {}))
     w1_all = (torch.randn(experts, fc1_out, hidden, generator=gen) * 0.1).bfloat16()
     w2_all = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16()
     views = simulated_workspaces(ws, tokens, hidden_capacity or hidden, e_local, topk)
@@ -194,12 +190,14 @@ def simulate(
     return report
 
 
-def simulate_backward(ws, experts, topk, tokens, hidden, ffn, gated=True, activation="silu", seed=1):
+def simulate_backward(
+    ws, experts, topk, tokens, hidden, ffn, gated=True, activation="silu", seed=1, config_overrides=None
+):
     """Forward (saving the fc1 output) then the fused backward on every simulated rank, against fp32 autograd
     of the same function on the same bf16 inputs: input, router-probability and expert-weight gradients."""
     gen = torch.Generator().manual_seed(seed)
     e_local = experts // ws
-    cfg = TEST_CONFIG
+    cfg = dataclasses.replace(TEST_CONFIG, **(config_overrides or {}))
     fc1_out = 2 * ffn if gated else ffn
     act_fn = F.silu if activation == "silu" else F.gelu
     w1_all = (torch.randn(experts, fc1_out, hidden, generator=gen) * 0.1).bfloat16()

@@ -34,6 +34,8 @@ def test_comet_configs_add_one_variant_each(bench):
         ('[{"fc2_blockn": 256}]', "unknown KernelConfig field(s) ['fc2_blockn']"),
         ('{"fc2_block_n": 256}', "must be a JSON list of objects"),
         ("[{fc2_block_n: 256}]", "is not JSON"),
+        ('[{"epilogue_split": 3}]', "epilogue_split=3 must be 1 or 2"),
+        ('[{"dgrad_block_n": 96}]', "dgrad_block_n=96 must be powers of two"),
     ],
 )
 def test_bad_comet_configs_name_the_option(bench, capsys, text, message):
@@ -57,3 +59,17 @@ def test_kernel_table_lists_each_profiled_variant(bench):
     text = bench.kernel_tables(results)
     assert "mixtral / megatron" in text and "(all: 3.0)" in text and "gemm" in text
     assert "comet" not in text
+
+
+def test_gemm_core_bench_takes_the_same_configs(capsys):
+    spec = importlib.util.spec_from_file_location("bench_gemm_core", BENCH.with_name("bench_gemm_core.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    args = module.parse_args(["--configs", '[{}, {"epilogue_split": 2, "dgrad_block_n": 256}]'])
+    assert [c.epilogue_split for c in args.kernel_configs] == [1, 2]
+    assert args.kernel_configs[1].dgrad_block_n == 256
+    assert module.parse_args([]).kernel_configs == [module.KernelConfig()]
+    with pytest.raises(SystemExit):
+        module.parse_args(["--configs", '[{"block_k": 8}]'])
+    assert "block_k=8 must be at least 16" in capsys.readouterr().err

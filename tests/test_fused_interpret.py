@@ -31,6 +31,10 @@ CASES = {
     "ep1": dict(ws=1, experts=3, topk=2, tokens=7, hidden=32, ffn=16),
     "ep2_workspace_wider_than_layer": dict(ws=2, experts=4, topk=2, tokens=12, hidden=40, ffn=16, hidden_capacity=64),
     "ep2_multi_tile_experts": dict(ws=2, experts=2, topk=2, tokens=40, hidden=32, ffn=16),
+    # fc2 ⊕ combine's epilogue in one piece (KernelConfig.epilogue_split; the tests' config splits it in two)
+    "ep2_whole_epilogue": dict(
+        ws=2, experts=4, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"epilogue_split": 1}
+    ),
 }
 
 
@@ -84,6 +88,33 @@ BACKWARD_CASES = {
         ws=2, experts=6, topk=3, tokens=9, hidden=33, ffn=20, gated=False, activation="gelu"
     ),
     "ep2_top1_multi_tile": dict(ws=2, experts=2, topk=1, tokens=40, hidden=32, ffn=16),
+    # The tests' config, like the defaults, stores dA and finishes with the elementwise activation backward, in
+    # two column slices; these run the activation backward inside the data-gradient epilogue
+    # (KernelConfig.dgrad_fused_activation), whole and split. ffn 40 leaves the second slice of the last
+    # 32-wide data-gradient tile partly out of range.
+    "ep2_fused_activation_backward": dict(
+        ws=2,
+        experts=4,
+        topk=2,
+        tokens=30,
+        hidden=48,
+        ffn=40,
+        config_overrides={"dgrad_fused_activation": True, "epilogue_split": 1},
+    ),
+    "ep2_fused_activation_backward_split": dict(
+        ws=2, experts=4, topk=2, tokens=30, hidden=48, ffn=40, config_overrides={"dgrad_fused_activation": True}
+    ),
+    "ep2_top3_gelu_fused_activation_backward": dict(
+        ws=2,
+        experts=6,
+        topk=3,
+        tokens=9,
+        hidden=33,
+        ffn=20,
+        gated=False,
+        activation="gelu",
+        config_overrides={"dgrad_fused_activation": True},
+    ),
 }
 
 

@@ -13,6 +13,7 @@ triton = pytest.importorskip("triton")
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from comet_megatron.kernels.activation_backward import activation_backward_kernel  # noqa: E402
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel  # noqa: E402
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel  # noqa: E402
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel  # noqa: E402
@@ -24,6 +25,10 @@ HOPPER = GPUTarget("cuda", 90, 32)
 CONFIGS = {
     "default": KernelConfig(),
     "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
+    "split_epilogue": KernelConfig(epilogue_split=2),
+    "wide_split_separate_act": KernelConfig(
+        fc2_block_n=256, dgrad_block_n=256, epilogue_split=2, dgrad_fused_activation=False
+    ),
 }
 CASES = [("default", False)] + [(name, True) for name in CONFIGS]
 
@@ -31,7 +36,11 @@ CASES = [("default", False)] + [(name, True) for name in CONFIGS]
 def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int):
     sig = dict(signature)
     sig.update({name: "constexpr" for name in constexprs})
-    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs)
+    # what Triton's launcher specializes at run time: 16-byte-aligned tensors and sizes divisible by 16 (without
+    # it the epilogues compile to scalar 2-byte accesses and spill, which the GPU never runs)
+    aligned = [n for n, ty in signature.items() if ty.startswith("*") or n in ("H", "F", "T")]
+    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=HOPPER, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
@@ -158,6 +167,8 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma):
         DEBUG=False,
         MAX_SPINS=1 << 20,
         UPCAST=False,
+        EPI_SPLIT=cfg.epilogue_split,
+        FUSE_ACT=cfg.dgrad_fused_activation,
     )
     compiled = _compile(dispatch_dgrad_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
@@ -203,6 +214,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, weight_kn
         USE_TMA=use_tma,
         W_KN=weight_kn,
         UPCAST=False,
+        EPI_SPLIT=cfg.epilogue_split,
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
     assert "wgmma" in compiled.asm["ptx"]
@@ -220,3 +232,11 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, weight_kn
     }
     constexprs = dict(TOPK=2, WS=2, BT=32, BH=256, DEBUG=True, MAX_SPINS=1 << 20)
     _compile(combine_reduce_kernel, sig, constexprs, 4, 1)
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_activation_backward_kernel_compiles_for_sm90(gated):
+    sig = {"d_fc1_ptr": "*bf16", "preact_ptr": "*bf16", "probs_ptr": "*fp32", "d_prob_ptr": "*fp32", "R": "i32"}
+    sig["F"] = "i32"
+    compiled = _compile(activation_backward_kernel, sig, dict(GATED=gated, ACT=0, BR=4, BF=512), 4, 1)
+    assert "ld.global.v4" in compiled.asm["ptx"]  # 16-byte accesses along the columns

@@ -30,6 +30,17 @@ def test_default_split_follows_the_dispatch_share():
     assert default_config(no_remote).comm_programs == 16  # nothing leaves the rank: the floor
 
 
+def test_default_tiles_follow_the_measured_shapes():
+    # bench_gemm_core.py on one H200: 256-wide fc2 tiles only pay with Mixtral's long K; the 256-wide data-gradient
+    # everywhere but the small-ffn fine-grained case
+    assert (default_config(MIXTRAL).fc2_block_n, default_config(MIXTRAL).dgrad_block_n) == (256, 256)
+    assert (default_config(QWEN).fc2_block_n, default_config(QWEN).dgrad_block_n) == (128, 128)
+    phi = dataclasses.replace(MIXTRAL, ffn=6400, num_experts=16)
+    assert (default_config(phi).fc2_block_n, default_config(phi).dgrad_block_n) == (128, 256)
+    for key in (MIXTRAL, QWEN, phi):
+        assert default_config(key).epilogue_split == 2 and not default_config(key).dgrad_fused_activation
+
+
 def test_default_split_never_takes_more_than_a_third_of_a_large_grid():
     heavy_comm = ShapeKey(8192, 7168, 64, 8, 8, 8, "gpu", 132)
     assert default_config(heavy_comm).comm_programs == 132 // 3

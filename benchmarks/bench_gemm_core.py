@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""The fused kernels' GEMM cores on one GPU, next to ``torch._grouped_mm`` on the same shapes.
+
+``--ep`` ranks are simulated on one device (:func:`comet_megatron.fused_ops.single_process_views`): every
+rank's pushes run once (``MODE=1``), then rank 0's GEMM programs alone are timed (``MODE=2``: the flags are
+already published, so nothing waits) — the GEMM and its fused epilogue without communication. This separates
+the GEMM core's efficiency from the overlap, which ``bench_layer.py`` measures on the real EP group.
+
+Per kernel configuration (``--configs``: a JSON list of ``KernelConfig`` overrides, ``{}`` = the default):
+
+  fc1         dispatch ⊕ fc1 GEMM programs, SwiGLU·prob epilogue, pre-activation saved (training forward)
+  fc1+push    the same kernel with its push programs running (rows copied within the device, flags already
+              set, so the GEMM does not wait: the cost of the SMs the push takes)
+  fc2         fc2 ⊕ combine (epilogue stores rows at their owners' slots)
+  fc2_dgrad   fc2 data-gradient GEMM programs, SwiGLU backward + d_prob epilogue
+  fc1_dgrad   fc2 ⊕ combine kernel on fc1's ``[2F, H]`` weights (``weight_kn``), the fc1 data-gradient
+
+Baselines, once: ``torch._grouped_mm`` of each GEMM alone, and with the same elementwise work in PyTorch
+(``gm_fc1+act``: silu(gate)·up·prob; ``gm_fc2_dgrad+act``: the SwiGLU backward and d_prob). Floors: the GEMM
+FLOPs at the dense bf16 ``torch.mm`` rate measured in the same run.
+
+  python benchmarks/bench_gemm_core.py --case mixtral-8x7b --tokens 4096 --ep 2 \
+      --configs '[{}, {"epilogue_split": 2}]' --out DIR      # writes DIR/bench_gemm_core_<case>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_layer import CASES, parse_comet_configs  # noqa: E402
+
+from comet_megatron.fused_ops import (  # noqa: E402
+    dispatch_dgrad,
+    dispatch_fc1,
+    fc2_combine,
+    single_process_views,
+)
+from comet_megatron.fused_plan import build_plan  # noqa: E402
+from comet_megatron.routing import build_local_routing  # noqa: E402
+from comet_megatron.tuning import KernelConfig  # noqa: E402
+
+KERNELS = ("fc1", "fc1+push", "fc2", "fc2_dgrad", "fc1_dgrad")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--case", default="mixtral-8x7b", choices=sorted(CASES))
+    p.add_argument("--tokens", type=int, default=None, help="tokens per simulated rank (default: the case's)")
+    p.add_argument("--ep", type=int, default=2, help="simulated expert-parallel ranks")
+    p.add_argument("--configs", default="[{}]", help="JSON list of KernelConfig overrides ({} = the default)")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for bench_gemm_core_<case>.json")
+    args = p.parse_args(argv)
+    args.overrides = parse_comet_configs(p, args.configs) or [{}]
+    args.kernel_configs = [dataclasses.replace(KernelConfig(), **o) for o in args.overrides]
+    if args.ep < 1:
+        p.error(f"--ep {args.ep} must be >= 1")
+    return args
+
+
+def time_ms(fn, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def matmul_tflops(dev) -> float:
+    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    ms = time_ms(lambda: a @ b, 20, 5)
+    return 2 * 8192**3 / ms / 1e9
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
+
+
+class Problem:
+    """Inputs, routing and per-rank plans of one case on ``ep`` simulated ranks (rank 0 is timed)."""
+
+    def __init__(self, case, tokens: int, ep: int, dev, seed: int):
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        wgen = torch.Generator(device=dev).manual_seed(seed)
+        self.ep, self.tokens, self.topk = ep, tokens, case.topk
+        self.hidden, self.ffn, self.e_local = case.hidden, case.ffn, case.experts // ep
+        h, f = self.hidden, self.ffn
+
+        def randn(*shape, scale=1.0):
+            return (torch.randn(*shape, device=dev, generator=wgen) * scale).bfloat16()
+
+        self.w1 = [randn(self.e_local, 2 * f, h, scale=h**-0.5) for _ in range(ep)]
+        self.w2 = [randn(self.e_local, h, f, scale=f**-0.5) for _ in range(ep)]
+        self.x = [randn(tokens, h) for _ in range(ep)]
+        self.grad_out = [randn(tokens, h) for _ in range(ep)]
+        self.routing = []
+        for _ in range(ep):
+            logits = torch.randn(tokens, case.experts, generator=gen)
+            probs_full = torch.softmax(logits, dim=-1)
+            top_p, top_i = torch.topk(probs_full, case.topk, dim=-1)
+            routing_map = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, top_i, True)
+            probs = torch.zeros_like(logits).scatter_(1, top_i, top_p)
+            r = build_local_routing(routing_map, probs, case.topk)
+            self.routing.append(r)
+        self.counts = torch.stack([r.tokens_per_expert for r in self.routing])
+        self.token_of_slot = [r.token_of_slot.to(dev) for r in self.routing]
+        self.probs_of_slot = [r.probs_of_slot.float().to(dev) for r in self.routing]
+        recv_cap = int(self.counts.view(ep, ep, self.e_local).sum(0).sum(1).max())
+        self.views = single_process_views(
+            ep,
+            recv_capacity=recv_cap,
+            slot_capacity=tokens * case.topk,
+            hidden=h,
+            num_local_experts=self.e_local,
+            max_tiles_per_expert=-(-recv_cap // 16),  # enough flags for the smallest block_m
+            device=dev,
+        )
+        self.dev = dev
+
+    def plans(self, block_m: int):
+        max_t = self.views[0].max_tiles_per_expert
+        plans = [build_plan(self.counts, r, self.e_local, block_m, max_t) for r in range(self.ep)]
+        tables = [p.device_tables(self.dev) for p in plans]
+        return plans, tables
+
+
+def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args) -> dict:
+    ep, f, h = prob.ep, prob.ffn, prob.hidden
+    plans, tables = prob.plans(cfg.block_m)
+    rows = plans[0].recv_rows
+    common = dict(ep=ep, gated=True, activation="silu", config=cfg, grid=num_sms)
+    acts = [torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
+    preacts = [torch.full((p.recv_rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
+    fwd, bwd = epoch0, epoch0 + 1
+
+    def fc1(r, mode, epoch=fwd):
+        return dispatch_fc1(
+            prob.views[r], plans[r], tables[r], prob.x[r], prob.token_of_slot[r], prob.probs_of_slot[r], prob.w1[r],
+            epoch=epoch, ep_rank=r, mode=mode, save_preact=True, act_out=acts[r], preact_out=preacts[r], **common,
+        )  # fmt: skip
+
+    def dgrad(r, mode, epoch=bwd):
+        return dispatch_dgrad(
+            prob.views[r], plans[r], tables[r], prob.grad_out[r], prob.token_of_slot[r], prob.probs_of_slot[r],
+            prob.w2[r], preacts[r], epoch=epoch, ep_rank=r, mode=mode, **common,
+        )  # fmt: skip
+
+    out = {"config": dataclasses.asdict(cfg), "ms": {}}
+    for r in range(ep):
+        fc1(r, 1)
+    fc1(0, 2)
+    torch.cuda.synchronize()
+    x_e = prob.views[0].received(rows, h).clone()
+    p_e = prob.views[0].recv_probs[:rows].clone()
+    act0, pre0 = acts[0].clone(), preacts[0].clone()
+    out["ms"]["fc1"] = time_ms(lambda: fc1(0, 2), args.iters, args.warmup)
+    out["ms"]["fc1+push"] = time_ms(lambda: fc1(0, 0), args.iters, args.warmup)
+    layer1 = dict(ep_rank=0, ep=ep, config=cfg, grid=num_sms)
+    out["ms"]["fc2"] = time_ms(
+        lambda: fc2_combine(prob.views[0], plans[0], tables[0], act0, prob.w2[0], epoch=fwd, **layer1),
+        args.iters,
+        args.warmup,
+    )
+    for r in range(ep):
+        dgrad(r, 1)
+    d_fc1, d_prob = dgrad(0, 2)
+    torch.cuda.synchronize()
+    d_y = prob.views[0].received(rows, h).clone()
+    out["ms"]["fc2_dgrad"] = time_ms(lambda: dgrad(0, 2), args.iters, args.warmup)
+    d_fc1 = d_fc1.clone()
+    out["ms"]["fc1_dgrad"] = time_ms(
+        lambda: fc2_combine(prob.views[0], plans[0], tables[0], d_fc1, prob.w1[0], epoch=bwd, weight_kn=True, **layer1),
+        args.iters,
+        args.warmup,
+    )
+    # correctness of what was timed, against the PyTorch path on the same rows
+    offs = torch.cumsum(plans[0].tokens_per_expert.to(prob.dev), 0).to(torch.int32)
+    ref_pre = torch._grouped_mm(x_e, prob.w1[0].transpose(1, 2), offs=offs)
+    gate, lin = ref_pre.chunk(2, dim=-1)
+    ref_act = (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
+    d_a = torch._grouped_mm(d_y, prob.w2[0], offs=offs).float()
+    s = torch.sigmoid(gate.float())
+    silu = gate.float() * s
+    ref_d_prob = (d_a * silu * lin.float()).sum(-1)
+    ref_d_gate = d_a * p_e[:, None] * lin.float() * s * (1 + gate.float() * (1 - s))
+    out["rel_err"] = {
+        "fc1_act": rel_err(act0, ref_act),
+        "fc1_preact": rel_err(pre0, ref_pre),
+        "fc2_dgrad_d_gate": rel_err(d_fc1[:, :f], ref_d_gate),
+        "fc2_dgrad_d_prob": rel_err(d_prob, ref_d_prob),
+    }
+    return out
+
+
+def run_baselines(prob: Problem, args) -> tuple[dict, dict]:
+    f, h = prob.ffn, prob.hidden
+    plans, _ = prob.plans(128)
+    rows = plans[0].recv_rows
+    offs = torch.cumsum(plans[0].tokens_per_expert.to(prob.dev), 0).to(torch.int32)
+    gen = torch.Generator(device=prob.dev).manual_seed(args.seed + 1)
+    x_e = torch.randn(rows, h, device=prob.dev, generator=gen).bfloat16()
+    p_e = torch.rand(rows, device=prob.dev, generator=gen)
+    w1, w2 = prob.w1[0], prob.w2[0]
+    pre = torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs)
+    act = (F.silu(pre[:, :f]) * pre[:, f:] * p_e[:, None].bfloat16()).contiguous()
+    d_fc1 = torch.randn(rows, 2 * f, device=prob.dev, generator=gen).bfloat16()
+
+    def fc1_act():
+        y = torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs)
+        gate, lin = y.chunk(2, dim=-1)
+        return F.silu(gate) * lin * p_e[:, None].to(torch.bfloat16)
+
+    def dgrad_act():
+        d_a = torch._grouped_mm(x_e, w2, offs=offs)
+        gate, lin = pre.chunk(2, dim=-1)
+        gate_f, lin_f, d_a_f = gate.float(), lin.float(), d_a.float()
+        s = torch.sigmoid(gate_f)
+        silu = gate_f * s
+        d_prob = (d_a_f * silu * lin_f).sum(-1)
+        scaled = d_a_f * p_e[:, None]
+        d_gate = scaled * lin_f * s * (1 + gate_f * (1 - s))
+        return torch.cat([d_gate.bfloat16(), (scaled * silu).bfloat16()], dim=-1), d_prob
+
+    ms = {
+        "gm_fc1": time_ms(lambda: torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs), args.iters, args.warmup),
+        "gm_fc1+act": time_ms(fc1_act, args.iters, args.warmup),
+        "gm_fc2": time_ms(lambda: torch._grouped_mm(act, w2.transpose(1, 2), offs=offs), args.iters, args.warmup),
+        "gm_fc2_dgrad": time_ms(lambda: torch._grouped_mm(x_e, w2, offs=offs), args.iters, args.warmup),
+        "gm_fc2_dgrad+act": time_ms(dgrad_act, args.iters, args.warmup),
+        "gm_fc1_dgrad": time_ms(lambda: torch._grouped_mm(d_fc1, w1, offs=offs), args.iters, args.warmup),
+    }
+    flops = {
+        "fc1": 2 * rows * h * 2 * f,
+        "fc2": 2 * rows * f * h,
+        "fc2_dgrad": 2 * rows * h * f,
+        "fc1_dgrad": 2 * rows * 2 * f * h,
+    }
+    return ms, flops
+
+
+BASELINE_OF = {
+    "fc1": "gm_fc1+act",
+    "fc1+push": "gm_fc1+act",
+    "fc2": "gm_fc2",
+    "fc2_dgrad": "gm_fc2_dgrad+act",
+    "fc1_dgrad": "gm_fc1_dgrad",
+}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("bench_gemm_core.py needs a CUDA GPU (it times compiled Triton kernels)")
+    dev = torch.device("cuda", 0)
+    torch.cuda.set_device(dev)
+    case = CASES[args.case]
+    tokens = args.tokens or case.tokens
+    props = torch.cuda.get_device_properties(dev)
+    num_sms = props.multi_processor_count
+    prob = Problem(case, tokens, args.ep, dev, args.seed)
+    rate = matmul_tflops(dev)
+    base_ms, flops = run_baselines(prob, args)
+    results = []
+    for i, cfg in enumerate(args.kernel_configs):
+        try:
+            res = run_config(prob, cfg, epoch0=2 * i + 1, num_sms=num_sms, args=args)
+        except Exception as exc:  # e.g. a configuration that needs more shared memory than the GPU has
+            res = {"config": dataclasses.asdict(cfg), "error": f"{type(exc).__name__}: {exc}"[:300]}
+            torch.cuda.synchronize()
+        res["overrides"] = args.overrides[i]
+        results.append(res)
+    report = {
+        "bench": "bench_gemm_core",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": props.name,
+        "num_sms": num_sms,
+        "torch": torch.__version__,
+        "case": args.case,
+        "shape": dataclasses.asdict(case) | {"tokens": tokens},
+        "ep_simulated": args.ep,
+        "recv_rows_rank0": prob.plans(128)[0][0].recv_rows,
+        "matmul_tflops": rate,
+        "flops": flops,
+        "floor_ms": {k: v / rate / 1e9 for k, v in flops.items()},
+        "baseline_ms": base_ms,
+        "configs": results,
+        "command": " ".join(sys.argv),
+    }
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"bench_gemm_core_{args.case}.json")
+        with open(path, "w") as fh:
+            json.dump(report, fh, indent=1)
+    print(f"\n{args.case}, {tokens} tokens/rank, ep {args.ep} simulated, rank-0 rows {report['recv_rows_rank0']}, "
+          f"{props.name}, mm {rate:.0f} TFLOP/s")  # fmt: skip
+    print(f"{'kernel':<11} {'floor':>6} " + " ".join(f"{'cfg' + str(i):>16}" for i in range(len(results)))
+          + f" {'baseline':>22}")  # fmt: skip
+    for k in KERNELS:
+        fl = k.split("+")[0]
+        cells = []
+        for res in results:
+            if "error" in res:
+                cells.append("failed".rjust(16))
+                continue
+            ms = res["ms"][k]
+            cells.append(f"{ms:6.3f} {flops[fl] / ms / 1e9:4.0f}TF {report['floor_ms'][fl] / ms:3.0%}"[:16].rjust(16))
+        b = BASELINE_OF[k]
+        print(f"{k:<11} {report['floor_ms'][fl]:6.3f} " + " ".join(cells) + f" {b:>16} {base_ms[b]:5.3f}")
+    print("bare grouped_mm: " + ", ".join(f"{k} {v:.3f}" for k, v in base_ms.items()))
+    for i, res in enumerate(results):
+        errs = res.get("error") or ", ".join(f"{k} {v:.1e}" for k, v in res["rel_err"].items())
+        print(f"cfg{i} {json.dumps(res['overrides'])}: {errs}")
+
+
+if __name__ == "__main__":
+    main()
