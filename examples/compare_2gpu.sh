@@ -3,6 +3,7 @@
 # (COMET=1) - and compare loss curves and step times (examples/compare_runs.py: summary table, JSON, PNG).
 #   bash examples/compare_2gpu.sh [mixtral_8x7b_2gpu.sh|qwen3_30b_a3b_2gpu.sh|qwen2_57b_a14b_2gpu.sh]
 #   env: OUTDIR=out/compare  ITERS=100  TIMEOUT=600 (seconds per run)  SEQ=4096  and every train_common.sh knob
+#        ORDER="1 0" trains Comet first (default "0 1": Megatron first) - to see whether run order biases step times
 #        PROFILE=1: PyTorch-profile iterations PROFILE_START .. PROFILE_END-1 (default 20, 21) on the ranks
 #        PROFILE_RANKS (default "0"; e.g. "0 1") of both runs and summarize the traces side by side
 #        (benchmarks/trace_summary.py: GPU busy/idle, host syncs, top kernels); OUTDIR must not contain spaces
@@ -15,7 +16,7 @@ NAME=${EXAMPLE%.sh}
 OUTDIR=${OUTDIR:-out/compare}
 mkdir -p "$OUTDIR"
 status=0
-for COMET in 0 1; do
+for COMET in ${ORDER:-0 1}; do
   LABEL=$([ "$COMET" = 1 ] && echo comet || echo megatron)
   RUN_EXTRA=${EXTRA:-}
   if [ "${PROFILE:-0}" = 1 ]; then
