@@ -6,7 +6,8 @@ rank's pushes run once (``MODE=1``), then rank 0's GEMM programs alone are timed
 already published, so nothing waits) — the GEMM and its fused epilogue without communication. This separates
 the GEMM core's efficiency from the overlap, which ``bench_layer.py`` measures on the real EP group.
 
-Per kernel configuration (``--configs``: a JSON list of ``KernelConfig`` overrides, ``{}`` = the default):
+Per kernel configuration (``--configs``: a JSON list of ``KernelConfig`` overrides of what the layer would choose
+without a tuning cache, ``tuning.default_config`` for the case on this GPU; ``{}`` = that choice):
 
   fc1         dispatch ⊕ fc1 GEMM programs, SwiGLU·prob epilogue, pre-activation saved (training forward)
   fc1+push    the same kernel with its push programs running (rows copied within the device, flags already
@@ -50,7 +51,7 @@ from comet_megatron.fused_ops import (  # noqa: E402
 )
 from comet_megatron.fused_plan import build_plan  # noqa: E402
 from comet_megatron.routing import build_local_routing  # noqa: E402
-from comet_megatron.tuning import KernelConfig  # noqa: E402
+from comet_megatron.tuning import KernelConfig, ShapeKey, default_config  # noqa: E402
 
 KERNELS = ("fc1", "fc1+push", "fc2", "fc2_dgrad", "fc1_dgrad")
 
@@ -60,17 +61,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--case", default="mixtral-8x7b", choices=sorted(CASES))
     p.add_argument("--tokens", type=int, default=None, help="tokens per simulated rank (default: the case's)")
     p.add_argument("--ep", type=int, default=2, help="simulated expert-parallel ranks")
-    p.add_argument("--configs", default="[{}]", help="JSON list of KernelConfig overrides ({} = the default)")
+    p.add_argument("--configs", default="[{}]", help="JSON list of KernelConfig overrides ({} = the layer's default)")
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for bench_gemm_core_<case>.json")
     args = p.parse_args(argv)
     args.overrides = parse_comet_configs(p, args.configs) or [{}]
-    args.kernel_configs = [dataclasses.replace(KernelConfig(), **o) for o in args.overrides]
     if args.ep < 1:
         p.error(f"--ep {args.ep} must be >= 1")
     return args
+
+
+def kernel_configs(base: KernelConfig, overrides: list[dict]) -> list[KernelConfig]:
+    return [dataclasses.replace(base, **o) for o in overrides]
 
 
 def time_ms(fn, iters: int, warmup: int) -> float:
@@ -284,7 +288,9 @@ def main(argv=None) -> None:
     rate = matmul_tflops(dev)
     base_ms, flops = run_baselines(prob, args)
     results = []
-    for i, cfg in enumerate(args.kernel_configs):
+    key = ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, args.ep, props.name, num_sms)
+    base = default_config(key)
+    for i, cfg in enumerate(kernel_configs(base, args.overrides)):
         try:
             res = run_config(prob, cfg, epoch0=2 * i + 1, num_sms=num_sms, args=args)
         except Exception as exc:  # e.g. a configuration that needs more shared memory than the GPU has

@@ -66,10 +66,12 @@ def test_gemm_core_bench_takes_the_same_configs(capsys):
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    args = module.parse_args(["--configs", '[{}, {"epilogue_split": 2, "dgrad_block_n": 256}]'])
-    assert [c.epilogue_split for c in args.kernel_configs] == [1, 2]
-    assert args.kernel_configs[1].dgrad_block_n == 256
-    assert module.parse_args([]).kernel_configs == [module.KernelConfig()]
+    args = module.parse_args(["--configs", '[{}, {"epilogue_split": 1, "dgrad_block_n": 128}]'])
+    base = module.KernelConfig(comm_programs=20, fc2_block_n=256)  # as default_config may choose
+    configs = module.kernel_configs(base, args.overrides)
+    assert configs[0] == base
+    assert (configs[1].epilogue_split, configs[1].dgrad_block_n, configs[1].fc2_block_n) == (1, 128, 256)
+    assert module.parse_args([]).overrides == [{}]
     with pytest.raises(SystemExit):
         module.parse_args(["--configs", '[{"block_k": 8}]'])
     assert "block_k=8 must be at least 16" in capsys.readouterr().err
