@@ -151,6 +151,24 @@ class Problem:
         return plans, tables
 
 
+def expected_received(prob: Problem, plan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank 0's expert-major receive buffer as the pushes must leave it: per local expert, each source rank's rows
+    (``src_table``: offset inside the expert, count; ``src_first_slot``: the source's first slot) in slot order."""
+    rows = plan.recv_rows
+    x = torch.empty(rows, prob.hidden, dtype=torch.bfloat16, device=prob.dev)
+    p = torch.empty(rows, dtype=torch.float32, device=prob.dev)
+    start = 0
+    for e, n_rows in enumerate(plan.tokens_per_expert.tolist()):
+        for s in range(prob.ep):
+            offset, count = (int(v) for v in plan.src_table[e, s])
+            first = int(plan.src_first_slot[e, s])
+            slots = torch.arange(first, first + count, device=prob.dev)
+            x[start + offset : start + offset + count] = prob.x[s][prob.token_of_slot[s][slots]]
+            p[start + offset : start + offset + count] = prob.probs_of_slot[s][slots]
+        start += n_rows
+    return x, p
+
+
 def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args) -> dict:
     ep, f, h = prob.ep, prob.ffn, prob.hidden
     plans, tables = prob.plans(cfg.block_m)
@@ -180,6 +198,8 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     x_e = prob.views[0].received(rows, h).clone()
     p_e = prob.views[0].recv_probs[:rows].clone()
     act0, pre0 = acts[0].clone(), preacts[0].clone()
+    want_x, want_p = expected_received(prob, plans[0])
+    pushed_ok = bool(torch.equal(x_e, want_x) and torch.equal(p_e, want_p))
     out["ms"]["fc1"] = time_ms(lambda: fc1(0, 2), args.iters, args.warmup)
     out["ms"]["fc1+push"] = time_ms(lambda: fc1(0, 0), args.iters, args.warmup)
     layer1 = dict(ep_rank=0, ep=ep, config=cfg, grid=num_sms)
@@ -210,6 +230,7 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     silu = gate.float() * s
     ref_d_prob = (d_a * silu * lin.float()).sum(-1)
     ref_d_gate = d_a * p_e[:, None] * lin.float() * s * (1 + gate.float() * (1 - s))
+    out["pushed_rows_exact"] = pushed_ok
     out["rel_err"] = {
         "fc1_act": rel_err(act0, ref_act),
         "fc1_preact": rel_err(pre0, ref_pre),
@@ -338,6 +359,8 @@ def main(argv=None) -> None:
     print("bare grouped_mm: " + ", ".join(f"{k} {v:.3f}" for k, v in base_ms.items()))
     for i, res in enumerate(results):
         errs = res.get("error") or ", ".join(f"{k} {v:.1e}" for k, v in res["rel_err"].items())
+        if "error" not in res:
+            errs += f", pushed rows exact: {res['pushed_rows_exact']}"
         print(f"cfg{i} {json.dumps(res['overrides'])}: {errs}")
 
 

@@ -31,6 +31,16 @@ CASES = {
     "ep1": dict(ws=1, experts=3, topk=2, tokens=7, hidden=32, ffn=16),
     "ep2_workspace_wider_than_layer": dict(ws=2, experts=4, topk=2, tokens=12, hidden=40, ffn=16, hidden_capacity=64),
     "ep2_multi_tile_experts": dict(ws=2, experts=2, topk=2, tokens=40, hidden=32, ffn=16),
+    # push steps wider than the hidden size and than most units' rows (the defaults move 16 rows x 1024 columns)
+    "ep2_wide_push_steps": dict(
+        ws=2,
+        experts=4,
+        topk=2,
+        tokens=40,
+        hidden=40,
+        ffn=16,
+        config_overrides={"comm_rows": 16, "comm_block_h": 64},
+    ),
     # fc2 ⊕ combine's epilogue in one piece (KernelConfig.epilogue_split; the tests' config splits it in two)
     "ep2_whole_epilogue": dict(
         ws=2, experts=4, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"epilogue_split": 1}
