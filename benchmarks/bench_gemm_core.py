@@ -13,7 +13,8 @@ without a tuning cache, ``tuning.default_config`` for the case on this GPU; ``{}
   fc1+push    the same kernel with its push programs running (rows copied within the device, flags already
               set, so the GEMM does not wait: the cost of the SMs the push takes)
   fc2         fc2 ⊕ combine (epilogue stores rows at their owners' slots)
-  fc2_dgrad   fc2 data-gradient GEMM programs, SwiGLU backward + d_prob epilogue
+  fc2_dgrad   fc2 data-gradient GEMM programs and the SwiGLU backward + d_prob (in the GEMM's epilogue with
+              ``dgrad_fused_activation``, else the in-place elementwise kernel that follows, timed together)
   fc1_dgrad   fc2 ⊕ combine kernel on fc1's ``[2F, H]`` weights (``weight_kn``), the fc1 data-gradient
 
 Baselines, once: ``torch._grouped_mm`` of each GEMM alone, and with the same elementwise work in PyTorch
@@ -21,7 +22,7 @@ Baselines, once: ``torch._grouped_mm`` of each GEMM alone, and with the same ele
 FLOPs at the dense bf16 ``torch.mm`` rate measured in the same run.
 
   python benchmarks/bench_gemm_core.py --case mixtral-8x7b --tokens 4096 --ep 2 \
-      --configs '[{}, {"epilogue_split": 2}]' --out DIR      # writes DIR/bench_gemm_core_<case>.json
+      --configs '[{}, {"dgrad_fused_activation": true}]' --out DIR   # writes DIR/bench_gemm_core_<case>.json
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="directory for bench_gemm_core_<case>.json")
     args = p.parse_args(argv)
     args.overrides = parse_comet_configs(p, args.configs) or [{}]
-    if args.ep < 1:
-        p.error(f"--ep {args.ep} must be >= 1")
+    if args.ep < 1 or CASES[args.case].experts % args.ep:
+        p.error(f"--ep {args.ep} must be >= 1 and divide the case's {CASES[args.case].experts} experts")
     return args
 
 
@@ -151,22 +152,34 @@ class Problem:
         return plans, tables
 
 
-def expected_received(prob: Problem, plan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank 0's expert-major receive buffer as the pushes must leave it: per local expert, each source rank's rows
-    (``src_table``: offset inside the expert, count; ``src_first_slot``: the source's first slot) in slot order."""
-    rows = plan.recv_rows
-    x = torch.empty(rows, prob.hidden, dtype=torch.bfloat16, device=prob.dev)
-    p = torch.empty(rows, dtype=torch.float32, device=prob.dev)
+def _segments(prob: Problem, plan):
+    """``(rows, source rank, source slots)`` of every (local expert, source) segment of rank 0's expert-major rows
+    (``src_table``: offset inside the expert, count; ``src_first_slot``: the source's first slot)."""
     start = 0
     for e, n_rows in enumerate(plan.tokens_per_expert.tolist()):
         for s in range(prob.ep):
             offset, count = (int(v) for v in plan.src_table[e, s])
             first = int(plan.src_first_slot[e, s])
-            slots = torch.arange(first, first + count, device=prob.dev)
-            x[start + offset : start + offset + count] = prob.x[s][prob.token_of_slot[s][slots]]
-            p[start + offset : start + offset + count] = prob.probs_of_slot[s][slots]
+            yield slice(start + offset, start + offset + count), s, torch.arange(first, first + count, device=prob.dev)
         start += n_rows
+
+
+def expected_received(prob: Problem, plan, sources: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank 0's receive buffer as the pushes of ``sources[s][token]`` rows must leave it, with the probabilities."""
+    x = torch.empty(plan.recv_rows, prob.hidden, dtype=torch.bfloat16, device=prob.dev)
+    p = torch.empty(plan.recv_rows, dtype=torch.float32, device=prob.dev)
+    for rows, s, slots in _segments(prob, plan):
+        x[rows] = sources[s][prob.token_of_slot[s][slots]]
+        p[rows] = prob.probs_of_slot[s][slots]
     return x, p
+
+
+def combined_rows(prob: Problem, plan, epoch: int) -> torch.Tensor:
+    """What rank 0's layer1 kernel wrote into its rows' owners' combine slots, back in rank 0's row order."""
+    out = torch.empty(plan.recv_rows, prob.hidden, dtype=torch.bfloat16, device=prob.dev)
+    for rows, s, slots in _segments(prob, plan):
+        out[rows] = prob.views[s].combine_slots(epoch, prob.tokens * prob.topk, prob.hidden)[slots]
+    return out
 
 
 def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args) -> dict:
@@ -198,8 +211,9 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     x_e = prob.views[0].received(rows, h).clone()
     p_e = prob.views[0].recv_probs[:rows].clone()
     act0, pre0 = acts[0].clone(), preacts[0].clone()
-    want_x, want_p = expected_received(prob, plans[0])
+    want_x, want_p = expected_received(prob, plans[0], prob.x)
     pushed_ok = bool(torch.equal(x_e, want_x) and torch.equal(p_e, want_p))
+    offs = torch.cumsum(plans[0].tokens_per_expert.to(prob.dev), 0).to(torch.int32)
     out["ms"]["fc1"] = time_ms(lambda: fc1(0, 2), args.iters, args.warmup)
     out["ms"]["fc1+push"] = time_ms(lambda: fc1(0, 0), args.iters, args.warmup)
     layer1 = dict(ep_rank=0, ep=ep, config=cfg, grid=num_sms)
@@ -208,11 +222,16 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
         args.iters,
         args.warmup,
     )
+    torch.cuda.synchronize()
+    ref_fc2 = torch._grouped_mm(act0, prob.w2[0].transpose(1, 2), offs=offs)
+    fc2_err = rel_err(combined_rows(prob, plans[0], fwd), ref_fc2)
     for r in range(ep):
         dgrad(r, 1)
     d_fc1, d_prob = dgrad(0, 2)
     torch.cuda.synchronize()
     d_y = prob.views[0].received(rows, h).clone()
+    want_dy, want_p = expected_received(prob, plans[0], prob.grad_out)
+    pushed_ok = pushed_ok and bool(torch.equal(d_y, want_dy) and torch.equal(prob.views[0].recv_probs[:rows], want_p))
     out["ms"]["fc2_dgrad"] = time_ms(lambda: dgrad(0, 2), args.iters, args.warmup)
     d_fc1 = d_fc1.clone()
     out["ms"]["fc1_dgrad"] = time_ms(
@@ -220,8 +239,9 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
         args.iters,
         args.warmup,
     )
-    # correctness of what was timed, against the PyTorch path on the same rows
-    offs = torch.cumsum(plans[0].tokens_per_expert.to(prob.dev), 0).to(torch.int32)
+    torch.cuda.synchronize()
+    fc1_dgrad_err = rel_err(combined_rows(prob, plans[0], bwd), torch._grouped_mm(d_fc1, prob.w1[0], offs=offs))
+    # correctness of what was timed, against the PyTorch path on the same rows (the pushes: exactly)
     ref_pre = torch._grouped_mm(x_e, prob.w1[0].transpose(1, 2), offs=offs)
     gate, lin = ref_pre.chunk(2, dim=-1)
     ref_act = (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
@@ -230,12 +250,16 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     silu = gate.float() * s
     ref_d_prob = (d_a * silu * lin.float()).sum(-1)
     ref_d_gate = d_a * p_e[:, None] * lin.float() * s * (1 + gate.float() * (1 - s))
+    ref_d_lin = d_a * p_e[:, None] * silu
     out["pushed_rows_exact"] = pushed_ok
     out["rel_err"] = {
         "fc1_act": rel_err(act0, ref_act),
         "fc1_preact": rel_err(pre0, ref_pre),
+        "fc2": fc2_err,
         "fc2_dgrad_d_gate": rel_err(d_fc1[:, :f], ref_d_gate),
+        "fc2_dgrad_d_linear": rel_err(d_fc1[:, f:], ref_d_lin),
         "fc2_dgrad_d_prob": rel_err(d_prob, ref_d_prob),
+        "fc1_dgrad": fc1_dgrad_err,
     }
     return out
 

@@ -301,7 +301,10 @@ def dispatch_dgrad(
     num_local_experts, hidden, ffn = w2.shape
     rows = plan.recv_rows
     d_fc1 = torch.empty(rows, preact.shape[1], dtype=torch.bfloat16, device=grad_out.device)
-    d_prob = torch.zeros(rows, dtype=torch.float32, device=grad_out.device)
+    # the fused epilogue adds every N-tile's share atomically; the elementwise kernel stores every row
+    d_prob = (torch.zeros if config.dgrad_fused_activation else torch.empty)(
+        rows, dtype=torch.float32, device=grad_out.device
+    )
     descriptors = _tma_descriptors(
         views.received(rows, hidden),
         w2.view(-1, ffn),

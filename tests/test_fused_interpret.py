@@ -100,8 +100,8 @@ BACKWARD_CASES = {
     "ep2_top1_multi_tile": dict(ws=2, experts=2, topk=1, tokens=40, hidden=32, ffn=16),
     # The tests' config, like the defaults, stores dA and finishes with the elementwise activation backward, in
     # two column slices; these run the activation backward inside the data-gradient epilogue
-    # (KernelConfig.dgrad_fused_activation), whole and split. ffn 40 leaves the second slice of the last
-    # 32-wide data-gradient tile partly out of range.
+    # (KernelConfig.dgrad_fused_activation), whole and split. ffn 40 leaves the last 32-wide data-gradient tile
+    # with a first 16-column slice partly and a second one entirely out of range.
     "ep2_fused_activation_backward": dict(
         ws=2,
         experts=4,

@@ -21,32 +21,31 @@ from comet_megatron.tuning import KernelConfig  # noqa: E402
 
 HOPPER = GPUTarget("cuda", 90, 32)
 
-# the default, and the variants that the device sweep times (TMA path only)
+# the default, and the paths the default does not take (TMA path only)
 CONFIGS = {
     "default": KernelConfig(),
     "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
-    "split_epilogue": KernelConfig(epilogue_split=2),
-    "wide_split_separate_act": KernelConfig(
-        fc2_block_n=256, dgrad_block_n=256, epilogue_split=2, dgrad_fused_activation=False
-    ),
+    "fused_activation_whole_epilogue": KernelConfig(dgrad_fused_activation=True, epilogue_split=1, dgrad_block_n=128),
+    "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
 }
-CASES = [("default", False)] + [(name, True) for name in CONFIGS]
+# pointer path (sizes the launcher does not specialize as divisible by 16 cannot use TMA), aligned and not
+CASES = [("default", False, True), ("default", False, False)] + [(name, True, True) for name in CONFIGS]
 
 
-def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int):
+def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int, aligned: bool = True):
     sig = dict(signature)
     sig.update({name: "constexpr" for name in constexprs})
     # what Triton's launcher specializes at run time: 16-byte-aligned tensors and sizes divisible by 16 (without
     # it the epilogues compile to scalar 2-byte accesses and spill, which the GPU never runs)
-    aligned = [n for n, ty in signature.items() if ty.startswith("*") or n in ("H", "F", "T")]
-    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    divisible = [n for n, ty in signature.items() if aligned and (ty.startswith("*") or n in ("H", "F", "T"))]
+    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=HOPPER, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-@pytest.mark.parametrize("config_name,use_tma", CASES)
+@pytest.mark.parametrize("config_name,use_tma,aligned", CASES)
 @pytest.mark.parametrize("gated", [True, False])
-def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma):
+def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
     cfg = CONFIGS[config_name]
     ptrs = [
         "x_ptr",
@@ -111,16 +110,16 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma):
         UPCAST=False,
         USE_TMA=use_tma,
     )
-    compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
+    compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
     assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
     assert ("fence.proxy.async.global" in compiled.asm["ptx"]) == use_tma
     assert compiled.metadata.shared <= 227 * 1024
 
 
-@pytest.mark.parametrize("config_name,use_tma", CASES)
+@pytest.mark.parametrize("config_name,use_tma,aligned", CASES)
 @pytest.mark.parametrize("gated", [True, False])
-def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma):
+def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma, aligned):
     cfg = CONFIGS[config_name]
     sig = {
         "grad_out_ptr": "*bf16",
@@ -170,15 +169,15 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma):
         EPI_SPLIT=cfg.epilogue_split,
         FUSE_ACT=cfg.dgrad_fused_activation,
     )
-    compiled = _compile(dispatch_dgrad_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
+    compiled = _compile(dispatch_dgrad_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
     assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
     assert compiled.metadata.shared <= 227 * 1024
 
 
 @pytest.mark.parametrize("weight_kn", [False, True])
-@pytest.mark.parametrize("config_name,use_tma", CASES)
-def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, weight_kn):
+@pytest.mark.parametrize("config_name,use_tma,aligned", CASES)
+def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, weight_kn):
     cfg = CONFIGS[config_name]
     sig = {
         "act_ptr": "*bf16",
@@ -216,7 +215,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, weight_kn
         UPCAST=False,
         EPI_SPLIT=cfg.epilogue_split,
     )
-    compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages)
+    compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
     assert compiled.metadata.shared <= 227 * 1024
     sig = {

@@ -41,6 +41,23 @@ def test_default_tiles_follow_the_measured_shapes():
         assert default_config(key).epilogue_split == 2 and not default_config(key).dgrad_fused_activation
 
 
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"epilogue_split": 3}, "epilogue_split=3 must be 1 or 2"),
+        ({"fc2_block_n": 96}, "fc2_block_n=96 must be powers of two"),
+        ({"dgrad_block_n": 512}, "dgrad_block_n=512 must be at most 256"),
+        ({"block_k": 8}, "block_k=8 must be at least 16"),
+        ({"num_warps": 6}, "num_warps=6 4, 8 or 16"),
+        ({"num_stages": 3.0}, "num_stages=3.0: wrong type"),
+        ({"dgrad_fused_activation": "false"}, "dgrad_fused_activation='false': wrong type"),
+    ],
+)
+def test_bad_kernel_configs_are_refused_with_the_field_named(fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        KernelConfig(**fields)
+
+
 def test_default_split_never_takes_more_than_a_third_of_a_large_grid():
     heavy_comm = ShapeKey(8192, 7168, 64, 8, 8, 8, "gpu", 132)
     assert default_config(heavy_comm).comm_programs == 132 // 3
