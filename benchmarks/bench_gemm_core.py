@@ -22,7 +22,8 @@ Baselines, once: ``torch._grouped_mm`` of each GEMM alone, and with the same ele
 FLOPs at the dense bf16 ``torch.mm`` rate measured in the same run.
 
   python benchmarks/bench_gemm_core.py --case mixtral-8x7b --tokens 4096 --ep 2 \
-      --configs '[{}, {"dgrad_fused_activation": true}]' --out DIR   # writes DIR/bench_gemm_core_<case>.json
+      --configs '[{}, {"dgrad_fused_activation": true}]' --out DIR   # writes DIR/bench_gemm_core_<case>.json, .png
+  python benchmarks/bench_gemm_core.py --replot FILE.json [FILE.json ...]  # redraw charts (FILE.png)
 """
 
 from __future__ import annotations
@@ -319,7 +320,47 @@ BASELINE_OF = {
 }
 
 
+def plot(report: dict, path: str) -> str:
+    """Bars per kernel: every configuration's ms, the cuBLAS baseline of the same work, the GEMM floor (dashed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart written"
+    configs = [c for c in report["configs"] if "error" not in c]
+    series = [(json.dumps(c["overrides"]) if c["overrides"] else "defaults of the run", c["ms"]) for c in configs]
+    series.append(
+        ("torch._grouped_mm (+ PyTorch elementwise)", {k: report["baseline_ms"][BASELINE_OF[k]] for k in KERNELS})
+    )
+    fig, ax = plt.subplots(figsize=(10, 7))
+    width = 0.8 / len(series)
+    for i, (label, ms) in enumerate(series):
+        ax.bar([j - 0.4 + (i + 0.5) * width for j in range(len(KERNELS))], [ms[k] for k in KERNELS], width, label=label)
+    for j, k in enumerate(KERNELS):
+        floor = report["floor_ms"][k.split("+")[0]]
+        ax.hlines(floor, j - 0.45, j + 0.45, colors="black", linestyles="--", label="GEMM floor" if j == 0 else None)
+    ax.set_xticks(range(len(KERNELS)))
+    ax.set_xticklabels(KERNELS)
+    ax.set_ylabel("ms")
+    shape = report["shape"]
+    ax.set_title(
+        f"{report['case']}, {shape['tokens']} tokens/rank, EP {report['ep_simulated']} simulated, {report['device']}"
+    )
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written: {path}"
+
+
 def main(argv=None) -> None:
+    if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--replot":
+        for path in sys.argv[2:]:
+            with open(path) as fh:
+                print(plot(json.load(fh), os.path.splitext(path)[0] + ".png"))
+        return
     args = parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("bench_gemm_core.py needs a CUDA GPU (it times compiled Triton kernels)")
@@ -365,6 +406,7 @@ def main(argv=None) -> None:
         path = os.path.join(args.out, f"bench_gemm_core_{args.case}.json")
         with open(path, "w") as fh:
             json.dump(report, fh, indent=1)
+        print(plot(report, os.path.splitext(path)[0] + ".png"))
     print(f"\n{args.case}, {tokens} tokens/rank, ep {args.ep} simulated, rank-0 rows {report['recv_rows_rank0']}, "
           f"{props.name}, mm {rate:.0f} TFLOP/s")  # fmt: skip
     print(f"{'kernel':<11} {'floor':>6} " + " ".join(f"{'cfg' + str(i):>16}" for i in range(len(results)))

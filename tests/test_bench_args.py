@@ -75,3 +75,23 @@ def test_gemm_core_bench_takes_the_same_configs(capsys):
     with pytest.raises(SystemExit):
         module.parse_args(["--configs", '[{"block_k": 8}]'])
     assert "block_k=8 must be at least 16" in capsys.readouterr().err
+
+
+def test_gemm_core_chart_from_a_report(tmp_path):
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location("bench_gemm_core", BENCH.with_name("bench_gemm_core.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    ms = {k: 1.0 + i for i, k in enumerate(module.KERNELS)}
+    report = {
+        "case": "mixtral-8x7b",
+        "shape": {"tokens": 4096},
+        "ep_simulated": 2,
+        "device": "GPU",
+        "configs": [{"overrides": {}, "ms": ms}, {"overrides": {"num_stages": 3}, "error": "OutOfResources"}],
+        "baseline_ms": {b: 2.0 for b in module.BASELINE_OF.values()},
+        "floor_ms": {"fc1": 0.5, "fc2": 0.25, "fc2_dgrad": 0.25, "fc1_dgrad": 0.5},
+    }
+    assert module.plot(report, str(tmp_path / "c.png")).startswith("chart written")
+    assert (tmp_path / "c.png").stat().st_size > 0
