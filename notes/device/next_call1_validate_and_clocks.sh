@@ -11,10 +11,9 @@ timeout 150 python -m torch.distributed.run --standalone --nproc-per-node=2 benc
   --cases qwen1.5-moe-a2.7b,qwen2-57b-a14b,dsv3-like --variants megatron,nccl_grouped_mm,comet --out $OUT \
   > $OUT/bench_fine.log 2>&1
 echo "bench exit $?"; rm -f $OUT/bench_layer_ep2.png; grep -v -i warn $OUT/bench_fine.log | tail -14
-for ORDER in "0 1"; do
-  nvidia-smi dmon -s pucv -d 1 > $OUT/dmon.log 2>&1 &
-  DMON=$!
-  ORDER="$ORDER" OUTDIR=$OUT ITERS=60 TIMEOUT=150 bash examples/compare_2gpu.sh mixtral_8x7b_2gpu.sh
-  kill $DMON
-done
+# one dmon log for the pair: the runs are sequential (Megatron, then Comet); the log's timestamps split them
+nvidia-smi dmon -s pucv -d 1 -o T > $OUT/dmon.log 2>&1 &
+DMON=$!
+OUTDIR=$OUT ITERS=60 TIMEOUT=150 bash examples/compare_2gpu.sh mixtral_8x7b_2gpu.sh
+kill $DMON
 rm -f $OUT/*.png
