@@ -54,6 +54,7 @@ from comet_megatron.fused_ops import (  # noqa: E402
 from comet_megatron.fused_plan import build_plan  # noqa: E402
 from comet_megatron.routing import build_local_routing  # noqa: E402
 from comet_megatron.tuning import KernelConfig, ShapeKey, default_config  # noqa: E402
+from tests.fused_simulation import random_routing  # noqa: E402
 
 KERNELS = ("fc1", "fc1+push", "fc2", "fc2_dgrad", "fc1_dgrad")
 
@@ -122,15 +123,9 @@ class Problem:
         self.w2 = [randn(self.e_local, h, f, scale=f**-0.5) for _ in range(ep)]
         self.x = [randn(tokens, h) for _ in range(ep)]
         self.grad_out = [randn(tokens, h) for _ in range(ep)]
-        self.routing = []
-        for _ in range(ep):
-            logits = torch.randn(tokens, case.experts, generator=gen)
-            probs_full = torch.softmax(logits, dim=-1)
-            top_p, top_i = torch.topk(probs_full, case.topk, dim=-1)
-            routing_map = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, top_i, True)
-            probs = torch.zeros_like(logits).scatter_(1, top_i, top_p)
-            r = build_local_routing(routing_map, probs, case.topk)
-            self.routing.append(r)
+        self.routing = [
+            build_local_routing(*random_routing(gen, tokens, case.experts, case.topk), case.topk) for _ in range(ep)
+        ]
         self.counts = torch.stack([r.tokens_per_expert for r in self.routing])
         self.token_of_slot = [r.token_of_slot.to(dev) for r in self.routing]
         self.probs_of_slot = [r.probs_of_slot.float().to(dev) for r in self.routing]
@@ -181,6 +176,17 @@ def combined_rows(prob: Problem, plan, epoch: int) -> torch.Tensor:
     for rows, s, slots in _segments(prob, plan):
         out[rows] = prob.views[s].combine_slots(epoch, prob.tokens * prob.topk, prob.hidden)[slots]
     return out
+
+
+def swiglu_backward(d_a: torch.Tensor, pre: torch.Tensor, p: torch.Tensor):
+    """PyTorch's SwiGLU·prob backward in fp32 from ``dA [R, F]``, the fc1 output ``pre = [gate | linear]`` and the
+    probabilities ``p [R]``: ``(d_gate, d_linear, d_prob)`` — the baseline's elementwise work and the reference."""
+    gate, lin = (t.float() for t in pre.chunk(2, dim=-1))
+    d_a = d_a.float()
+    s = torch.sigmoid(gate)
+    silu = gate * s
+    scaled = d_a * p[:, None]
+    return scaled * lin * s * (1 + gate * (1 - s)), scaled * silu, (d_a * silu * lin).sum(-1)
 
 
 def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args) -> dict:
@@ -246,12 +252,7 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     ref_pre = torch._grouped_mm(x_e, prob.w1[0].transpose(1, 2), offs=offs)
     gate, lin = ref_pre.chunk(2, dim=-1)
     ref_act = (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
-    d_a = torch._grouped_mm(d_y, prob.w2[0], offs=offs).float()
-    s = torch.sigmoid(gate.float())
-    silu = gate.float() * s
-    ref_d_prob = (d_a * silu * lin.float()).sum(-1)
-    ref_d_gate = d_a * p_e[:, None] * lin.float() * s * (1 + gate.float() * (1 - s))
-    ref_d_lin = d_a * p_e[:, None] * silu
+    ref_d_gate, ref_d_lin, ref_d_prob = swiglu_backward(torch._grouped_mm(d_y, prob.w2[0], offs=offs), ref_pre, p_e)
     out["pushed_rows_exact"] = pushed_ok
     out["rel_err"] = {
         "fc1_act": rel_err(act0, ref_act),
@@ -284,15 +285,8 @@ def run_baselines(prob: Problem, args) -> tuple[dict, dict]:
         return F.silu(gate) * lin * p_e[:, None].to(torch.bfloat16)
 
     def dgrad_act():
-        d_a = torch._grouped_mm(x_e, w2, offs=offs)
-        gate, lin = pre.chunk(2, dim=-1)
-        gate_f, lin_f, d_a_f = gate.float(), lin.float(), d_a.float()
-        s = torch.sigmoid(gate_f)
-        silu = gate_f * s
-        d_prob = (d_a_f * silu * lin_f).sum(-1)
-        scaled = d_a_f * p_e[:, None]
-        d_gate = scaled * lin_f * s * (1 + gate_f * (1 - s))
-        return torch.cat([d_gate.bfloat16(), (scaled * silu).bfloat16()], dim=-1), d_prob
+        d_gate, d_lin, d_prob = swiglu_backward(torch._grouped_mm(x_e, w2, offs=offs), pre, p_e)
+        return torch.cat([d_gate.bfloat16(), d_lin.bfloat16()], dim=-1), d_prob
 
     ms = {
         "gm_fc1": time_ms(lambda: torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs), args.iters, args.warmup),

@@ -45,7 +45,8 @@ TEST_CONFIG = KernelConfig(
 )
 
 
-def _routing(gen, tokens, experts, topk, skew):
+def random_routing(gen, tokens, experts, topk, skew=None):
+    """``(routing_map, probs)``: softmax top-k of random logits; ``skew``: None, "one_hot_expert" or "starve"."""
     logits = torch.randn(tokens, experts, generator=gen)
     if skew == "one_hot_expert":
         logits[:, 1] += 20.0  # most rows go to expert 1
@@ -117,7 +118,7 @@ def simulate(
         xs, routings = [], []
         for _ in range(ws):
             xs.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
-            routing_map, probs = _routing(gen, tokens, experts, topk, skew)
+            routing_map, probs = random_routing(gen, tokens, experts, topk, skew)
             routings.append(build_local_routing(routing_map, probs, topk))
         counts = torch.stack([r.tokens_per_expert for r in routings])
         plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
@@ -207,7 +208,7 @@ def simulate_backward(
     xs, routings, grads_out = [], [], []
     for _ in range(ws):
         xs.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
-        routing_map, probs = _routing(gen, tokens, experts, topk, None)
+        routing_map, probs = random_routing(gen, tokens, experts, topk)
         routings.append(build_local_routing(routing_map, probs, topk))
         grads_out.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
     counts = torch.stack([r.tokens_per_expert for r in routings])
@@ -394,7 +395,7 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     w1 = (torch.randn(experts, 2 * ffn, hidden, generator=gen) * 0.1).bfloat16()
     w2 = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16()
     x = torch.randn(tokens, hidden, generator=gen).bfloat16()
-    routing_map, probs = _routing(gen, tokens, experts, topk, None)
+    routing_map, probs = random_routing(gen, tokens, experts, topk)
     grad_out = torch.randn(tokens, hidden, generator=gen).bfloat16()
     results = {}
     for name, backend in (("fused", fused), ("reference", reference)):

@@ -61,37 +61,38 @@ def test_kernel_table_lists_each_profiled_variant(bench):
     assert "comet" not in text
 
 
-def test_gemm_core_bench_takes_the_same_configs(capsys):
+@pytest.fixture(scope="module")
+def gemm_core():
     spec = importlib.util.spec_from_file_location("bench_gemm_core", BENCH.with_name("bench_gemm_core.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    args = module.parse_args(["--configs", '[{}, {"epilogue_split": 1, "dgrad_block_n": 128}]'])
-    base = module.KernelConfig(comm_programs=20, fc2_block_n=256)  # as default_config may choose
-    configs = module.kernel_configs(base, args.overrides)
+    return module
+
+
+def test_gemm_core_bench_takes_the_same_configs(gemm_core, capsys):
+    args = gemm_core.parse_args(["--configs", '[{}, {"epilogue_split": 1, "dgrad_block_n": 128}]'])
+    base = gemm_core.KernelConfig(comm_programs=20, fc2_block_n=256)  # as default_config may choose
+    configs = gemm_core.kernel_configs(base, args.overrides)
     assert configs[0] == base
     assert (configs[1].epilogue_split, configs[1].dgrad_block_n, configs[1].fc2_block_n) == (1, 128, 256)
-    assert module.parse_args([]).overrides == [{}]
+    assert gemm_core.parse_args([]).overrides == [{}]
     with pytest.raises(SystemExit):
-        module.parse_args(["--configs", '[{"block_k": 8}]'])
+        gemm_core.parse_args(["--configs", '[{"block_k": 8}]'])
     assert "block_k=8 must be at least 16" in capsys.readouterr().err
 
 
-def test_gemm_core_chart_from_a_report(tmp_path):
+def test_gemm_core_chart_from_a_report(gemm_core, tmp_path):
     pytest.importorskip("matplotlib")
-    spec = importlib.util.spec_from_file_location("bench_gemm_core", BENCH.with_name("bench_gemm_core.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    ms = {k: 1.0 + i for i, k in enumerate(module.KERNELS)}
+    ms = {k: 1.0 + i for i, k in enumerate(gemm_core.KERNELS)}
     report = {
         "case": "mixtral-8x7b",
         "shape": {"tokens": 4096},
         "ep_simulated": 2,
         "device": "GPU",
         "configs": [{"overrides": {}, "ms": ms}, {"overrides": {"num_stages": 3}, "error": "OutOfResources"}],
-        "baseline_ms": {b: 2.0 for b in module.BASELINE_OF.values()},
+        "baseline_ms": {b: 2.0 for b in gemm_core.BASELINE_OF.values()},
         "floor_ms": {"fc1": 0.5, "fc2": 0.25, "fc2_dgrad": 0.25, "fc1_dgrad": 0.5},
     }
-    assert module.plot(report, str(tmp_path / "c.png")).startswith("chart written")
+    assert gemm_core.plot(report, str(tmp_path / "c.png")).startswith("chart written")
     assert (tmp_path / "c.png").stat().st_size > 0
