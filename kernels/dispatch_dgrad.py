@@ -15,7 +15,7 @@ import triton.language as tl
 
 from comet_megatron.kernels.activation_backward import activation_backward_block
 from comet_megatron.kernels.dispatch_fc1 import push_units, ready_tile
-from comet_megatron.kernels.tiles import mma
+from comet_megatron.kernels.tiles import column_halves, mma
 
 
 @triton.jit
@@ -92,7 +92,7 @@ def _fc2_dgrad_tile(
     if EPI_SPLIT == 2:
         # one half of the columns at a time: a 256-wide tile's epilogue then needs no more registers than a
         # 128-wide one's (Triton materialises the whole tile's operands at once otherwise, and spills)
-        lo, hi = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+        lo, hi = column_halves(acc, BM, BN)
         d_prob = _dgrad_epilogue(
             lo, rm64, m_mask, prob, n * BN, preact_ptr, d_fc1_ptr, F, GATED, ACT, FUSE_ACT, BN // 2
         )

@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from comet_megatron.kernels.sync import peer_pointer, publish, wait_for
-from comet_megatron.kernels.tiles import grouped_tile, mma
+from comet_megatron.kernels.tiles import column_halves, grouped_tile, mma
 
 
 @triton.jit
@@ -109,7 +109,7 @@ def fc2_combine_kernel(
         base = tl.load(combine_table_ptr + owner, mask=m_mask, other=0).to(tl.pointer_type(tl.bfloat16))
         row_start = base + combine_offset + slot * H
         if EPI_SPLIT == 2:  # half the columns at a time: fewer live registers (see dispatch_dgrad)
-            lo, hi = tl.split(tl.permute(tl.reshape(acc, (BM, 2, BN // 2)), (0, 2, 1)))
+            lo, hi = column_halves(acc, BM, BN)
             _push_rows(lo, row_start, m_mask, n * BN, H, BN // 2)
             _push_rows(hi, row_start, m_mask, n * BN + BN // 2, H, BN // 2)
         else:

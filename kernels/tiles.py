@@ -23,3 +23,9 @@ def grouped_tile(item, num_mtiles, num_n, GROUP_M: tl.constexpr):
     group_rows = tl.minimum(num_mtiles - first_m, GROUP_M)
     within = item % per_group
     return first_m + within % group_rows, within // group_rows
+
+
+@triton.jit
+def column_halves(tile, BM: tl.constexpr, BN: tl.constexpr):
+    """Columns ``[0, BN/2)`` and ``[BN/2, BN)`` of a ``[BM, BN]`` tile, for epilogues that work a half at a time."""
+    return tl.split(tl.permute(tl.reshape(tile, (BM, 2, BN // 2)), (0, 2, 1)))
