@@ -290,6 +290,7 @@ def _build_run(rank: int, ws: int) -> dict:
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
+    from comet_megatron.megatron.layer_timing import attach_timers
     from comet_megatron.megatron.pretrain import build_gpt_model
 
     get_cuda_rng_tracker().fork = lambda *args, **kwargs: contextlib.nullcontext()
@@ -298,8 +299,14 @@ def _build_run(rank: int, ws: int) -> dict:
     for name, comet in (("comet", True), ("megatron", False)):
         torch.manual_seed(0)
         model = build_gpt_model(_model_args(comet), config=_tiny_config())
+        lines: list[str] = []
+        timers = attach_timers(model, report_every=2, printer=lines.append)
         loss = _train_step(model)
-        out[name] = {**_summary(model), "loss": loss, "vocab": model.vocab_size}
+        for timer in timers.values():
+            timer.flush()
+            timer.detach()
+        timing = {kind: timer.reports for kind, timer in timers.items()}
+        out[name] = {**_summary(model), "loss": loss, "vocab": model.vocab_size, "timing": timing, "lines": lines}
     bias_args = _model_args(True)
     bias_args.add_bias_linear = True
     try:
@@ -323,6 +330,29 @@ def test_build_gpt_model_alternates_comet_and_dense_layers(built):
     assert r["params_without_grad"] == []
     assert built["megatron"]["mlp_types"] == ["MoELayer", "MLP", "MoELayer", "MLP"]
     assert r["vocab"] == 128
+
+
+@pytest.mark.parametrize("name", ["comet", "megatron"])
+def test_layer_timers_count_every_forward_and_backward(built, name):
+    """COMET_LAYER_TIMING's timers: one forward and one backward per MoE layer (2) and attention (4) call."""
+    timing = built[name]["timing"]
+    assert sorted(timing) == ["attention", "moe"]
+    for kind, calls in (("moe", 2), ("attention", 4)):
+        reports = timing[kind]
+        assert sum(r["fwd"]["calls"] for r in reports) == calls
+        assert sum(r["bwd"]["calls"] for r in reports if "bwd" in r) == calls
+        assert all(r["fwd"]["host_ms"] > 0 for r in reports)
+    assert any(line.startswith("[comet-layer-timing] rank 0 moe: fwd") for line in built[name]["lines"])
+
+
+def test_layer_timing_interval_is_validated(monkeypatch):
+    from comet_megatron.megatron.layer_timing import ENV, report_interval
+
+    monkeypatch.setenv(ENV, "40")
+    assert report_interval() == 40
+    monkeypatch.setenv(ENV, "yes")
+    with pytest.raises(ValueError, match="COMET_LAYER_TIMING"):
+        report_interval()
 
 
 def test_build_gpt_model_rejects_unsupported_options_before_building(built):
@@ -648,3 +678,25 @@ def test_prebuilt_dataset_helpers_skip_megatrons_make(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "megatron.core.datasets.helpers_cpp", None)  # import fails
     assert not use_prebuilt_dataset_helpers()
     assert utils.compile_helpers is compile_with_make
+
+
+def test_layer_timing_log_summary(tmp_path, capsys):
+    from comet_megatron.megatron.layer_timing import main, summarize_log
+
+    log = tmp_path / "train.log"
+    rows = [
+        "[comet-layer-timing] rank 0 moe: fwd gpu 9.000 host 1.000 ms (16 calls) | bwd gpu 9.000 host 1.000 ms "
+        "(16 calls) | alloc retries 0 reserved 70.00 GiB",
+        " [comet-layer-timing] rank 0 moe: fwd gpu   2.000 host   1.000 ms (16 calls) | bwd gpu   6.000 host   "
+        "0.500 ms (12 calls)",
+        "iteration 3 | lm loss 10.1",
+        "[comet-layer-timing] rank 0 moe: fwd gpu   4.000 host   3.000 ms (48 calls)",
+        "[comet-layer-timing] rank 1 attention: fwd gpu   nan host   3.000 ms (4 calls)",
+    ]
+    log.write_text("\n".join(rows) + "\n")
+    summary = summarize_log(str(log), skip_reports=1)
+    assert summary["moe"][0]["fwd"] == {"gpu_ms": 3.5, "host_ms": 2.5, "calls": 64}
+    assert summary["moe"][0]["bwd"] == {"gpu_ms": 6.0, "host_ms": 0.5, "calls": 12}
+    assert "attention" not in summary  # its only report is warm-up
+    main([str(log), "--skip-reports", "0", "--json", str(tmp_path / "s.json")])
+    assert "attention" in capsys.readouterr().out

@@ -260,6 +260,25 @@ def loss_func(loss_mask, output_tensor):
     return loss, num_tokens, report
 
 
+_LAYER_TIMERS: dict | None = None
+
+
+def _attach_layer_timers(model) -> None:
+    """``COMET_LAYER_TIMING=N``: time every MoE layer and attention call in situ (layer_timing.py), once."""
+    global _LAYER_TIMERS
+    if _LAYER_TIMERS is not None:
+        return
+    from comet_megatron.megatron import layer_timing
+
+    every = layer_timing.report_interval()
+    _LAYER_TIMERS = {}
+    if every:
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        _LAYER_TIMERS = layer_timing.attach_timers(model, every, rank)
+
+
 def forward_step(data_iterator, model, return_schedule_plan: bool = False):
     """One micro-batch forward; returns the per-token losses and the loss function."""
     from megatron.core.utils import get_attr_wrapped_model
@@ -267,6 +286,7 @@ def forward_step(data_iterator, model, return_schedule_plan: bool = False):
 
     if return_schedule_plan:
         raise CometConfigError("--overlap-moe-expert-parallel-comm is not supported by this entry point")
+    _attach_layer_timers(model)
     timers = get_timers()
     timers("batch-generator", log_level=2).start()
     vp_stage = get_attr_wrapped_model(model, "vp_stage")
