@@ -294,10 +294,26 @@ def dispatch_dgrad(
     grid: int,
     mode: int = 0,
     debug: bool = False,
+    fc2_input: torch.Tensor | None = None,
 ):
     """Backward step 1 on this rank: push ``grad_out`` rows like the forward pushed tokens, ``dY @ W2`` and the
     activation backward. Returns ``(d_fc1 [R, (2)F] bf16, d_prob [R] fp32)``; ``dY`` stays readable as
-    ``views.received(R, H)`` until the next push into this workspace."""
+    ``views.received(R, H)`` until the next push into this workspace.
+
+    ``fc2_input``: ``[R, F]`` bf16, filled with the fc2 input ``act·p`` (the fc2 weight gradient's operand) by the
+    elementwise activation-backward pass from the loads it makes anyway; only without
+    ``config.dgrad_fused_activation`` (the epilogue path does not produce it)."""
+    if fc2_input is not None and config.dgrad_fused_activation:
+        raise ValueError("dispatch_dgrad: fc2_input is produced only with dgrad_fused_activation=False")
+    if fc2_input is not None and (
+        fc2_input.shape != (plan.recv_rows, w2.shape[2])
+        or fc2_input.dtype != torch.bfloat16
+        or not fc2_input.is_contiguous()
+    ):
+        raise ValueError(
+            f"dispatch_dgrad: fc2_input must be a contiguous bf16 [{plan.recv_rows}, {w2.shape[2]}] tensor, got "
+            f"{fc2_input.dtype} {tuple(fc2_input.shape)}"
+        )
     num_local_experts, hidden, ffn = w2.shape
     rows = plan.recv_rows
     d_fc1 = torch.empty(rows, preact.shape[1], dtype=torch.bfloat16, device=grad_out.device)
@@ -352,10 +368,12 @@ def dispatch_dgrad(
             preact,
             views.recv_probs,
             d_prob,
+            d_fc1 if fc2_input is None else fc2_input,  # not written without STORE_FC2_INPUT
             rows,
             ffn,
             GATED=gated,
             ACT=ACTIVATIONS[activation],
+            STORE_FC2_INPUT=fc2_input is not None,
             BR=_ACT_BWD_ROWS,
             BF=_ACT_BWD_COLS,
             num_warps=4,

@@ -243,6 +243,9 @@ def simulate_backward(
     p_e = [views[r].recv_probs[: plans[r].recv_rows].clone() for r in range(ws)]
     # backward (epoch 2): step 1 on every rank (pushes, then GEMMs), weight grads, step 2, reduce
     d_fc1, d_prob = [None] * ws, [None] * ws
+    # the elementwise activation-backward pass also stores the fc2 input (poisoned first); not the fused epilogue
+    stores_fc2_input = not cfg.dgrad_fused_activation
+    fc2_inputs = [torch.full((plans[r].recv_rows, ffn), float("nan"), dtype=torch.bfloat16) for r in range(ws)]
     for mode in (1, 2):
         for r in range(ws):
             out = dispatch_dgrad(
@@ -257,6 +260,7 @@ def simulate_backward(
                 epoch=2,
                 ep_rank=r,
                 mode=mode,
+                fc2_input=fc2_inputs[r] if stores_fc2_input and mode == 2 else None,
                 **common,
             )
             if mode == 2:
@@ -265,7 +269,9 @@ def simulate_backward(
     for r in range(ws):
         d_y = views[r].received(plans[r].recv_rows, hidden).float()
         pre = preacts[r].float()
-        if gated:
+        if stores_fc2_input:  # what the fused backend feeds the fc2 weight gradient
+            fc2_in = fc2_inputs[r].float()
+        elif gated:
             gate, lin = pre.chunk(2, dim=-1)
             fc2_in = act_fn(gate) * lin * p_e[r][:, None]
         else:
@@ -330,6 +336,12 @@ def simulate_backward(
         "fc1_grad": rel(grad_w1, w1_ref.grad),
         "fc2_grad": rel(grad_w2, w2_ref.grad),
         "finite": all(bool(torch.isfinite(g.float()).all()) for g in grad_x + d_fc1),
+        # the stored fc2 input against the forward's (same formula and rounding: expected bit-identical)
+        "fc2_input_vs_forward": (
+            max((fc2_inputs[r].float() - acts[r].float()).abs().max().item() for r in range(ws))
+            if stores_fc2_input
+            else None
+        ),
         "error_flag": max(int(v.error) for v in views),
     }
 

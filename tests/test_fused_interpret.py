@@ -135,3 +135,6 @@ def test_fused_backward_kernels_match_fp32_autograd(case):
     assert report["finite"] and report["error_flag"] == 0, report
     for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
         assert report[grad] < TOL, report
+    fused_epilogue = BACKWARD_CASES[case].get("config_overrides", {}).get("dgrad_fused_activation", False)
+    # the fc2 weight gradient's operand, stored by the elementwise pass: the forward's fc2 input bit for bit
+    assert report["fc2_input_vs_forward"] == (None if fused_epilogue else 0.0), report

@@ -235,7 +235,14 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
 
 @pytest.mark.parametrize("gated", [True, False])
 def test_activation_backward_kernel_compiles_for_sm90(gated):
-    sig = {"d_fc1_ptr": "*bf16", "preact_ptr": "*bf16", "probs_ptr": "*fp32", "d_prob_ptr": "*fp32", "R": "i32"}
-    sig["F"] = "i32"
-    compiled = _compile(activation_backward_kernel, sig, dict(GATED=gated, ACT=0, BR=4, BF=512), 4, 1)
-    assert "ld.global.v4" in compiled.asm["ptx"]  # 16-byte accesses along the columns
+    sig = {"d_fc1_ptr": "*bf16", "preact_ptr": "*bf16", "probs_ptr": "*fp32", "d_prob_ptr": "*fp32"}
+    sig.update({"fc2_input_ptr": "*bf16", "R": "i32", "F": "i32"})
+    stores = {}
+    for store_fc2_input in (False, True):
+        constexprs = dict(GATED=gated, ACT=0, STORE_FC2_INPUT=store_fc2_input, BR=4, BF=512)
+        ptx = _compile(activation_backward_kernel, sig, constexprs, 4, 1).asm["ptx"]
+        assert "ld.global.v4" in ptx  # 16-byte accesses along the columns
+        stores[store_fc2_input] = ptx.count("st.global.v4")
+    # d_fc1's halves (one per half when gated), plus as many again for the fc2 input when it is stored
+    halves = 2 if gated else 1
+    assert stores[True] == stores[False] * (halves + 1) // halves, stores

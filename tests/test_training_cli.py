@@ -334,14 +334,15 @@ def test_build_gpt_model_alternates_comet_and_dense_layers(built):
 
 @pytest.mark.parametrize("name", ["comet", "megatron"])
 def test_layer_timers_count_every_forward_and_backward(built, name):
-    """COMET_LAYER_TIMING's timers: one forward and one backward per MoE layer (2) and attention (4) call."""
+    """COMET_LAYER_TIMING's timers: one forward and one backward per MoE layer (2), its router and experts, and
+    attention (4) call."""
     timing = built[name]["timing"]
-    assert sorted(timing) == ["attention", "moe"]
-    for kind, calls in (("moe", 2), ("attention", 4)):
-        reports = timing[kind]
-        assert sum(r["fwd"]["calls"] for r in reports) == calls
-        assert sum(r["bwd"]["calls"] for r in reports if "bwd" in r) == calls
-        assert all(r["fwd"]["host_ms"] > 0 for r in reports)
+    assert sorted(timing) == ["attention", "experts", "moe", "router"]
+    for kind, calls in (("moe", 2), ("router", 2), ("experts", 2), ("attention", 4)):
+        sections = [r["sections"] for r in timing[kind]]
+        assert sum(s["fwd"]["calls"] for s in sections if "fwd" in s) == calls, kind
+        assert sum(s["bwd"]["calls"] for s in sections if "bwd" in s) == calls, kind
+        assert all(s["fwd"]["host_ms"] > 0 for s in sections if "fwd" in s)
     assert any(line.startswith("[comet-layer-timing] rank 0 moe: fwd") for line in built[name]["lines"])
 
 
@@ -692,11 +693,18 @@ def test_layer_timing_log_summary(tmp_path, capsys):
         "iteration 3 | lm loss 10.1",
         "[comet-layer-timing] rank 0 moe: fwd gpu   4.000 host   3.000 ms (48 calls)",
         "[comet-layer-timing] rank 1 attention: fwd gpu   nan host   3.000 ms (4 calls)",
+        "[comet-layer-timing] rank 1 fused: fwd.plan gpu 1.000 host 2.000 ms (4 calls) | rows 8000.0 | alloc retries 0",
+        "[comet-layer-timing] rank 1 fused: bwd.dispatch_dgrad gpu 3.000 host 0.100 ms (4 calls) | rows 9000.0",
     ]
     log.write_text("\n".join(rows) + "\n")
     summary = summarize_log(str(log), skip_reports=1)
     assert summary["moe"][0]["fwd"] == {"gpu_ms": 3.5, "host_ms": 2.5, "calls": 64}
     assert summary["moe"][0]["bwd"] == {"gpu_ms": 6.0, "host_ms": 0.5, "calls": 12}
     assert "attention" not in summary  # its only report is warm-up
+    assert summary["fused"][1] == {
+        "bwd.dispatch_dgrad": {"gpu_ms": 3.0, "host_ms": 0.1, "calls": 4},
+        "rows": {"value": 9000.0},
+    }
     main([str(log), "--skip-reports", "0", "--json", str(tmp_path / "s.json")])
-    assert "attention" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "attention" in out and "fwd.plan" in out

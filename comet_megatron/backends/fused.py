@@ -26,6 +26,7 @@ from comet_megatron.comm import all_to_all
 from comet_megatron.fused_plan import FusedPlan, build_plan
 from comet_megatron.ops.grouped_linear import accumulate_weight_grad, grouped_mm, grouped_weight_grad
 from comet_megatron.routing import LocalRouting, inverse_permutation, rank_major_to_expert_major
+from comet_megatron.timing import process_timer, timed
 from comet_megatron.tuning import KernelConfig, ShapeKey, choose_config
 
 _SUPPORTED_ACTIVATIONS = {F.silu: "silu", F.gelu: "gelu"}
@@ -146,11 +147,18 @@ class FusedBackend(MoEBackend):
         return config
 
     def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor) -> Dispatched:
-        counts_host = counts.to("cpu")  # exact sizes and the collective growth decision (one D2H copy)
-        max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
-        views = self.buffer.ensure(max_tokens, tokens.shape[-1], self.num_local_experts, self.topk)
-        config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
-        plan = build_plan(counts_host, self.ep_rank, self.num_local_experts, config.block_m, views.max_tiles_per_expert)
+        timer = process_timer("fused")  # COMET_LAYER_TIMING: phases of the fused layer, in situ
+        with timed(timer, "fwd.plan"):
+            counts_host = counts.to("cpu")  # exact sizes and the collective growth decision (one D2H copy)
+            max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
+            views = self.buffer.ensure(max_tokens, tokens.shape[-1], self.num_local_experts, self.topk)
+            config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
+            plan = build_plan(
+                counts_host, self.ep_rank, self.num_local_experts, config.block_m, views.max_tiles_per_expert
+            )
+        if timer is not None:  # this rank's rows and the busiest rank's: routing imbalance sets the pace
+            timer.note("rows", plan.recv_rows)
+            timer.note("rows_busiest_rank", max(plan.recv_rows_per_rank))
         handle = FusedHandle(routing=routing, counts=counts, counts_host=counts_host, plan=plan, config=config)
         return Dispatched(
             hidden=tokens, probs=routing.probs_of_slot, tokens_per_expert=plan.tokens_per_expert, handle=handle
@@ -183,35 +191,49 @@ class _FusedMoE(torch.autograd.Function):
         probs32 = probs_of_slot.detach().float().contiguous()
         debug = _debug()
         needs_grad = any(ctx.needs_input_grad[:4])
-        act, preact = fused_ops.dispatch_fc1(
-            views,
-            plan,
-            tables,
-            x,
-            routing.token_of_slot,
-            probs32,
-            w1.detach(),
-            epoch=epoch,
-            ep_rank=me,
-            ep=ep,
-            gated=backend.gated,
-            activation=backend.activation_name,
-            config=config,
-            grid=backend.num_sms,
-            debug=debug,
-            save_preact=needs_grad,
-        )
+        timer = process_timer("fused")
+        with timed(timer, "fwd.dispatch_fc1"):
+            act, preact = fused_ops.dispatch_fc1(
+                views,
+                plan,
+                tables,
+                x,
+                routing.token_of_slot,
+                probs32,
+                w1.detach(),
+                epoch=epoch,
+                ep_rank=me,
+                ep=ep,
+                gated=backend.gated,
+                activation=backend.activation_name,
+                config=config,
+                grid=backend.num_sms,
+                debug=debug,
+                save_preact=needs_grad,
+            )
         if needs_grad:  # what Megatron's experts keep: dispatched rows (copied before the buffer is reused), fc1 output
             rows = plan.recv_rows
-            received = views.received(rows, tokens.shape[-1])
-            ctx.save_for_backward(received.clone(), views.recv_probs[:rows].clone(), preact, w1, w2)
-        fused_ops.fc2_combine(
-            views, plan, tables, act, w2.detach(), epoch=epoch, ep_rank=me, ep=ep, config=config, grid=backend.num_sms
-        )
-        slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], backend.topk)
-        out = fused_ops.combine_reduce(
-            views, slot_of_token, e_local, tokens.shape[-1], epoch=epoch, ep=ep, topk=backend.topk, debug=debug
-        )
+            with timed(timer, "fwd.save"):
+                received = views.received(rows, tokens.shape[-1]).clone()
+                ctx.save_for_backward(received, views.recv_probs[:rows].clone(), preact, w1, w2)
+        with timed(timer, "fwd.fc2_combine"):
+            fused_ops.fc2_combine(
+                views,
+                plan,
+                tables,
+                act,
+                w2.detach(),
+                epoch=epoch,
+                ep_rank=me,
+                ep=ep,
+                config=config,
+                grid=backend.num_sms,
+            )
+        with timed(timer, "fwd.reduce"):
+            slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], backend.topk)
+            out = fused_ops.combine_reduce(
+                views, slot_of_token, e_local, tokens.shape[-1], epoch=epoch, ep=ep, topk=backend.topk, debug=debug
+            )
         if debug:
             _raise_if_a_wait_gave_up(views, epoch)
         ctx.backend, ctx.handle, ctx.weights, ctx.probs_dtype = backend, handle, weights, probs_of_slot.dtype
@@ -270,41 +292,63 @@ class _FusedMoE(torch.autograd.Function):
         common = dict(
             epoch=epoch, ep_rank=backend.ep_rank, ep=backend.ep_size, config=handle.config, grid=backend.num_sms
         )
-        d_fc1, d_prob = fused_ops.dispatch_dgrad(
-            views,
-            plan,
-            ctx.tables,
-            grad_out.contiguous().to(torch.bfloat16),
-            routing.token_of_slot,
-            ctx.probs_of_slot,
-            w2.detach(),
-            preact,
-            gated=backend.gated,
-            activation=backend.activation_name,
-            debug=debug,
-            **common,
-        )
+        timer = process_timer("fused")
+        # the fc2 weight gradient's operand, stored by the activation-backward pass from the loads it makes anyway
+        fc2_input_ready = None
+        if ctx.needs_input_grad[3] and not handle.config.dgrad_fused_activation:
+            fc2_input_ready = torch.empty(
+                plan.recv_rows,
+                preact.shape[1] // (2 if backend.gated else 1),
+                dtype=torch.bfloat16,
+                device=preact.device,
+            )
+        with timed(timer, "bwd.dispatch_dgrad"):
+            d_fc1, d_prob = fused_ops.dispatch_dgrad(
+                views,
+                plan,
+                ctx.tables,
+                grad_out.contiguous().to(torch.bfloat16),
+                routing.token_of_slot,
+                ctx.probs_of_slot,
+                w2.detach(),
+                preact,
+                gated=backend.gated,
+                activation=backend.activation_name,
+                debug=debug,
+                fc2_input=fc2_input_ready,
+                **common,
+            )
         grad_y = views.received(plan.recv_rows, ctx.hidden)  # dY stays there until the next push into it
+        pending_fc2_input = [fc2_input_ready]
+        del fc2_input_ready  # only the list holds it: freed once the fc2 weight gradient is done
 
         @torch.no_grad()
-        def fc2_input():  # the activation output, recomputed elementwise from the kept fc1 output
-            return weights.activation(preact, probs_e.to(preact.dtype))
+        def fc2_input():  # the activation output: from dispatch_dgrad, or recomputed from the kept fc1 output
+            ready = pending_fc2_input.pop()
+            if ready is not None:
+                return ready
+            with timed(timer, "bwd.fc2_input"):
+                return weights.activation(preact, probs_e.to(preact.dtype))
 
-        grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input, d_fc1, x_e, counts, counts_host)
-        fused_ops.fc2_combine(views, plan, ctx.tables, d_fc1, w1.detach(), weight_kn=True, **common)
-        grad_tokens = fused_ops.combine_reduce(
-            views,
-            ctx.slot_of_token,
-            backend.num_local_experts,
-            ctx.hidden,
-            epoch=epoch,
-            ep=backend.ep_size,
-            topk=backend.topk,
-            debug=debug,
-        ).to(grad_out.dtype)
-        grad_probs = all_to_all(
-            d_prob.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, backend.ep_group
-        ).to(ctx.probs_dtype)
+        with timed(timer, "bwd.wgrad"):
+            grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input, d_fc1, x_e, counts, counts_host)
+        with timed(timer, "bwd.fc1_dgrad_combine"):
+            fused_ops.fc2_combine(views, plan, ctx.tables, d_fc1, w1.detach(), weight_kn=True, **common)
+        with timed(timer, "bwd.reduce"):
+            grad_tokens = fused_ops.combine_reduce(
+                views,
+                ctx.slot_of_token,
+                backend.num_local_experts,
+                ctx.hidden,
+                epoch=epoch,
+                ep=backend.ep_size,
+                topk=backend.topk,
+                debug=debug,
+            ).to(grad_out.dtype)
+        with timed(timer, "bwd.probs_all_to_all"):
+            grad_probs = all_to_all(
+                d_prob.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, backend.ep_group
+            ).to(ctx.probs_dtype)
         if debug:
             _raise_if_a_wait_gave_up(views, epoch)
         return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None

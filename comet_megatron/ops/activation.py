@@ -45,7 +45,7 @@ class ExpertActivation:
             if self.clamp is not None:
                 gate = gate.clamp(min=None, max=self.clamp)
                 linear = linear.clamp(min=-self.clamp, max=self.clamp)
-            act = self.func(gate) * (linear + self.linear_offset)
+            act = self.func(gate) * (linear + self.linear_offset if self.linear_offset else linear)
         else:
             act = self.func(fc1_out)
         return (act * probs.unsqueeze(-1)).to(act.dtype)
