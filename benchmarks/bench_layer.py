@@ -918,6 +918,32 @@ def profile_kernels(fn, env: Env, iters: int, top: int = 16, trace_path: str | N
     return out
 
 
+def host_profile(fn, env: Env, iters: int, label: str, top: int = 25) -> float:
+    """Host milliseconds per call of ``fn`` over ``iters`` calls under cProfile (device synced after each call, so
+    the counts read inside does not wait for earlier calls); prints rank 0's top functions by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    fn()
+    sync(env)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    for _ in range(iters):
+        sync(env)
+        profiler.enable()
+        fn()
+        profiler.disable()
+    sync(env)
+    per_call = (time.perf_counter() - start) * 1e3 / iters
+    if env.rank == 0:
+        text = io.StringIO()
+        stats = pstats.Stats(profiler, stream=text)
+        stats.sort_stats("tottime").print_stats(top)
+        log0(env, f"host profile {label}: {iters} forward calls\n" + text.getvalue())
+    return round(per_call, 3)
+
+
 def rel_err(y: torch.Tensor, ref: torch.Tensor, env: Env) -> float:
     d = (y.double() - ref.double()).pow(2).sum()
     r = ref.double().pow(2).sum()
@@ -982,6 +1008,8 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
             if env.rank == 0:
                 traceback.print_exc()
     backward_ok = not args.fwd_only and not isinstance(res.get("fwdbwd_ms"), str)
+    if args.host_profile:
+        res["host_profile_fwd_ms"] = host_profile(fwd, env, args.host_profile, f"{data.name} {name}")
     if args.profile_kernels:
         trace = os.path.join(args.trace_dir, f"trace_{data.name}_{name}.json") if args.trace_dir else None
         res["kernels_ms"] = profile_kernels(fwdbwd if backward_ok else fwd, env, args.profile_kernels, trace_path=trace)
@@ -1265,6 +1293,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="N",
         help="after timing, profile N more fwd+bwd calls per variant and record GPU ms per kernel name (rank 0 "
         "printed; 0: off)",
+    )
+    p.add_argument(
+        "--host-profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, run N more forward calls per variant under cProfile and print rank 0's top host "
+        "functions (what the GPU waits for after a host sync; 0: off)",
     )
     p.add_argument(
         "--trace-dir",

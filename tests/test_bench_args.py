@@ -96,3 +96,19 @@ def test_gemm_core_chart_from_a_report(gemm_core, tmp_path):
     }
     assert gemm_core.plot(report, str(tmp_path / "c.png")).startswith("chart written")
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_host_profile_prints_the_functions_a_forward_spends_host_time_in(bench, capsys):
+    env = bench.Env(rank=0, ws=1, local_rank=0, cpu=True, dev=bench.torch.device("cpu"), dtype=None, args=None)
+
+    def plan_rows():
+        return sorted(range(2000), key=lambda i: -i)
+
+    def forward():
+        plan_rows()
+
+    per_call = bench.host_profile(forward, env, iters=3, label="case comet")
+    out = capsys.readouterr().out
+    assert per_call > 0
+    assert "host profile case comet: 3 forward calls" in out and "plan_rows" in out
+    assert bench.parse_args(["--host-profile", "4"]).host_profile == 4
