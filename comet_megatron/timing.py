@@ -70,7 +70,8 @@ class SectionTimer:
             raise ValueError(f"report_every must be > 0, got {report_every}")
         self.kind, self.report_every, self.rank, self.printer = kind, report_every, rank, printer
         self._pending: deque = deque()  # (label, start, end) in completion order of the host
-        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])  # label -> [gpu ms, host ms, n]
+        # label -> [gpu ms, host ms, n, largest host ms]: a mean with a far larger maximum means rare stalls
+        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0.0])
         self._values: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # label -> [sum, n]
         self.reports: list[dict] = []
 
@@ -100,9 +101,11 @@ class SectionTimer:
                 break
             self._pending.popleft()
             sums = self._sums[label]
+            host_ms = (end.host - start.host) * 1e3
             sums[0] += start.event.elapsed_time(end.event) if end.event is not None else float("nan")
-            sums[1] += (end.host - start.host) * 1e3
+            sums[1] += host_ms
             sums[2] += 1
+            sums[3] = max(sums[3], host_ms)
         if self._sums and max(s[2] for s in self._sums.values()) >= self.report_every:
             self.report()
 
@@ -117,9 +120,9 @@ class SectionTimer:
     def report(self) -> None:
         report: dict = {"kind": self.kind, "rank": self.rank, "sections": {}, "values": {}}
         parts = []
-        for label, (gpu, host, n) in self._sums.items():
-            report["sections"][label] = {"calls": n, "gpu_ms": gpu / n, "host_ms": host / n}
-            parts.append(f"{label} gpu {gpu / n:7.3f} host {host / n:7.3f} ms ({n} calls)")
+        for label, (gpu, host, n, host_max) in self._sums.items():
+            report["sections"][label] = {"calls": n, "gpu_ms": gpu / n, "host_ms": host / n, "host_max_ms": host_max}
+            parts.append(f"{label} gpu {gpu / n:7.3f} host {host / n:7.3f} ms ({n} calls, host max {host_max:.3f})")
         for label, (total, n) in self._values.items():
             report["values"][label] = total / n
             parts.append(f"{label} {total / n:.1f}")
@@ -149,6 +152,31 @@ def process_timer(kind: str) -> SectionTimer | None:
             timer = SectionTimer(kind, every, rank)
         _PROCESS_TIMERS[kind] = timer
     return _PROCESS_TIMERS[kind]
+
+
+def time_garbage_collections(timer: SectionTimer) -> None:
+    """Record every Python garbage collection as a host-only section ``gc.gen<N>`` of ``timer``: a collection
+    that lands between a host sync and the next kernel launch stalls the GPU for its whole duration."""
+    import gc
+
+    started: dict = {}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started["mark"] = Mark(cuda=False)
+        elif "mark" in started:
+            timer.add(f"gc.gen{info.get('generation', '?')}", started.pop("mark"), Mark(cuda=False))
+
+    gc.callbacks.append(callback)
+    timer.gc_callback = callback  # gc.callbacks.remove(timer.gc_callback) stops it
+
+
+def stop_timing_garbage_collections(timer: SectionTimer) -> None:
+    import gc
+
+    callback = getattr(timer, "gc_callback", None)
+    if callback in gc.callbacks:
+        gc.callbacks.remove(callback)
 
 
 def timed(timer: SectionTimer | None, label: str):

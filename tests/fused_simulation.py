@@ -10,6 +10,7 @@ Run as ``python -m tests.fused_simulation`` with ``TRITON_INTERPRET=1`` (the tes
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import sys
@@ -401,6 +402,7 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     fused.activation_name, fused.gated, fused.num_sms, fused.device_name = "silu", True, 5, "cpu-sim"
     fused.config_override = TEST_CONFIG
     fused.fused_backward = os.environ.get("COMET_FUSED_BACKWARD", "1") != "0"  # what __init__ reads
+    fused.defer_gc, fused._gc_deferred = True, False  # COMET_DEFER_GC=1: collection off from counts read to launch
     fused._buffer = _CpuWorkspace(tokens, hidden, experts, topk)
     reference = ReferenceBackend(group, experts)
     gen = torch.Generator().manual_seed(5)
@@ -418,12 +420,16 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
         counts = routing.tokens_per_expert.unsqueeze(0)
         weights = ExpertWeights(w1i, w2i, ExpertActivation(F.silu, True))
         dispatched = backend.dispatch(xi, routing, counts)
+        gc_during_dispatch = gc.isenabled()
         out = backend.combine(backend.experts(dispatched, weights), dispatched.handle)
+        if backend is fused:
+            gc_states = (gc_during_dispatch, gc.isenabled())
         (out.float() * grad_out.float()).sum().backward()
         results[name] = (out.detach().float(), xi.grad.float(), pi.grad.float(), w1i.grad.float(), w2i.grad.float())
     dist.destroy_process_group()
     names = ("output", "input_grad", "probs_grad", "fc1_grad", "fc2_grad")
-    return {n: ((f - r).norm() / r.norm()).item() for n, f, r in zip(names, results["fused"], results["reference"])}
+    errors = {n: ((f - r).norm() / r.norm()).item() for n, f, r in zip(names, results["fused"], results["reference"])}
+    return {**errors, "gc_enabled_after_dispatch_and_after_forward": gc_states}
 
 
 if __name__ == "__main__":

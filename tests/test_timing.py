@@ -46,3 +46,20 @@ def test_bad_interval_names_the_variable(monkeypatch):
         timing.report_interval()
     with pytest.raises(ValueError, match="report_every"):
         timing.SectionTimer("x", 0)
+
+
+def test_garbage_collections_are_timed_and_the_callback_removed():
+    import gc
+
+    timer = timing.SectionTimer("python", report_every=1000)
+    timing.time_garbage_collections(timer)
+    try:
+        gc.collect()
+        gc.collect(0)
+    finally:
+        timing.stop_timing_garbage_collections(timer)
+    assert timer.gc_callback not in gc.callbacks
+    timer.flush()
+    sections = timer.reports[0]["sections"]
+    assert sections["gc.gen2"]["calls"] == 1 and sections["gc.gen0"]["calls"] == 1
+    assert sections["gc.gen2"]["host_max_ms"] >= sections["gc.gen2"]["host_ms"] > 0

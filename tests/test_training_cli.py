@@ -337,7 +337,7 @@ def test_layer_timers_count_every_forward_and_backward(built, name):
     """COMET_LAYER_TIMING's timers: one forward and one backward per MoE layer (2), its router and experts, and
     attention (4) call."""
     timing = built[name]["timing"]
-    assert sorted(timing) == ["attention", "experts", "moe", "router"]
+    assert sorted(timing) == ["attention", "experts", "moe", "python", "router"]
     for kind, calls in (("moe", 2), ("router", 2), ("experts", 2), ("attention", 4)):
         sections = [r["sections"] for r in timing[kind]]
         assert sum(s["fwd"]["calls"] for s in sections if "fwd" in s) == calls, kind
@@ -694,15 +694,17 @@ def test_layer_timing_log_summary(tmp_path, capsys):
         "[comet-layer-timing] rank 0 moe: fwd gpu   4.000 host   3.000 ms (48 calls)",
         "[comet-layer-timing] rank 1 attention: fwd gpu   nan host   3.000 ms (4 calls)",
         "[comet-layer-timing] rank 1 fused: fwd.plan gpu 1.000 host 2.000 ms (4 calls) | rows 8000.0 | alloc retries 0",
-        "[comet-layer-timing] rank 1 fused: bwd.dispatch_dgrad gpu 3.000 host 0.100 ms (4 calls) | rows 9000.0",
+        "[comet-layer-timing] rank 1 fused: bwd.dispatch_dgrad gpu 3.000 host 0.100 ms (4 calls, host max 0.400) "
+        "| rows 9000.0",
     ]
     log.write_text("\n".join(rows) + "\n")
     summary = summarize_log(str(log), skip_reports=1)
-    assert summary["moe"][0]["fwd"] == {"gpu_ms": 3.5, "host_ms": 2.5, "calls": 64}
-    assert summary["moe"][0]["bwd"] == {"gpu_ms": 6.0, "host_ms": 0.5, "calls": 12}
+    # (reports without a "host max" read 0 there)
+    assert summary["moe"][0]["fwd"] == {"gpu_ms": 3.5, "host_ms": 2.5, "calls": 64, "host_max_ms": 0.0}
+    assert summary["moe"][0]["bwd"] == {"gpu_ms": 6.0, "host_ms": 0.5, "calls": 12, "host_max_ms": 0.0}
     assert "attention" not in summary  # its only report is warm-up
     assert summary["fused"][1] == {
-        "bwd.dispatch_dgrad": {"gpu_ms": 3.0, "host_ms": 0.1, "calls": 4},
+        "bwd.dispatch_dgrad": {"gpu_ms": 3.0, "host_ms": 0.1, "calls": 4, "host_max_ms": 0.4},
         "rows": {"value": 9000.0},
     }
     main([str(log), "--skip-reports", "0", "--json", str(tmp_path / "s.json")])

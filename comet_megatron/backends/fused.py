@@ -11,6 +11,7 @@ backward (default, ``FusedBackend.fused_backward``): on what the forward saved â
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib
 import json
 import os
@@ -40,6 +41,13 @@ def _fused_backward() -> bool:
     """The overlapped backward kernels (default); ``COMET_FUSED_BACKWARD=0`` selects the PyTorch backward
     (all_to_all + grouped GEMMs), which keeps more activations and is slower (benchmarks/results)."""
     return os.environ.get("COMET_FUSED_BACKWARD", "1") not in ("", "0")
+
+
+def _defer_gc() -> bool:
+    """``COMET_DEFER_GC=1``: no Python garbage collection between the counts read and the first kernel launch of
+    a forward (the GPU idles through that window, so a collection there stalls it; deferred, it runs while the
+    GPU computes)."""
+    return os.environ.get("COMET_DEFER_GC", "0") not in ("", "0")
 
 
 def unavailable_reason(config, ep_group: dist.ProcessGroup | None = None) -> str | None:
@@ -125,6 +133,14 @@ class FusedBackend(MoEBackend):
         self._buffer = None
         self.config_override: KernelConfig | None = None
         self.fused_backward = _fused_backward()  # COMET_FUSED_BACKWARD at construction; settable per layer
+        self.defer_gc = _defer_gc()  # COMET_DEFER_GC at construction; settable per layer
+        self._gc_deferred = False
+
+    def resume_gc(self) -> None:
+        """Turn garbage collection back on if :meth:`dispatch` deferred it (once the first kernel is queued)."""
+        if self._gc_deferred:
+            self._gc_deferred = False
+            gc.enable()
 
     @property
     def buffer(self):
@@ -152,6 +168,10 @@ class FusedBackend(MoEBackend):
         # Between the counts read (which drains the GPU's queue) and the first kernel the GPU idles for as long as
         # the host works, so everything that does not need the counts is done - and queued on the GPU - before it.
         timer = process_timer("fused")  # COMET_LAYER_TIMING: phases of the fused layer, in situ
+        self.resume_gc()  # a previous call whose forward never ran must not leave collection off
+        if self.defer_gc and gc.isenabled():
+            gc.disable()
+            self._gc_deferred = True
         config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
         slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], self.topk)
         with timed(timer, "fwd.counts_sync"):
@@ -225,6 +245,7 @@ class _FusedMoE(torch.autograd.Function):
                 debug=debug,
                 save_preact=needs_grad,
             )
+        backend.resume_gc()  # the GPU has work queued again
         if needs_grad:  # what Megatron's experts keep: dispatched rows (copied before the buffer is reused), fc1 output
             rows = plan.recv_rows
             with timed(timer, "fwd.save"):

@@ -19,7 +19,15 @@ from collections.abc import Iterable
 
 import torch
 
-from comet_megatron.timing import ENV, TAG, Mark, SectionTimer, report_interval
+from comet_megatron.timing import (
+    ENV,
+    TAG,
+    Mark,
+    SectionTimer,
+    report_interval,
+    stop_timing_garbage_collections,
+    time_garbage_collections,
+)
 
 __all__ = ["ENV", "ModuleTimer", "attach_timers", "main", "report_interval", "summarize_log"]
 
@@ -50,6 +58,7 @@ class ModuleTimer(SectionTimer):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        stop_timing_garbage_collections(self)
 
     def _pre_forward(self, module, args, kwargs):
         call = {"start": Mark()}
@@ -102,11 +111,14 @@ def attach_timers(model, report_every: int, rank: int = 0, printer=print) -> dic
                 attach("experts", module.experts)
             elif isinstance(module, Attention):
                 attach("attention", module)
+    if timers:
+        timers["python"] = ModuleTimer("python", report_every, rank, printer)
+        time_garbage_collections(timers["python"])
     return timers
 
 
 _LINE = re.compile(re.escape(TAG) + r" rank (\d+) (\w+): (.*)")
-_SECTION = re.compile(r"^([\w.]+) gpu\s+([\d.na]+) host\s+([\d.]+) ms \((\d+) calls\)$")
+_SECTION = re.compile(r"^([\w.]+) gpu\s+([\d.na]+) host\s+([\d.]+) ms \((\d+) calls(?:, host max ([\d.]+))?\)$")
 _VALUE = re.compile(r"^([\w.]+) ([\d.]+)$")
 
 
@@ -115,7 +127,7 @@ def summarize_log(path: str, skip_reports: int = 2) -> dict:
     (weighted by calls) and ``{kind: {rank: {label: {value}}}}`` for noted values (mean of the reports' means).
     The first ``skip_reports`` reports of each (rank, kind) are warm-up (compilation, first allocations)."""
     seen: dict = defaultdict(int)
-    sections: dict = defaultdict(lambda: [0.0, 0.0, 0])
+    sections: dict = defaultdict(lambda: [0.0, 0.0, 0, 0.0])
     values: dict = defaultdict(lambda: [0.0, 0])
     with open(path, errors="replace") as log:
         for line in log:
@@ -134,13 +146,15 @@ def summarize_log(path: str, skip_reports: int = 2) -> dict:
                     acc[0] += float(found[2]) * n
                     acc[1] += float(found[3]) * n
                     acc[2] += n
+                    acc[3] = max(acc[3], float(found[5] or 0.0))
                 elif (found := _VALUE.match(part)) and not part.startswith("reserved"):
                     acc = values[kind, rank, found[1]]
                     acc[0] += float(found[2])
                     acc[1] += 1
     out: dict = {}
-    for (kind, rank, label), (gpu, host, n) in sorted(sections.items()):
-        out.setdefault(kind, {}).setdefault(rank, {})[label] = {"gpu_ms": gpu / n, "host_ms": host / n, "calls": n}
+    for (kind, rank, label), (gpu, host, n, host_max) in sorted(sections.items()):
+        stat = {"gpu_ms": gpu / n, "host_ms": host / n, "calls": n, "host_max_ms": host_max}
+        out.setdefault(kind, {}).setdefault(rank, {})[label] = stat
     for (kind, rank, label), (total, n) in sorted(values.items()):
         out.setdefault(kind, {}).setdefault(rank, {})[label] = {"value": total / n}
     return out
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the summaries here")
     args = parser.parse_args(argv)
     summaries = {path: summarize_log(path, args.skip_reports) for path in args.logs}
-    print(f"{'log':34s} {'kind':9s} rank {'label':22s} {'gpu ms':>8s} {'host ms':>8s} {'calls':>6s}")
+    print(f"{'log':34s} {'kind':9s} rank {'label':22s} {'gpu ms':>8s} {'host ms':>8s} {'calls':>6s} {'host max':>8s}")
     for path, summary in summaries.items():
         for kind, ranks in summary.items():
             for rank, labels in ranks.items():
@@ -168,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         print(
                             f"{name:34s} {kind:9s} {rank:4d} {label:22s} {stat['gpu_ms']:8.3f} {stat['host_ms']:8.3f} "
-                            f"{stat['calls']:6d}"
+                            f"{stat['calls']:6d} {stat['host_max_ms']:8.3f}"
                         )
     if args.json:
         with open(args.json, "w") as out:
