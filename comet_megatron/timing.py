@@ -140,17 +140,18 @@ class SectionTimer:
 _PROCESS_TIMERS: dict[str, SectionTimer | None] = {}
 
 
+def process_rank() -> int:
+    """The global rank printed in reports (0 without an initialized process group)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def process_timer(kind: str) -> SectionTimer | None:
     """This process's timer for ``kind`` when ``COMET_LAYER_TIMING`` is on, else ``None`` (checked once per kind)."""
     if kind not in _PROCESS_TIMERS:
         every = report_interval()
-        timer = None
-        if every:
-            import torch.distributed as dist
-
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-            timer = SectionTimer(kind, every, rank)
-        _PROCESS_TIMERS[kind] = timer
+        _PROCESS_TIMERS[kind] = SectionTimer(kind, every, process_rank()) if every else None
     return _PROCESS_TIMERS[kind]
 
 

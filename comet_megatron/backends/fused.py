@@ -264,16 +264,21 @@ class _FusedMoE(torch.autograd.Function):
                 config=config,
                 grid=backend.num_sms,
             )
-        slot_of_token = handle.slot_of_token
         with timed(timer, "fwd.reduce"):
             out = fused_ops.combine_reduce(
-                views, slot_of_token, e_local, tokens.shape[-1], epoch=epoch, ep=ep, topk=backend.topk, debug=debug
+                views,
+                handle.slot_of_token,
+                e_local,
+                tokens.shape[-1],
+                epoch=epoch,
+                ep=ep,
+                topk=backend.topk,
+                debug=debug,
             )
         if debug:
             _raise_if_a_wait_gave_up(views, epoch)
         ctx.backend, ctx.handle, ctx.weights, ctx.probs_dtype = backend, handle, weights, probs_of_slot.dtype
-        ctx.tables, ctx.probs_of_slot, ctx.hidden = tables, probs32, tokens.shape[-1]
-        ctx.slot_of_token = slot_of_token
+        ctx.probs_of_slot, ctx.hidden = probs32, tokens.shape[-1]
         return out
 
     @staticmethod
@@ -285,7 +290,7 @@ class _FusedMoE(torch.autograd.Function):
         rows = plan.recv_rows
         to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
         counts_host = plan.tokens_per_expert.tolist()
-        counts = ctx.tables["tokens_per_expert"]
+        counts = handle.tables["tokens_per_expert"]
         if backend.fused_backward:
             return _FusedMoE._fused_backward(ctx, grad_out, to_expert_major, counts, counts_host)
         grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
@@ -331,17 +336,12 @@ class _FusedMoE(torch.autograd.Function):
         # the fc2 weight gradient's operand, stored by the activation-backward pass from the loads it makes anyway
         fc2_input_ready = None
         if ctx.needs_input_grad[3] and not handle.config.dgrad_fused_activation:
-            fc2_input_ready = torch.empty(
-                plan.recv_rows,
-                preact.shape[1] // (2 if backend.gated else 1),
-                dtype=torch.bfloat16,
-                device=preact.device,
-            )
+            fc2_input_ready = torch.empty(plan.recv_rows, w2.shape[2], dtype=torch.bfloat16, device=preact.device)
         with timed(timer, "bwd.dispatch_dgrad"):
             d_fc1, d_prob = fused_ops.dispatch_dgrad(
                 views,
                 plan,
-                ctx.tables,
+                handle.tables,
                 grad_out.contiguous().to(torch.bfloat16),
                 routing.token_of_slot,
                 ctx.probs_of_slot,
@@ -368,11 +368,11 @@ class _FusedMoE(torch.autograd.Function):
         with timed(timer, "bwd.wgrad"):
             grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input, d_fc1, x_e, counts, counts_host)
         with timed(timer, "bwd.fc1_dgrad_combine"):
-            fused_ops.fc2_combine(views, plan, ctx.tables, d_fc1, w1.detach(), weight_kn=True, **common)
+            fused_ops.fc2_combine(views, plan, handle.tables, d_fc1, w1.detach(), weight_kn=True, **common)
         with timed(timer, "bwd.reduce"):
             grad_tokens = fused_ops.combine_reduce(
                 views,
-                ctx.slot_of_token,
+                handle.slot_of_token,
                 backend.num_local_experts,
                 ctx.hidden,
                 epoch=epoch,

@@ -269,14 +269,10 @@ def _attach_layer_timers(model) -> None:
     if _LAYER_TIMERS is not None:
         return
     from comet_megatron.megatron import layer_timing
+    from comet_megatron.timing import process_rank
 
     every = layer_timing.report_interval()
-    _LAYER_TIMERS = {}
-    if every:
-        import torch.distributed as dist
-
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        _LAYER_TIMERS = layer_timing.attach_timers(model, every, rank)
+    _LAYER_TIMERS = layer_timing.attach_timers(model, every, process_rank()) if every else {}
 
 
 def forward_step(data_iterator, model, return_schedule_plan: bool = False):
