@@ -7,6 +7,8 @@ sections of its most frequent label, the mean GPU and host milliseconds of each 
 * **gpu**: between CUDA events recorded on the current stream where the section starts and ends, so it includes
   any time the GPU sat idle waiting for the host inside it;
 * **host**: ``time.perf_counter`` between the same points (host syncs inside the section included);
+* **cpu**: this thread's CPU time (``time.thread_time``) between them: far below **host** means the thread was
+  waiting (a sync) or not scheduled (other threads or processes on its core), equal means the code itself is slow;
 
 and the mean of any values noted (e.g. rows received per layer call), plus the caching allocator's
 ``num_alloc_retries`` and reserved memory. :mod:`comet_megatron.megatron.layer_timing` times Megatron modules with
@@ -45,10 +47,11 @@ def _cuda_active() -> bool:
 class Mark:
     """One point in time: host clock and, on CUDA, an event recorded on the current stream."""
 
-    __slots__ = ("host", "event")
+    __slots__ = ("host", "cpu", "event")
 
     def __init__(self, cuda: bool | None = None):
         self.host = time.perf_counter()
+        self.cpu = time.thread_time()
         self.event = None
         if _cuda_active() if cuda is None else cuda:
             self.event = torch.cuda.Event(enable_timing=True)
@@ -70,8 +73,8 @@ class SectionTimer:
             raise ValueError(f"report_every must be > 0, got {report_every}")
         self.kind, self.report_every, self.rank, self.printer = kind, report_every, rank, printer
         self._pending: deque = deque()  # (label, start, end) in completion order of the host
-        # label -> [gpu ms, host ms, n, largest host ms]: a mean with a far larger maximum means rare stalls
-        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0.0])
+        # label -> [gpu ms, host ms, n, largest host ms, cpu ms]: a mean with a far larger maximum means rare stalls
+        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0.0, 0.0])
         self._values: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # label -> [sum, n]
         self.reports: list[dict] = []
 
@@ -106,6 +109,7 @@ class SectionTimer:
             sums[1] += host_ms
             sums[2] += 1
             sums[3] = max(sums[3], host_ms)
+            sums[4] += (end.cpu - start.cpu) * 1e3
         if self._sums and max(s[2] for s in self._sums.values()) >= self.report_every:
             self.report()
 
@@ -120,9 +124,18 @@ class SectionTimer:
     def report(self) -> None:
         report: dict = {"kind": self.kind, "rank": self.rank, "sections": {}, "values": {}}
         parts = []
-        for label, (gpu, host, n, host_max) in self._sums.items():
-            report["sections"][label] = {"calls": n, "gpu_ms": gpu / n, "host_ms": host / n, "host_max_ms": host_max}
-            parts.append(f"{label} gpu {gpu / n:7.3f} host {host / n:7.3f} ms ({n} calls, host max {host_max:.3f})")
+        for label, (gpu, host, n, host_max, cpu) in self._sums.items():
+            report["sections"][label] = {
+                "calls": n,
+                "gpu_ms": gpu / n,
+                "host_ms": host / n,
+                "host_max_ms": host_max,
+                "cpu_ms": cpu / n,
+            }
+            parts.append(
+                f"{label} gpu {gpu / n:7.3f} host {host / n:7.3f} cpu {cpu / n:7.3f} ms "
+                f"({n} calls, host max {host_max:.3f})"
+            )
         for label, (total, n) in self._values.items():
             report["values"][label] = total / n
             parts.append(f"{label} {total / n:.1f}")

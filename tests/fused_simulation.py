@@ -10,6 +10,7 @@ Run as ``python -m tests.fused_simulation`` with ``TRITON_INTERPRET=1`` (the tes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -385,6 +386,11 @@ class _CpuWorkspace:
         return self.epoch
 
 
+def _keep(kept: list, tensor: torch.Tensor) -> torch.Tensor:
+    kept.append(tensor)
+    return tensor
+
+
 def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     """FusedBackend's dispatch/experts/autograd on one gloo rank vs ReferenceBackend (same weights)."""
     import torch.distributed as dist
@@ -421,15 +427,31 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
         weights = ExpertWeights(w1i, w2i, ExpertActivation(F.silu, True))
         dispatched = backend.dispatch(xi, routing, counts)
         gc_during_dispatch = gc.isenabled()
-        out = backend.combine(backend.experts(dispatched, weights), dispatched.handle)
+        saved: list[torch.Tensor] = []  # what autograd keeps for the backward, to see what the backward frees
+        with torch.autograd.graph.saved_tensors_hooks(functools.partial(_keep, saved), lambda t: t):
+            out = backend.combine(backend.experts(dispatched, weights), dispatched.handle)
         if backend is fused:
             gc_states = (gc_during_dispatch, gc.isenabled())
-        (out.float() * grad_out.float()).sum().backward()
-        results[name] = (out.detach().float(), xi.grad.float(), pi.grad.float(), w1i.grad.float(), w2i.grad.float())
+        loss = (out.float() * grad_out.float()).sum()
+        loss.backward(retain_graph=True)
+        grads = (xi.grad, pi.grad, w1i.grad, w2i.grad)  # copies: a second backward would add into them
+        results[name] = (out.detach().float(), *(g.float().clone() for g in grads))
+        if backend is fused:
+            freed = sorted(list(t.shape) for t in saved if t.untyped_storage().nbytes() == 0)
+            try:
+                loss.backward()
+                second_backward = "ran"
+            except RuntimeError as error:
+                second_backward = str(error)
     dist.destroy_process_group()
     names = ("output", "input_grad", "probs_grad", "fc1_grad", "fc2_grad")
     errors = {n: ((f - r).norm() / r.norm()).item() for n, f, r in zip(names, results["fused"], results["reference"])}
-    return {**errors, "gc_enabled_after_dispatch_and_after_forward": gc_states}
+    return {
+        **errors,
+        "gc_enabled_after_dispatch_and_after_forward": gc_states,
+        "saved_freed_by_backward": freed,
+        "second_backward": second_backward,
+    }
 
 
 if __name__ == "__main__":

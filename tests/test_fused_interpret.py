@@ -91,6 +91,12 @@ def test_fused_backend_glue_ep1_matches_reference_backend(fused_backward):
         assert errors[grad] < 2.5e-2, errors
     # COMET_DEFER_GC: collection off from the counts read until the first kernel is queued, then on again
     assert errors["gc_enabled_after_dispatch_and_after_forward"] == [False, True], errors
+    if fused_backward == "1":  # the fc1 output [R, 2F] and the dispatched rows [R, H] are freed as soon as used
+        rows = 24 * 2
+        assert errors["saved_freed_by_backward"] == [[rows, 40], [rows, 2 * 24]], errors
+        assert "retain_graph" in errors["second_backward"], errors
+    else:
+        assert errors["saved_freed_by_backward"] == [] and errors["second_backward"] == "ran", errors
 
 
 BACKWARD_CASES = {

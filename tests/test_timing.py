@@ -63,3 +63,20 @@ def test_garbage_collections_are_timed_and_the_callback_removed():
     sections = timer.reports[0]["sections"]
     assert sections["gc.gen2"]["calls"] == 1 and sections["gc.gen0"]["calls"] == 1
     assert sections["gc.gen2"]["host_max_ms"] >= sections["gc.gen2"]["host_ms"] > 0
+
+
+def test_thread_cpu_time_separates_computing_from_waiting():
+    import time
+
+    timer = timing.SectionTimer("python", report_every=1000)
+    with timer.section("sleep"):
+        time.sleep(0.05)
+    with timer.section("spin"):
+        end = time.perf_counter() + 0.05
+        while time.perf_counter() < end:
+            pass
+    timer.flush()
+    sections = timer.reports[0]["sections"]
+    assert sections["sleep"]["host_ms"] >= 45 and sections["sleep"]["cpu_ms"] < 10
+    # a busy thread gets most of its wall time as CPU time (a loaded CI machine may take some of it away)
+    assert sections["spin"]["cpu_ms"] > 0.5 * sections["spin"]["host_ms"] > 20

@@ -696,6 +696,8 @@ def test_layer_timing_log_summary(tmp_path, capsys):
         "[comet-layer-timing] rank 1 fused: fwd.plan gpu 1.000 host 2.000 ms (4 calls) | rows 8000.0 | alloc retries 0",
         "[comet-layer-timing] rank 1 fused: bwd.dispatch_dgrad gpu 3.000 host 0.100 ms (4 calls, host max 0.400) "
         "| rows 9000.0",
+        "[comet-layer-timing] rank 1 python: gc.gen0 gpu nan host 0.300 cpu 0.100 ms (2 calls, host max 0.400)",
+        "[comet-layer-timing] rank 1 python: gc.gen0 gpu nan host 0.600 cpu 0.400 ms (2 calls, host max 0.700)",
     ]
     log.write_text("\n".join(rows) + "\n")
     summary = summarize_log(str(log), skip_reports=1)
@@ -707,6 +709,9 @@ def test_layer_timing_log_summary(tmp_path, capsys):
         "bwd.dispatch_dgrad": {"gpu_ms": 3.0, "host_ms": 0.1, "calls": 4, "host_max_ms": 0.4},
         "rows": {"value": 9000.0},
     }
+    assert summary["python"][1]["gc.gen0"] == pytest.approx(
+        {"gpu_ms": float("nan"), "host_ms": 0.6, "calls": 2, "host_max_ms": 0.7, "cpu_ms": 0.4}, nan_ok=True
+    )
     main([str(log), "--skip-reports", "0", "--json", str(tmp_path / "s.json")])
     out = capsys.readouterr().out
     assert "attention" in out and "fwd.plan" in out

@@ -92,18 +92,29 @@ def _raise_if_a_wait_gave_up(views, epoch: int) -> None:
         )
 
 
-def _weight_grads(ctx, grad_y, make_fc2_input, grad_fc1_out, x_e, counts, counts_host):
-    """``(grad_w1, grad_w2)`` of the local experts (``None`` where not needed), honouring gradient-accumulation
-    fusion. ``grad_y``: ``[R, H]`` output gradient rows; ``make_fc2_input()``: ``[R, F]``, built only when
-    needed and dropped before the fc1 gradient is allocated (lower peak); ``grad_fc1_out``: ``[R, (2)F]``."""
-    *_, w1, w2 = ctx.saved_tensors
-    fuse = ctx.weights.fuse_wgrad_into_main_grad
-    grad_w1 = grad_w2 = None
-    if ctx.needs_input_grad[3]:
-        grad_w2 = accumulate_weight_grad(w2, grouped_weight_grad(grad_y, make_fc2_input(), counts, counts_host), fuse)
-    if ctx.needs_input_grad[2]:
-        grad_w1 = accumulate_weight_grad(w1, grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host), fuse)
-    return grad_w1, grad_w2
+def _fc2_weight_grad(ctx, w2, grad_y, make_fc2_input, counts, counts_host):
+    """fc2's weight gradient (``None`` if not needed), honouring gradient-accumulation fusion. ``grad_y``:
+    ``[R, H]`` output-gradient rows; ``make_fc2_input()``: ``[R, F]``, built only when needed."""
+    if not ctx.needs_input_grad[3]:
+        return None
+    wgrad = grouped_weight_grad(grad_y, make_fc2_input(), counts, counts_host)
+    return accumulate_weight_grad(w2, wgrad, ctx.weights.fuse_wgrad_into_main_grad)
+
+
+def _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host):
+    """fc1's weight gradient (``None`` if not needed), honouring gradient-accumulation fusion.
+    ``grad_fc1_out``: ``[R, (2)F]``; ``x_e``: ``[R, H]`` the dispatched rows."""
+    if not ctx.needs_input_grad[2]:
+        return None
+    wgrad = grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host)
+    return accumulate_weight_grad(w1, wgrad, ctx.weights.fuse_wgrad_into_main_grad)
+
+
+def _release(tensor: torch.Tensor) -> None:
+    """Free a saved activation's memory now rather than when autograd drops the node (Megatron frees its
+    pipeline outputs the same way). Later kernels on this stream may reuse the block: stream order keeps
+    the kernels already queued on it reading the old contents."""
+    tensor.untyped_storage().resize_(0)
 
 
 @dataclass
@@ -305,8 +316,9 @@ class _FusedMoE(torch.autograd.Function):
         wanted = [t for t in (pre, pe) if t.requires_grad]
         act_grads = dict(zip(map(id, wanted), torch.autograd.grad(fc2_input, wanted, grad_fc2_input)))
         grad_fc1_out, grad_p_e = act_grads[id(pre)], act_grads.get(id(pe))
-        fc2_input = fc2_input.detach()
-        grad_w1, grad_w2 = _weight_grads(ctx, grad_y, lambda: fc2_input, grad_fc1_out, x_e, counts, counts_host)
+        grad_w2 = _fc2_weight_grad(ctx, w2, grad_y, fc2_input.detach, counts, counts_host)
+        del fc2_input  # before the fc1 gradient is allocated (lower peak)
+        grad_w1 = _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host)
         grad_tokens = grad_probs = None
         if ctx.needs_input_grad[0]:
             grad_x_e = grouped_mm(grad_fc1_out, w1.transpose(-2, -1), counts, counts_host)
@@ -321,9 +333,20 @@ class _FusedMoE(torch.autograd.Function):
 
     @staticmethod
     def _fused_backward(ctx, grad_out, to_expert_major, counts, counts_host):
-        """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, weight gradients, fc1-dgrad ⊕ combine, reduce."""
+        """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, fc2 weight gradient, fc1-dgrad ⊕ combine, fc1 weight
+        gradient, reduce.
+
+        The fc1 weight gradient runs after the combine push and before the top-k reduce: a rank with fewer rows
+        computes it while the busier rank is still pushing, instead of idling in the reduce. The saved fc1 output
+        is freed once the activation's backward has read it, as autograd frees Megatron's per-op activations.
+        """
         from comet_megatron import fused_ops
 
+        if getattr(ctx, "activations_released", False):
+            raise RuntimeError(
+                "the comet fused MoE backward frees its saved activations as it goes: a second backward through "
+                "the same graph (retain_graph=True) is not supported; use --moe-comet-backend reference for that"
+            )
         backend, handle, weights = ctx.backend, ctx.handle, ctx.weights
         x_e, probs_e, preact, w1, w2 = ctx.saved_tensors
         plan, routing = handle.plan, handle.routing
@@ -353,7 +376,8 @@ class _FusedMoE(torch.autograd.Function):
                 fc2_input=fc2_input_ready,
                 **common,
             )
-        grad_y = views.received(plan.recv_rows, ctx.hidden)  # dY stays there until the next push into it
+        # dY stays in the receive buffer until a peer's next push into it, which waits for this rank's combine push
+        grad_y = views.received(plan.recv_rows, ctx.hidden)
         pending_fc2_input = [fc2_input_ready]
         del fc2_input_ready  # only the list holds it: freed once the fc2 weight gradient is done
 
@@ -365,10 +389,16 @@ class _FusedMoE(torch.autograd.Function):
             with timed(timer, "bwd.fc2_input"):
                 return weights.activation(preact, probs_e.to(preact.dtype))
 
-        with timed(timer, "bwd.wgrad"):
-            grad_w1, grad_w2 = _weight_grads(ctx, grad_y, fc2_input, d_fc1, x_e, counts, counts_host)
+        with timed(timer, "bwd.fc2_wgrad"):
+            grad_w2 = _fc2_weight_grad(ctx, w2, grad_y, fc2_input, counts, counts_host)
+        ctx.activations_released = True
+        _release(preact)  # (the name stays bound to an empty storage)
         with timed(timer, "bwd.fc1_dgrad_combine"):
             fused_ops.fc2_combine(views, plan, handle.tables, d_fc1, w1.detach(), weight_kn=True, **common)
+        with timed(timer, "bwd.fc1_wgrad"):
+            grad_w1 = _fc1_weight_grad(ctx, w1, d_fc1, x_e, counts, counts_host)
+        _release(d_fc1)
+        _release(x_e)
         with timed(timer, "bwd.reduce"):
             grad_tokens = fused_ops.combine_reduce(
                 views,

@@ -118,16 +118,19 @@ def attach_timers(model, report_every: int, rank: int = 0, printer=print) -> dic
 
 
 _LINE = re.compile(re.escape(TAG) + r" rank (\d+) (\w+): (.*)")
-_SECTION = re.compile(r"^([\w.]+) gpu\s+([\d.na]+) host\s+([\d.]+) ms \((\d+) calls(?:, host max ([\d.]+))?\)$")
+_SECTION = re.compile(
+    r"^([\w.]+) gpu\s+([\d.na]+) host\s+([\d.]+)(?: cpu\s+([\d.]+))? ms \((\d+) calls(?:, host max ([\d.]+))?\)$"
+)
 _VALUE = re.compile(r"^([\w.]+) ([\d.]+)$")
 
 
 def summarize_log(path: str, skip_reports: int = 2) -> dict:
-    """Means over a training log's timing reports: ``{kind: {rank: {label: {gpu_ms, host_ms, calls}}}}`` for sections
+    """Means over a training log's timing reports: ``{kind: {rank: {label: {gpu_ms, host_ms, calls, host_max_ms[,
+    cpu_ms]}}}}`` for sections
     (weighted by calls) and ``{kind: {rank: {label: {value}}}}`` for noted values (mean of the reports' means).
     The first ``skip_reports`` reports of each (rank, kind) are warm-up (compilation, first allocations)."""
     seen: dict = defaultdict(int)
-    sections: dict = defaultdict(lambda: [0.0, 0.0, 0, 0.0])
+    sections: dict = defaultdict(lambda: [0.0, 0.0, 0, 0.0, 0.0, 0])  # gpu, host, n, host max, cpu, n with cpu
     values: dict = defaultdict(lambda: [0.0, 0])
     with open(path, errors="replace") as log:
         for line in log:
@@ -141,19 +144,24 @@ def summarize_log(path: str, skip_reports: int = 2) -> dict:
             for part in match[3].split(" | "):
                 part = part.strip()
                 if found := _SECTION.match(part):
-                    n = int(found[4])
+                    n = int(found[5])
                     acc = sections[kind, rank, found[1]]
                     acc[0] += float(found[2]) * n
                     acc[1] += float(found[3]) * n
                     acc[2] += n
-                    acc[3] = max(acc[3], float(found[5] or 0.0))
+                    acc[3] = max(acc[3], float(found[6] or 0.0))
+                    if found[4] is not None:  # reports before thread CPU time was recorded have none
+                        acc[4] += float(found[4]) * n
+                        acc[5] += n
                 elif (found := _VALUE.match(part)) and not part.startswith("reserved"):
                     acc = values[kind, rank, found[1]]
                     acc[0] += float(found[2])
                     acc[1] += 1
     out: dict = {}
-    for (kind, rank, label), (gpu, host, n, host_max) in sorted(sections.items()):
+    for (kind, rank, label), (gpu, host, n, host_max, cpu, n_cpu) in sorted(sections.items()):
         stat = {"gpu_ms": gpu / n, "host_ms": host / n, "calls": n, "host_max_ms": host_max}
+        if n_cpu:
+            stat["cpu_ms"] = cpu / n_cpu
         out.setdefault(kind, {}).setdefault(rank, {})[label] = stat
     for (kind, rank, label), (total, n) in sorted(values.items()):
         out.setdefault(kind, {}).setdefault(rank, {})[label] = {"value": total / n}
@@ -171,7 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the summaries here")
     args = parser.parse_args(argv)
     summaries = {path: summarize_log(path, args.skip_reports) for path in args.logs}
-    print(f"{'log':34s} {'kind':9s} rank {'label':22s} {'gpu ms':>8s} {'host ms':>8s} {'calls':>6s} {'host max':>8s}")
+    print(
+        f"{'log':34s} {'kind':9s} rank {'label':22s} {'gpu ms':>8s} {'host ms':>8s} {'calls':>6s} {'host max':>8s} "
+        f"{'cpu ms':>8s}"
+    )
     for path, summary in summaries.items():
         for kind, ranks in summary.items():
             for rank, labels in ranks.items():
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
                     else:
                         print(
                             f"{name:34s} {kind:9s} {rank:4d} {label:22s} {stat['gpu_ms']:8.3f} {stat['host_ms']:8.3f} "
-                            f"{stat['calls']:6d} {stat['host_max_ms']:8.3f}"
+                            f"{stat['calls']:6d} {stat['host_max_ms']:8.3f} {stat.get('cpu_ms', float('nan')):8.3f}"
                         )
     if args.json:
         with open(args.json, "w") as out:
