@@ -16,8 +16,8 @@ for spec in "mixtral-8x7b 4096" "phi3.5-moe 8192"; do set -- $spec
     --cases $1 --tokens $2 --variants megatron,comet --out $OUT/bench_$1 > $OUT/bench_$1.log 2>&1
   echo "bench $1 exit $? ($((SECONDS-T0)) s)"; grep -v -i warn $OUT/bench_$1.log | tail -4
 done
-( for t in 150 175; do sleep $((t - (SECONDS - T0) > 0 ? t - (SECONDS - T0) : 1)); echo "== t=$((SECONDS-T0))";
-  top -b -n1 -H -w 160 | head -30; done > $OUT/top_during_training.txt 2>&1 ) &
+( sleep 150; for i in 1 2; do echo "== snapshot $i"; top -b -n1 -H -w 160 | head -30; sleep 20; done \
+  > $OUT/top_during_training.txt 2>&1 ) &  # the Comet run is in its steady state then (Megatron's takes ~100 s)
 T0=$SECONDS
 COMET_LAYER_TIMING=64 OUTDIR=$OUT ITERS=40 TIMEOUT=130 bash examples/compare_2gpu.sh mixtral_8x7b_2gpu.sh | tail -4
 echo "training done ($((SECONDS-T0)) s)"
