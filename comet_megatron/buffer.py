@@ -3,7 +3,7 @@
 Holds, in symmetric memory (every rank can store into every other rank's copy over NVLink):
 ``recv`` (expert-major token rows, bf16), ``recv_probs`` (fp32), ``flags`` (int32: layer0's per
 (expert, M-tile, source) flags, then layer1's per-source done flags) and ``combine`` (bf16 top-k slots,
-two copies selected by epoch parity). Growth is decided from the counts matrix, which every rank holds
+two copies selected by epoch parity). With one rank (EP=1) they are ordinary device memory. Growth is decided from the counts matrix, which every rank holds
 identically, so all ranks grow together; growth ends with a barrier before any peer can write.
 """
 
@@ -101,6 +101,9 @@ class CometBuffer:
         needed = recv_rows * hidden * 2 + recv_rows * 4 + flags_len * 4 + 2 * slots * hidden * 2
 
         def symmetric(shape, dtype):
+            if ep == 1:  # no peer to share with (symmetric-memory rendezvous needs two ranks): plain device memory
+                t = torch.empty(shape, dtype=dtype, device=self.device)
+                return t, None, torch.tensor([t.data_ptr()], dtype=torch.int64, device=self.device)
             try:
                 t = symm_mem.empty(shape, dtype=dtype, device=self.device)
             except RuntimeError as exc:  # NVSHMEM's heap is fixed at init (1 GiB unless the env says more)
