@@ -3,8 +3,9 @@
 Holds, in symmetric memory (every rank can store into every other rank's copy over NVLink):
 ``recv`` (expert-major token rows, bf16), ``recv_probs`` (fp32), ``flags`` (int32: layer0's per
 (expert, M-tile, source) flags, then layer1's per-source done flags) and ``combine`` (bf16 top-k slots,
-two copies selected by epoch parity). With one rank (EP=1) they are ordinary device memory. Growth is decided from the counts matrix, which every rank holds
-identically, so all ranks grow together; growth ends with a barrier before any peer can write.
+two copies selected by epoch parity); with one rank (EP=1), ordinary device memory. Growth is decided from
+the counts matrix, which every rank holds identically, so all ranks grow together; growth ends with a
+barrier before any peer can write.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Session 6, call 1 (nvidia-h200, one GPU: the 2-GPU machine was not lent; carry .whl). EP=1 stand-ins for what the
+# Session 6, calls 1 and 2 (nvidia-h200, one GPU: the 2-GPU machine was not lent; carry .whl). EP=1 stand-ins for what the
 # 2-GPU call (s6_call1_backward_order.sh, not run) was to measure:
 # - peak memory and fwd+bwd time of one layer with the reordered fused backward that frees the saved fc1 output and
 #   dispatched rows as soon as read: Mixtral at 4096 tokens (R = 8192 rows, as one rank of EP=2 at 4096) and Phi at
@@ -11,6 +11,10 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 python -m pip install -q --no-deps --no-index --target /tmp/site .whl/megatron_core-*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$SECONDS
+# call 1 found the fused backend failing at EP=1 (symmetric-memory rendezvous needs 2 ranks); call 2 runs it with the
+# one-rank buffer in plain device memory, and the GPU tests at EP=1 first
+COMET_TEST_DEVICE=cuda COMET_DEBUG=1 timeout 100 python -m pytest -q -x tests/test_fused_gpu.py > $OUT/fused_gpu_tests.log 2>&1
+echo "fused gpu tests exit $? ($((SECONDS-T0)) s)"; tail -1 $OUT/fused_gpu_tests.log
 nproc; lscpu | grep -E "^(Model name|Socket|Core|Thread|NUMA node)"; cat /proc/loadavg
 for spec in "mixtral-8x7b 4096" "phi3.5-moe 8192"; do set -- $spec
   timeout 120 python -m torch.distributed.run --standalone --nproc-per-node=1 benchmarks/bench_layer.py \
