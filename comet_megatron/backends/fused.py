@@ -333,12 +333,13 @@ class _FusedMoE(torch.autograd.Function):
 
     @staticmethod
     def _fused_backward(ctx, grad_out, to_expert_major, counts, counts_host):
-        """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, fc2 weight gradient, fc1-dgrad ⊕ combine, fc1 weight
-        gradient, reduce.
+        """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, fc1-dgrad ⊕ combine push, weight gradients, reduce.
 
-        The fc1 weight gradient runs after the combine push and before the top-k reduce: a rank with fewer rows
-        computes it while the busier rank is still pushing, instead of idling in the reduce. The saved fc1 output
-        is freed once the activation's backward has read it, as autograd frees Megatron's per-op activations.
+        Both weight gradients run after the combine push and before the top-k reduce: a rank with fewer rows
+        computes them while the busier rank is still pushing, instead of idling in the reduce. Every saved
+        activation is freed as soon as its last reader is queued (as autograd frees Megatron's per-op ones); fc1's
+        weight gradient goes first so that its large operand (the fc1 output gradient) is gone before fc2's
+        weight gradient allocates: the peak is all weight gradients plus fc2's operands ``[R, F + H]``.
         """
         from comet_megatron import fused_ops
 
@@ -356,10 +357,11 @@ class _FusedMoE(torch.autograd.Function):
             epoch=epoch, ep_rank=backend.ep_rank, ep=backend.ep_size, config=handle.config, grid=backend.num_sms
         )
         timer = process_timer("fused")
+        wants_w1, wants_w2 = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
         # the fc2 weight gradient's operand, stored by the activation-backward pass from the loads it makes anyway
-        fc2_input_ready = None
-        if ctx.needs_input_grad[3] and not handle.config.dgrad_fused_activation:
-            fc2_input_ready = torch.empty(plan.recv_rows, w2.shape[2], dtype=torch.bfloat16, device=preact.device)
+        fc2_input = None
+        if wants_w2 and not handle.config.dgrad_fused_activation:
+            fc2_input = torch.empty(plan.recv_rows, w2.shape[2], dtype=torch.bfloat16, device=preact.device)
         with timed(timer, "bwd.dispatch_dgrad"):
             d_fc1, d_prob = fused_ops.dispatch_dgrad(
                 views,
@@ -373,32 +375,34 @@ class _FusedMoE(torch.autograd.Function):
                 gated=backend.gated,
                 activation=backend.activation_name,
                 debug=debug,
-                fc2_input=fc2_input_ready,
+                fc2_input=fc2_input,
                 **common,
             )
-        # dY stays in the receive buffer until a peer's next push into it, which waits for this rank's combine push
-        grad_y = views.received(plan.recv_rows, ctx.hidden)
-        pending_fc2_input = [fc2_input_ready]
-        del fc2_input_ready  # only the list holds it: freed once the fc2 weight gradient is done
-
-        @torch.no_grad()
-        def fc2_input():  # the activation output: from dispatch_dgrad, or recomputed from the kept fc1 output
-            ready = pending_fc2_input.pop()
-            if ready is not None:
-                return ready
-            with timed(timer, "bwd.fc2_input"):
-                return weights.activation(preact, probs_e.to(preact.dtype))
-
-        with timed(timer, "bwd.fc2_wgrad"):
-            grad_w2 = _fc2_weight_grad(ctx, w2, grad_y, fc2_input, counts, counts_host)
+        grad_y = None
+        if wants_w2:
+            if fc2_input is None:  # the fused-epilogue dgrad does not store it: from the kept fc1 output
+                with timed(timer, "bwd.fc2_input"), torch.no_grad():
+                    fc2_input = weights.activation(preact, probs_e.to(preact.dtype))
+            # dY stays in the receive buffer only until a peer's next push into it, which may come as soon as this
+            # rank's combine push is done: the fc2 weight gradient, which runs after that push, reads a copy
+            grad_y = views.received(plan.recv_rows, ctx.hidden)
+            if backend.ep_size > 1:
+                grad_y = grad_y.clone()
         ctx.activations_released = True
-        _release(preact)  # (the name stays bound to an empty storage)
+        _release(preact)  # (the names stay bound to empty storages)
         with timed(timer, "bwd.fc1_dgrad_combine"):
             fused_ops.fc2_combine(views, plan, handle.tables, d_fc1, w1.detach(), weight_kn=True, **common)
-        with timed(timer, "bwd.fc1_wgrad"):
-            grad_w1 = _fc1_weight_grad(ctx, w1, d_fc1, x_e, counts, counts_host)
+        grad_w1 = grad_w2 = None
+        if wants_w1:
+            with timed(timer, "bwd.fc1_wgrad"):
+                grad_w1 = _fc1_weight_grad(ctx, w1, d_fc1, x_e, counts, counts_host)
         _release(d_fc1)
         _release(x_e)
+        if wants_w2:
+            with timed(timer, "bwd.fc2_wgrad"):
+                grad_w2 = _fc2_weight_grad(ctx, w2, grad_y, fc2_input.detach, counts, counts_host)
+            _release(fc2_input)
+            del grad_y
         with timed(timer, "bwd.reduce"):
             grad_tokens = fused_ops.combine_reduce(
                 views,
