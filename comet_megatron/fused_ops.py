@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from comet_megatron.fused_plan import FusedPlan
+from comet_megatron.fused_plan import HostPlan
 from comet_megatron.kernels.activation_backward import activation_backward_kernel
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
@@ -146,7 +146,7 @@ def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, deb
 
 def dispatch_fc1(
     views: RankViews,
-    plan: FusedPlan,
+    plan: HostPlan,
     tables: dict[str, torch.Tensor],
     tokens: torch.Tensor,
     token_of_slot: torch.Tensor,
@@ -187,7 +187,7 @@ def dispatch_fc1(
         token_of_slot,
         probs_of_slot,
         tables["units"],
-        plan.units.shape[0],
+        tables["sizes"],
         views.recv_table,
         views.recv_probs_table,
         views.flags_table,
@@ -200,7 +200,6 @@ def dispatch_fc1(
         act,
         preact if preact is not None else act,
         tables["mtiles"],
-        plan.mtiles.shape[0],
         tables["src_table"],
         queues,
         views.error,
@@ -218,7 +217,7 @@ def dispatch_fc1(
 
 def fc2_combine(
     views: RankViews,
-    plan: FusedPlan,
+    plan: HostPlan,
     tables: dict[str, torch.Tensor],
     act: torch.Tensor,
     w2: torch.Tensor,
@@ -249,7 +248,7 @@ def fc2_combine(
         w2,
         b_desc,
         tables["mtiles"],
-        plan.mtiles.shape[0],
+        tables["sizes"],
         tables["src_table"],
         tables["src_first_slot"],
         views.combine_table,
@@ -277,7 +276,7 @@ def fc2_combine(
 
 def dispatch_dgrad(
     views: RankViews,
-    plan: FusedPlan,
+    plan: HostPlan,
     tables: dict[str, torch.Tensor],
     grad_out: torch.Tensor,
     token_of_slot: torch.Tensor,
@@ -334,7 +333,7 @@ def dispatch_dgrad(
         token_of_slot,
         probs_of_slot,
         tables["units"],
-        plan.units.shape[0],
+        tables["sizes"],
         views.recv_table,
         views.recv_probs_table,
         views.flags_table,
@@ -348,7 +347,6 @@ def dispatch_dgrad(
         d_fc1,
         d_prob,
         tables["mtiles"],
-        plan.mtiles.shape[0],
         tables["src_table"],
         queues,
         views.error,

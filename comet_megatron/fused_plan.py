@@ -1,22 +1,27 @@
-"""The fused kernels' work lists for one layer call, derived from the counts matrix.
+"""The fused kernels' work lists for one layer call, derived from the ``[ep, E]`` counts matrix.
 
-Built on the host from the ``[ep, E]`` counts matrix (read once per layer call, as Megatron's alltoall
-path does): the exact receive size of every rank (exact allocations, a buffer-growth decision every
-rank takes identically), this rank's communication units, its M-tiles and the per-source tables the
-kernels use to find flags and owners. All offsets come from :mod:`comet_megatron.routing` with the
-rotated source order, the same functions the reference backend uses with Megatron's order.
+Two halves:
 
-This runs on the host between the counts read (which drains the GPU's queue) and the first kernel launch, so
-the GPU idles for as long as it takes: it is numpy (one torch call for the shared offsets), not dozens of
-small torch CPU operators, and :meth:`FusedPlan.device_tables` moves every table in one pinned copy.
+* :class:`HostPlan` — what the host needs (rows this rank receives, rows per local expert, the backward's
+  all_to_all splits, every rank's receive size), a few numpy operations on the counts read once per layer call
+  (as Megatron's alltoall path reads them); everything past the receive size is computed only when first asked.
+* the tables the kernels walk — this rank's communication units, its M-tiles and the per-source tables they use to
+  find flags and owners. :func:`device_plan` builds them on the GPU with one small kernel queued *before* the host
+  reads the counts, so the host's work between that read (which drains the GPU's queue) and the first fused kernel
+  is only the receive size and the launch: in training the host runs Python several times slower than in a
+  benchmark, and the GPU idles for all of it. :func:`build_plan` is the same computation in numpy — the
+  specification the kernel is tested against entry for entry, and the tables of the interpreter simulations.
+  All offsets come from :mod:`comet_megatron.routing` with the rotated source order, the same functions the
+  reference backend uses with Megatron's order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 
 import numpy as np
 import torch
+import triton
 
 from comet_megatron.routing import expert_major_offsets
 
@@ -28,9 +33,55 @@ def _exclusive_cumsum(x: np.ndarray, axis: int = -1) -> np.ndarray:
 _TABLE_ALIGN = 4  # int32 elements: every packed table starts 16-byte aligned, as the kernels' pointers were
 
 
-@dataclass(frozen=True)
-class FusedPlan:
-    """Host-side (CPU int32 tensors) work lists of one rank for one layer call.
+def _packed_offsets(lengths: list[int]) -> tuple[list[int], int]:
+    """Start of each of several int32 tables packed in one buffer (16-byte aligned), and the buffer's length."""
+    offsets, total = [], 0
+    for n in lengths:
+        offsets.append(total)
+        total += -(-max(n, 1) // _TABLE_ALIGN) * _TABLE_ALIGN
+    return offsets, total
+
+
+class HostPlan:
+    """This rank's share of the counts matrix, as the host needs it.
+
+    Attributes:
+        tokens_per_expert: ``int64 [E_local]`` (CPU) rows per local expert here.
+        recv_rows: rows this rank receives (expert-major buffer size).
+        max_tokens_per_rank: tokens of the rank with the most (the workspace's growth decision, identical on
+            every rank).
+        recv_rows_per_rank / send_splits / recv_splits: every rank's receive size, rows sent to / received from
+            each rank (the backward's all_to_all); computed when first asked.
+    """
+
+    def __init__(self, counts_host: torch.Tensor, ep_rank: int, num_local_experts: int, topk: int = 1):
+        self.counts = counts_host.numpy() if counts_host.dtype == torch.int64 else counts_host.long().numpy()
+        self.ep_rank, self.num_local_experts, self.topk = ep_rank, num_local_experts, topk
+        lo = ep_rank * num_local_experts
+        self._mine = self.counts[:, lo : lo + num_local_experts]  # [src, e]
+        self.tokens_per_expert = torch.from_numpy(self._mine.sum(0))
+        self.recv_rows = int(self._mine.sum())
+
+    @property
+    def max_tokens_per_rank(self) -> int:
+        return int(self.counts.sum(1).max()) // self.topk
+
+    @functools.cached_property
+    def recv_rows_per_rank(self) -> list[int]:
+        ep = self.counts.shape[0]
+        return self.counts.reshape(ep, ep, self.num_local_experts).sum(axis=(0, 2)).tolist()
+
+    @functools.cached_property
+    def send_splits(self) -> list[int]:
+        return self.counts[self.ep_rank].reshape(-1, self.num_local_experts).sum(1).tolist()
+
+    @functools.cached_property
+    def recv_splits(self) -> list[int]:
+        return self._mine.sum(1).tolist()
+
+
+class FusedPlan(HostPlan):
+    """:class:`HostPlan` plus the kernels' tables, built on the host (CPU int32 tensors) by :func:`build_plan`.
 
     Attributes:
         units: ``[U, 6]`` (dest rank, local expert at dest, M-tile at dest, dest row, first slot, rows):
@@ -40,43 +91,123 @@ class FusedPlan:
             local rows first, then the rest; expert-major within each group.
         src_table: ``[E_local, ep, 2]`` (row offset inside the expert, rows) of each source rank here.
         src_first_slot: ``[E_local, ep]`` first slot, at the source rank, of its rows for each local expert.
-        recv_rows_per_rank: rows each rank receives (expert-major buffer size).
-        tokens_per_expert: ``[E_local]`` rows per local expert here.
-        send_splits / recv_splits: rows sent to / received from each rank (the backward's all_to_all).
         max_tiles_per_expert: flag-array stride (``MAX_T``) the plan was built for.
     """
 
-    units: torch.Tensor
-    mtiles: torch.Tensor
-    src_table: torch.Tensor
-    src_first_slot: torch.Tensor
-    recv_rows_per_rank: list[int]
-    tokens_per_expert: torch.Tensor
-    send_splits: list[int]
-    recv_splits: list[int]
-    max_tiles_per_expert: int
-
-    @property
-    def recv_rows(self) -> int:
-        return int(self.tokens_per_expert.sum())
+    def __init__(
+        self, counts_host, ep_rank, num_local_experts, *, units, mtiles, src_table, src_first_slot, max_tiles_per_expert
+    ):
+        super().__init__(counts_host, ep_rank, num_local_experts)
+        self.units, self.mtiles = units, mtiles
+        self.src_table, self.src_first_slot = src_table, src_first_slot
+        self.max_tiles_per_expert = max_tiles_per_expert
 
     def device_tables(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """``units``, ``mtiles``, ``src_table``, ``src_first_slot`` and ``tokens_per_expert`` as int32 tensors
-        on ``device``, moved in one asynchronous copy from pinned host memory (CUDA) — one host-to-device
-        transfer per layer call instead of five pageable ones."""
-        names = ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert")
-        arrays = [getattr(self, n).numpy().astype(np.int32, copy=False).reshape(-1) for n in names]
-        offsets, total = [], 0
-        for a in arrays:
-            offsets.append(total)
-            total += -(-max(a.size, 1) // _TABLE_ALIGN) * _TABLE_ALIGN
+        """The tables :func:`device_plan` returns — ``units``, ``mtiles``, ``src_table``, ``src_first_slot``,
+        ``tokens_per_expert`` and ``sizes`` (``[2]``: units, M-tiles) — as int32 tensors on ``device``, moved in
+        one asynchronous copy from pinned host memory (CUDA)."""
+        sizes = torch.tensor([self.units.shape[0], self.mtiles.shape[0]])
+        tables = {n: getattr(self, n) for n in ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert")}
+        tables["sizes"] = sizes
+        arrays = [t.numpy().astype(np.int32, copy=False).reshape(-1) for t in tables.values()]
+        offsets, total = _packed_offsets([a.size for a in arrays])
         pinned = device.type == "cuda"
         host = torch.empty(total, dtype=torch.int32, pin_memory=pinned)
         flat = host.numpy()
         for a, off in zip(arrays, offsets):
             flat[off : off + a.size] = a
         packed = host.to(device, non_blocking=pinned)
-        return {n: packed[off : off + a.size].view(getattr(self, n).shape) for n, a, off in zip(names, arrays, offsets)}
+        return {n: packed[off : off + a.size].view(t.shape) for (n, t), a, off in zip(tables.items(), arrays, offsets)}
+
+
+def table_capacities(tokens: int, topk: int, ep: int, num_local_experts: int, block_m: int) -> tuple[int, int]:
+    """Rows of the ``units`` and ``mtiles`` tables :func:`device_plan` allocates for a rank with ``tokens`` tokens.
+
+    Units are exact bounds (every unit covers rows of this rank's ``tokens * topk`` slots, at most two partial
+    tiles per destination expert). M-tiles assume no source rank has more tokens than this one (true in
+    training, where every rank holds ``seq * micro_batch`` tokens); :func:`device_plan` checks and rebuilds."""
+    units = tokens * topk // block_m + 2 * ep * num_local_experts
+    mtiles = ep * tokens * min(topk, num_local_experts) // block_m + num_local_experts
+    return units, mtiles
+
+
+def device_plan(
+    counts: torch.Tensor, ep_rank: int, num_local_experts: int, block_m: int, tokens: int, topk: int
+) -> dict[str, torch.Tensor]:
+    """The kernels' tables (as :meth:`FusedPlan.device_tables` returns them) built on ``counts``' device from the
+    ``[ep, E]`` counts matrix there, without reading it on the host. ``units`` and ``mtiles`` have capacity rows
+    (:func:`table_capacities`); ``sizes`` holds how many are used. Call :func:`check_device_plan` once the host
+    has the counts."""
+    from comet_megatron.kernels.plan import build_plan_kernel
+
+    ep = counts.shape[0]
+    units_cap, mtiles_cap = table_capacities(tokens, topk, ep, num_local_experts, block_m)
+    lengths = {
+        "units": units_cap * 6,
+        "mtiles": mtiles_cap * 4,
+        "src_table": num_local_experts * ep * 2,
+        "src_first_slot": num_local_experts * ep,
+        "tokens_per_expert": num_local_experts,
+        "sizes": 2,
+    }
+    shapes = {
+        "units": (units_cap, 6),
+        "mtiles": (mtiles_cap, 4),
+        "src_table": (num_local_experts, ep, 2),
+        "src_first_slot": (num_local_experts, ep),
+        "tokens_per_expert": (num_local_experts,),
+        "sizes": (2,),
+    }
+    starts, total = _packed_offsets(list(lengths.values()))
+    packed = torch.empty(total, dtype=torch.int32, device=counts.device)
+    tables = {n: packed[start : start + lengths[n]].view(shapes[n]) for n, start in zip(lengths, starts)}
+    build_plan_kernel[(1,)](
+        counts.contiguous(),
+        tables["units"],
+        tables["mtiles"],
+        tables["src_table"],
+        tables["src_first_slot"],
+        tables["tokens_per_expert"],
+        tables["sizes"],
+        ep_rank,
+        units_cap,
+        mtiles_cap,
+        EP=ep,
+        EL=num_local_experts,
+        BM=block_m,
+        EP_P2=triton.next_power_of_2(ep),
+        E_P2=triton.next_power_of_2(ep * num_local_experts),
+        BLOCK=32,
+        num_warps=4,
+    )
+    return tables
+
+
+def check_device_plan(
+    tables: dict[str, torch.Tensor],
+    plan: HostPlan,
+    counts: torch.Tensor,
+    block_m: int,
+    tokens: int,
+    max_tiles_per_expert: int,
+) -> dict[str, torch.Tensor]:
+    """``tables`` if :func:`device_plan`'s capacities held for these counts, else tables rebuilt with room (a
+    source rank brought more tokens than this one: rare outside training, and then correct, only slower).
+    Raises, as :func:`build_plan` does, when an expert needs more M-tiles than the workspace's flags hold."""
+    tiles = -(-plan.tokens_per_expert.numpy() // block_m)
+    _check_tiles(tiles, block_m, max_tiles_per_expert)
+    if int(tiles.sum()) <= tables["mtiles"].shape[0]:
+        return tables
+    tokens = max(tokens, plan.max_tokens_per_rank)
+    return device_plan(counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, plan.topk)
+
+
+def _check_tiles(tiles_per_expert: np.ndarray, block_m: int, max_tiles_per_expert: int) -> None:
+    if tiles_per_expert.size and int(tiles_per_expert.max()) > max_tiles_per_expert:
+        raise ValueError(
+            f"an expert needs {int(tiles_per_expert.max())} M-tiles of {block_m} rows but the workspace's flags hold "
+            f"{max_tiles_per_expert} per expert: use KernelConfig.block_m >= 64 (CometBuffer sizes flags for that)"
+        )
 
 
 def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block_m: int, max_tiles_per_expert: int):
@@ -115,11 +246,7 @@ def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block
 
     # --- this rank as an expert owner: M-tiles and source tables ---
     tiles_per_expert = -(-rows_at[me] // block_m)
-    if tiles_per_expert.size and int(tiles_per_expert.max()) > max_tiles_per_expert:
-        raise ValueError(
-            f"an expert needs {int(tiles_per_expert.max())} M-tiles of {block_m} rows but the workspace's flags hold "
-            f"{max_tiles_per_expert} per expert: use KernelConfig.block_m >= 64 (CometBuffer sizes flags for that)"
-        )
+    _check_tiles(tiles_per_expert, block_m, max_tiles_per_expert)
     mt_expert = np.repeat(np.arange(e_local), tiles_per_expert)
     mt_tile = np.arange(mt_expert.size) - _exclusive_cumsum(tiles_per_expert)[mt_expert]
     mt_row0 = expert_start[me, mt_expert] + mt_tile * block_m
@@ -140,13 +267,12 @@ def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32))
 
     return FusedPlan(
+        counts_t,
+        me,
+        e_local,
         units=table(units),
         mtiles=table(mtiles),
         src_table=table(src_table),
         src_first_slot=table(src_first_slot),
-        recv_rows_per_rank=rows_at.sum(1).tolist(),
-        tokens_per_expert=torch.from_numpy(rows_at[me].copy()),
-        send_splits=per_dest[me].sum(1).tolist(),
-        recv_splits=per_dest[:, me, :].sum(1).tolist(),
         max_tiles_per_expert=max_tiles_per_expert,
     )

@@ -142,7 +142,7 @@ def dispatch_dgrad_kernel(
     token_of_slot_ptr,
     probs_of_slot_ptr,
     units_ptr,
-    num_units,
+    sizes_ptr,  # [2] int32: units, M-tiles (written by the plan step on the device)
     recv_table_ptr,
     recv_probs_table_ptr,
     flags_table_ptr,
@@ -156,7 +156,6 @@ def dispatch_dgrad_kernel(
     d_fc1_ptr,
     d_prob_ptr,
     mtiles_ptr,
-    num_mtiles,
     src_table_ptr,
     queues_ptr,
     error_ptr,
@@ -184,6 +183,8 @@ def dispatch_dgrad_kernel(
     FUSE_ACT: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    num_units = tl.load(sizes_ptr)
+    num_mtiles = tl.load(sizes_ptr + 1)
     if (pid < N_COMM) & (MODE != 2):
         push_units(
             queues_ptr,

@@ -36,7 +36,7 @@ def fc2_combine_kernel(
     w2_ptr,
     b_desc,
     mtiles_ptr,
-    num_mtiles,
+    sizes_ptr,  # [2] int32: units, M-tiles (written by the plan step on the device)
     src_table_ptr,
     src_first_slot_ptr,
     combine_table_ptr,
@@ -60,6 +60,7 @@ def fc2_combine_kernel(
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
+    num_mtiles = tl.load(sizes_ptr + 1)
     num_n = tl.cdiv(H, BN)
     for item in range(pid, num_mtiles * num_n, num_programs):
         mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)

@@ -27,7 +27,7 @@ from comet_megatron.fused_ops import (
     fc2_combine,
     single_process_views,
 )
-from comet_megatron.fused_plan import build_plan
+from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan
 from comet_megatron.routing import build_local_routing
 from comet_megatron.tuning import KernelConfig
 
@@ -92,6 +92,72 @@ def simulated_workspaces(ws, tokens, hidden, e_local, topk) -> list[RankViews]:
     )
 
 
+def device_tables_checked(counts, plan, block_m: int, tokens: int, topk: int) -> dict:
+    """The plan kernel's tables for ``plan``'s rank (what the layer uses), after checking them against the host
+    specification entry for entry (``build_plan``'s ``plan``)."""
+    tables = device_plan(counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, topk)
+    mismatch = plan_mismatches(tables, plan)
+    assert not mismatch, f"device plan != build_plan for rank {plan.ep_rank}: {mismatch}"
+    return tables
+
+
+def plan_mismatches(tables: dict, plan) -> list[str]:
+    """Names of the tables where the device plan differs from the host plan (only the used rows compared)."""
+    n_units, n_mtiles = (int(v) for v in tables["sizes"].tolist())
+    used = {"units": tables["units"][:n_units], "mtiles": tables["mtiles"][:n_mtiles]}
+    bad = []
+    if (n_units, n_mtiles) != (plan.units.shape[0], plan.mtiles.shape[0]):
+        bad.append(f"sizes {(n_units, n_mtiles)} vs {(plan.units.shape[0], plan.mtiles.shape[0])}")
+    for name in ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert"):
+        got = used.get(name, tables[name]).long().cpu()
+        want = getattr(plan, name).long()
+        if got.shape != want.shape or not torch.equal(got, want):
+            bad.append(name)
+    return bad
+
+
+def plan_equivalence(cases: int = 60, seed: int = 0, device: str = "cpu") -> dict:
+    """The plan kernel (on ``device``: interpreted on the CPU, compiled on a GPU) against ``build_plan`` on random
+    counts matrices (empty ranks, empty and crowded experts, several EP sizes and tile heights), and a source rank
+    with more tokens than this one (capacity rebuild)."""
+    gen = torch.Generator().manual_seed(seed)
+    checked, failures = 0, []
+    for case in range(cases):
+        ep = [1, 2, 3, 4, 8][case % 5]
+        e_local = [1, 2, 3, 5][(case // 5) % 4]
+        block_m = [16, 64, 128][case % 3]
+        topk = min(ep * e_local, [1, 2, 4][(case // 3) % 3])
+        tokens = int(torch.randint(1, 300, (1,), generator=gen))
+        counts = torch.zeros(ep, ep * e_local, dtype=torch.int64)
+        for src in range(ep):  # every token to topk distinct experts
+            for _ in range(tokens):
+                counts[src, torch.randperm(ep * e_local, generator=gen)[:topk]] += 1
+        if case % 4 == 1:
+            counts[-1] = 0  # a rank sends nothing
+        if case % 6 == 2:
+            counts[:, :e_local] = 0  # rank 0's experts get nothing
+        for me in range(ep):
+            plan = build_plan(counts, me, e_local, block_m, 10**6)
+            tables = device_plan(counts.to(device), me, e_local, block_m, tokens, topk)
+            if bad := plan_mismatches(tables, plan):
+                failures.append({"case": case, "ep": ep, "e_local": e_local, "block_m": block_m, "me": me, "bad": bad})
+            checked += 1
+    # rank 0 holds 3 tokens, rank 1 holds 200, all to rank 0's expert: the M-tile capacity rank 0 guessed from its
+    # own tokens is too small; the kernel writes only what fits and check_device_plan rebuilds
+    counts = torch.tensor([[3, 0], [200, 0]])
+    plan = build_plan(counts, 0, 1, 16, 10**6)
+    small = device_plan(counts.to(device), 0, 1, 16, 3, 1)
+    overflowed = int(small["sizes"][1]) > small["mtiles"].shape[0]
+    host = HostPlan(counts, 0, 1, 1)
+    rebuilt = check_device_plan(small, host, counts.to(device), 16, 3, 10**6)
+    return {
+        "checked": checked,
+        "failures": failures,
+        "overflow_detected": overflowed,
+        "rebuilt_matches": plan_mismatches(rebuilt, plan),
+    }
+
+
 def simulate(
     ws,
     experts,
@@ -124,7 +190,7 @@ def simulate(
             routings.append(build_local_routing(routing_map, probs, topk))
         counts = torch.stack([r.tokens_per_expert for r in routings])
         plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
-        plan_tables = [{k: getattr(p, k) for k in ("units", "mtiles", "src_table", "src_first_slot")} for p in plans]
+        plan_tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk) for p in plans]
         acts = [None] * ws
         for mode in (1, 2):
             for r in range(ws):
@@ -215,7 +281,7 @@ def simulate_backward(
         grads_out.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
     counts = torch.stack([r.tokens_per_expert for r in routings])
     plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
-    tables = [{k: getattr(p, k) for k in ("units", "mtiles", "src_table", "src_first_slot")} for p in plans]
+    tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk) for p in plans]
     local = lambda w, r: w[r * e_local : (r + 1) * e_local].contiguous()  # noqa: E731
     common = dict(ep=ws, gated=gated, activation=activation, config=cfg, grid=5)
     # forward (epoch 1): keep what the autograd function keeps
@@ -409,6 +475,7 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     fused.config_override = TEST_CONFIG
     fused.fused_backward = os.environ.get("COMET_FUSED_BACKWARD", "1") != "0"  # what __init__ reads
     fused.defer_gc, fused._gc_deferred = True, False  # COMET_DEFER_GC=1: collection off from counts read to launch
+    fused.host_plan = os.environ.get("COMET_HOST_PLAN", "0") != "0"  # what __init__ reads
     fused._buffer = _CpuWorkspace(tokens, hidden, experts, topk)
     reference = ReferenceBackend(group, experts)
     gen = torch.Generator().manual_seed(5)
@@ -460,6 +527,8 @@ if __name__ == "__main__":
         print(json.dumps(debug_spin_gives_up()))
     elif sys.argv[1].startswith("backward:"):
         print(json.dumps(simulate_backward(**json.loads(sys.argv[1][len("backward:") :]))))
+    elif sys.argv[1] == "plan_equivalence":
+        print(json.dumps(plan_equivalence()))
     elif sys.argv[1] == "backend_glue_ep1":
         print(json.dumps(backend_glue_ep1()))
     else:

@@ -56,3 +56,14 @@ def test_fused_matches_reference(case, fused_backward, ws):
             for quantity in ("output", "input_grad", "fc1_grad", "fc2_grad", "router_grad"):
                 fused, bf16 = m[f"{quantity}_fused"], m[f"{quantity}_bf16_ref"]
                 assert fused <= SLACK * bf16 + ABS_FLOOR, (rank, call, quantity, fused, bf16)
+
+
+def test_device_plan_kernel_compiled_equals_the_host_specification():
+    """The plan kernel compiled for the GPU builds build_plan's tables entry for entry (the interpreter tests its
+    logic on the CPU; this tests what the compiler made of it), capacity overflow included."""
+    _skip_without_gpus(1)
+    from tests.fused_simulation import plan_equivalence
+
+    report = plan_equivalence(cases=120, device="cuda")
+    assert report["checked"] >= 200 and report["failures"] == [], report
+    assert report["overflow_detected"] and report["rebuilt_matches"] == [], report

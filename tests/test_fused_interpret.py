@@ -75,15 +75,25 @@ def test_fused_kernels_match_reference(case):
         assert min(e["recv_rows"] for e in report) == 0  # one rank's experts got nothing
 
 
+def test_device_plan_equals_the_host_specification():
+    """The plan kernel's tables equal build_plan's entry for entry on random counts (EP 1-8, empty ranks and
+    experts, tile heights 16-128); a source rank with more tokens than this one overflows the M-tile capacity,
+    which is detected and rebuilt."""
+    report = _interpret("plan_equivalence")
+    assert report["checked"] >= 100 and report["failures"] == [], report
+    assert report["overflow_detected"] and report["rebuilt_matches"] == [], report
+
+
 def test_debug_spin_wait_gives_up_instead_of_hanging():
     assert _interpret("debug_spin") == {"error_flag": 1}
 
 
-@pytest.mark.parametrize("fused_backward", ["0", "1"])
-def test_fused_backend_glue_ep1_matches_reference_backend(fused_backward):
+@pytest.mark.parametrize("fused_backward,host_plan", [("0", "0"), ("1", "0"), ("1", "1")])
+def test_fused_backend_glue_ep1_matches_reference_backend(fused_backward, host_plan):
     """FusedBackend dispatch -> experts -> autograd backward on one rank (CPU workspace) vs ReferenceBackend,
-    with the PyTorch backward and with the fused backward kernels (COMET_FUSED_BACKWARD=1)."""
-    errors = _interpret("backend_glue_ep1", COMET_FUSED_BACKWARD=fused_backward)
+    with the PyTorch backward and with the fused backward kernels (COMET_FUSED_BACKWARD=1); tables from the plan
+    kernel, and from the host (COMET_HOST_PLAN=1)."""
+    errors = _interpret("backend_glue_ep1", COMET_FUSED_BACKWARD=fused_backward, COMET_HOST_PLAN=host_plan)
     assert errors["output"] < TOL, errors
     for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
         # the backward starts from the kernel's saved fc1 output, which the interpreter rounds to bf16 by

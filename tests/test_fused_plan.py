@@ -68,11 +68,13 @@ def test_mtiles_cover_received_rows_once_local_first(seed, ep, e_local, block_m)
 def test_device_tables_are_the_plan_in_one_buffer():
     plan = build_plan(_random_counts(5, 2, 4), 1, 4, 64, 10**6)
     tables = plan.device_tables(torch.device("cpu"))
-    assert set(tables) == {"units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert"}
+    assert set(tables) == {"units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert", "sizes"}
     storage = {t.untyped_storage().data_ptr() for t in tables.values()}
     assert len(storage) == 1  # one host-to-device copy
     for name, t in tables.items():
         assert t.dtype == torch.int32 and t.data_ptr() % 16 == 0, name
+    assert tables.pop("sizes").tolist() == [plan.units.shape[0], plan.mtiles.shape[0]]
+    for name, t in tables.items():
         assert torch.equal(t.long(), getattr(plan, name).long()), name
 
 

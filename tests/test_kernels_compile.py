@@ -52,6 +52,7 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "token_of_slot_ptr",
         "probs_of_slot_ptr",
         "units_ptr",
+        "sizes_ptr",
         "recv_table_ptr",
         "recv_probs_table_ptr",
         "flags_table_ptr",
@@ -73,6 +74,7 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "token_of_slot_ptr": "*i64",
         "probs_of_slot_ptr": "*fp32",
         "units_ptr": "*i32",
+        "sizes_ptr": "*i32",
         "recv_table_ptr": "*i64",
         "recv_probs_table_ptr": "*i64",
         "flags_table_ptr": "*i64",
@@ -90,7 +92,7 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "b_desc": f"tensordesc<bf16[{cfg.fc1_block_n},{cfg.block_k}]>" if use_tma else "*bf16",
     }
     sig = {p: types[p] for p in ptrs}
-    sig.update({n: "i32" for n in ("num_units", "num_mtiles", "epoch", "my_rank", "H", "F")})
+    sig.update({n: "i32" for n in ("epoch", "my_rank", "H", "F")})
     constexprs = dict(
         WS=2,
         MAX_T=256,
@@ -126,7 +128,7 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "token_of_slot_ptr": "*i64",
         "probs_of_slot_ptr": "*fp32",
         "units_ptr": "*i32",
-        "num_units": "i32",
+        "sizes_ptr": "*i32",
         "recv_table_ptr": "*i64",
         "recv_probs_table_ptr": "*i64",
         "flags_table_ptr": "*i64",
@@ -140,7 +142,6 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "d_fc1_ptr": "*bf16",
         "d_prob_ptr": "*fp32",
         "mtiles_ptr": "*i32",
-        "num_mtiles": "i32",
         "src_table_ptr": "*i32",
         "queues_ptr": "*i32",
         "error_ptr": "*i32",
@@ -191,7 +192,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
         if use_tma
         else "*bf16",
         "mtiles_ptr": "*i32",
-        "num_mtiles": "i32",
+        "sizes_ptr": "*i32",
         "src_table_ptr": "*i32",
         "src_first_slot_ptr": "*i32",
         "combine_table_ptr": "*i64",
@@ -246,3 +247,22 @@ def test_activation_backward_kernel_compiles_for_sm90(gated):
     # d_fc1's halves (one per half when gated), plus as many again for the fc2 input when it is stored
     halves = 2 if gated else 1
     assert stores[True] == stores[False] * (halves + 1) // halves, stores
+
+
+@pytest.mark.parametrize("ep,e_local,counts_type", [(1, 8, "*i64"), (2, 4, "*i64"), (8, 32, "*i32")])
+def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type):
+    from comet_megatron.kernels.plan import build_plan_kernel
+
+    sig = {"counts_ptr": counts_type}
+    sig.update({n: "*i32" for n in ("units_ptr", "mtiles_ptr", "src_table_ptr", "src_first_slot_ptr")})
+    sig.update({"tokens_per_expert_ptr": "*i32", "sizes_ptr": "*i32", "me": "i32", "units_cap": "i32"})
+    sig["mtiles_cap"] = "i32"
+    constexprs = dict(
+        EP=ep,
+        EL=e_local,
+        BM=128,
+        EP_P2=triton.next_power_of_2(ep),
+        E_P2=triton.next_power_of_2(ep * e_local),
+        BLOCK=32,
+    )
+    _compile(build_plan_kernel, sig, constexprs, 4, 1)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
 from comet_megatron.comm import all_to_all
-from comet_megatron.fused_plan import FusedPlan, build_plan
+from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan
 from comet_megatron.ops.grouped_linear import accumulate_weight_grad, grouped_mm, grouped_weight_grad
 from comet_megatron.routing import LocalRouting, inverse_permutation, rank_major_to_expert_major
 from comet_megatron.timing import process_timer, timed
@@ -48,6 +48,24 @@ def _defer_gc() -> bool:
     a forward (the GPU idles through that window, so a collection there stalls it; deferred, it runs while the
     GPU computes)."""
     return os.environ.get("COMET_DEFER_GC", "0") not in ("", "0")
+
+
+def _host_plan() -> bool:
+    """``COMET_HOST_PLAN=1``: build the kernels' tables on the host after the counts read (numpy, one pinned copy)
+    instead of on the GPU before it — the previous path, kept to compare and as a fallback."""
+    return os.environ.get("COMET_HOST_PLAN", "0") not in ("", "0")
+
+
+def _start_copy_to_host(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """``t`` on the host and, for a CUDA ``t``, the event to wait on before reading it: the copy is queued, so that
+    work queued after it (the plan kernel) runs while the host waits."""
+    if t.device.type != "cuda":
+        return t.to("cpu"), None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+    return host, copied
 
 
 def unavailable_reason(config, ep_group: dist.ProcessGroup | None = None) -> str | None:
@@ -122,7 +140,7 @@ class FusedHandle:
     routing: LocalRouting
     counts: torch.Tensor  # [ep, E] on the device
     counts_host: torch.Tensor
-    plan: FusedPlan
+    plan: HostPlan
     config: KernelConfig
     tables: dict[str, torch.Tensor]  # the plan's tables on the device (FusedPlan.device_tables)
     slot_of_token: torch.Tensor  # int64 [T, topk]: the slots of every token (the top-k reduce's gather order)
@@ -145,6 +163,7 @@ class FusedBackend(MoEBackend):
         self.config_override: KernelConfig | None = None
         self.fused_backward = _fused_backward()  # COMET_FUSED_BACKWARD at construction; settable per layer
         self.defer_gc = _defer_gc()  # COMET_DEFER_GC at construction; settable per layer
+        self.host_plan = _host_plan()  # COMET_HOST_PLAN at construction; settable per layer
         self._gc_deferred = False
 
     def resume_gc(self) -> None:
@@ -185,16 +204,26 @@ class FusedBackend(MoEBackend):
             self._gc_deferred = True
         config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
         slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], self.topk)
+        num_tokens, e_local = tokens.shape[0], self.num_local_experts
+        # exact sizes and the collective growth decision: one copy to the host, whose wait drains the GPU's queue
+        counts_host, copied = _start_copy_to_host(counts)
+        if not self.host_plan:
+            # the kernels' tables: built on the GPU while the host waits for the counts and then sizes the workspace
+            tables = device_plan(counts, self.ep_rank, e_local, config.block_m, num_tokens, self.topk)
         with timed(timer, "fwd.counts_sync"):
-            counts_host = counts.to("cpu")  # exact sizes and the collective growth decision (one D2H copy)
+            if copied is not None:
+                copied.synchronize()
         with timed(timer, "fwd.plan"):
-            max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
-            views = self.buffer.ensure(max_tokens, tokens.shape[-1], self.num_local_experts, self.topk)
-            plan = build_plan(
-                counts_host, self.ep_rank, self.num_local_experts, config.block_m, views.max_tiles_per_expert
-            )
-            # one pinned copy, queued now, so that no later step (the backward included) needs a host-to-device copy
-            tables = plan.device_tables(tokens.device)
+            if self.host_plan:
+                max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
+                views = self.buffer.ensure(max_tokens, tokens.shape[-1], e_local, self.topk)
+                plan = build_plan(counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert)
+                # one pinned copy, queued now: no later step (the backward included) needs a host-to-device copy
+                tables = plan.device_tables(tokens.device)
+            else:
+                plan = HostPlan(counts_host, self.ep_rank, e_local, self.topk)
+                views = self.buffer.ensure(plan.max_tokens_per_rank, tokens.shape[-1], e_local, self.topk)
+                tables = check_device_plan(tables, plan, counts, config.block_m, num_tokens, views.max_tiles_per_expert)
         if timer is not None:  # this rank's rows and the busiest rank's: routing imbalance sets the pace
             timer.note("rows", plan.recv_rows)
             timer.note("rows_busiest_rank", max(plan.recv_rows_per_rank))
