@@ -10,13 +10,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _column(counts_ptr, src, g, E: tl.constexpr, EP: tl.constexpr):
+def _column(counts_ptr, src, g, E, EP):
     """``counts[:, g]`` over the sources ``src`` (padded with zeros)."""
     return tl.load(counts_ptr + src * E + g, mask=src < EP, other=0).to(tl.int32)
 
 
 @triton.jit
-def _rotated_prefix(col, src, dest, EP: tl.constexpr):
+def _rotated_prefix(col, src, dest, EP):
     """Per source, the rows of the sources before it in ``dest``'s order (``dest, dest+1, ..., dest-1``)."""
     position = (src - dest + EP) % EP
     earlier = position[None, :] < position[:, None]  # [src, other source]
@@ -35,14 +35,14 @@ def build_plan_kernel(
     me,
     units_cap,
     mtiles_cap,
-    EP: tl.constexpr,
-    EL: tl.constexpr,
-    BM: tl.constexpr,
+    EP,  # sizes are runtime values: one compilation serves every EP size and expert count up to the padded sizes
+    EL,
+    BM,
     EP_P2: tl.constexpr,
     E_P2: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    E: tl.constexpr = EP * EL
+    E = EP * EL
     src = tl.arange(0, EP_P2)
     g_all = tl.arange(0, E_P2)
     block = tl.load(

@@ -256,11 +256,8 @@ def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type):
     sig = {"counts_ptr": counts_type}
     sig.update({n: "*i32" for n in ("units_ptr", "mtiles_ptr", "src_table_ptr", "src_first_slot_ptr")})
     sig.update({"tokens_per_expert_ptr": "*i32", "sizes_ptr": "*i32", "me": "i32", "units_cap": "i32"})
-    sig["mtiles_cap"] = "i32"
+    sig.update({"mtiles_cap": "i32", "EP": "i32", "EL": "i32", "BM": "i32"})
     constexprs = dict(
-        EP=ep,
-        EL=e_local,
-        BM=128,
         EP_P2=triton.next_power_of_2(ep),
         E_P2=triton.next_power_of_2(ep * e_local),
         BLOCK=32,
