@@ -17,6 +17,7 @@ this and summarizes training logs.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import time
@@ -164,8 +165,28 @@ def process_timer(kind: str) -> SectionTimer | None:
     """This process's timer for ``kind`` when ``COMET_LAYER_TIMING`` is on, else ``None`` (checked once per kind)."""
     if kind not in _PROCESS_TIMERS:
         every = report_interval()
-        _PROCESS_TIMERS[kind] = SectionTimer(kind, every, process_rank()) if every else None
+        _PROCESS_TIMERS[kind] = flush_at_exit(SectionTimer(kind, every, process_rank())) if every else None
     return _PROCESS_TIMERS[kind]
+
+
+_FLUSHED_AT_EXIT: list[SectionTimer] = []
+
+
+def flush_at_exit(timer: SectionTimer) -> SectionTimer:
+    """Have ``timer`` report what it accumulated since its last report when the process exits (a run's last,
+    partial window would be lost otherwise); returns it. The exit hook is registered with the first timer."""
+    if not _FLUSHED_AT_EXIT:
+        atexit.register(_flush_timers_at_exit)
+    _FLUSHED_AT_EXIT.append(timer)
+    return timer
+
+
+def _flush_timers_at_exit() -> None:
+    for timer in _FLUSHED_AT_EXIT:
+        try:
+            timer.flush()
+        except Exception as exc:  # noqa: BLE001 - an exit hook must not turn a finished run into a failed one
+            timer.printer(f"{TAG} rank {timer.rank} {timer.kind}: final report skipped ({exc})")
 
 
 def time_garbage_collections(timer: SectionTimer) -> None:

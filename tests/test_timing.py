@@ -80,3 +80,20 @@ def test_thread_cpu_time_separates_computing_from_waiting():
     assert sections["sleep"]["host_ms"] >= 45 and sections["sleep"]["cpu_ms"] < 10
     # a busy thread gets most of its wall time as CPU time (a loaded CI machine may take some of it away)
     assert sections["spin"]["cpu_ms"] > 0.5 * sections["spin"]["host_ms"] > 20
+
+
+def test_the_last_partial_window_is_reported_at_exit():
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from comet_megatron import timing\n"
+        "t = timing.process_timer('fused')\n"
+        "for _ in range(3):\n"
+        "    with t.section('fwd.plan'):\n"
+        "        pass\n"
+    )
+    env = dict(os.environ, **{timing.ENV: "100"})
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert "[comet-layer-timing] rank 0 fused: fwd.plan gpu" in out and "(3 calls" in out, out

@@ -24,6 +24,7 @@ from comet_megatron.timing import (
     TAG,
     Mark,
     SectionTimer,
+    flush_at_exit,
     report_interval,
     stop_timing_garbage_collections,
     time_garbage_collections,
@@ -100,7 +101,7 @@ def attach_timers(model, report_every: int, rank: int = 0, printer=print) -> dic
 
     def attach(kind: str, module) -> None:
         if kind not in timers:
-            timers[kind] = ModuleTimer(kind, report_every, rank, printer)
+            timers[kind] = flush_at_exit(ModuleTimer(kind, report_every, rank, printer))
         timers[kind].attach(module)
 
     for chunk in model if isinstance(model, (list, tuple)) else [model]:
@@ -112,7 +113,7 @@ def attach_timers(model, report_every: int, rank: int = 0, printer=print) -> dic
             elif isinstance(module, Attention):
                 attach("attention", module)
     if timers:
-        timers["python"] = ModuleTimer("python", report_every, rank, printer)
+        timers["python"] = flush_at_exit(ModuleTimer("python", report_every, rank, printer))
         time_garbage_collections(timers["python"])
     return timers
 
