@@ -95,9 +95,19 @@ class FusedPlan(HostPlan):
     """
 
     def __init__(
-        self, counts_host, ep_rank, num_local_experts, *, units, mtiles, src_table, src_first_slot, max_tiles_per_expert
+        self,
+        counts_host,
+        ep_rank,
+        num_local_experts,
+        *,
+        units,
+        mtiles,
+        src_table,
+        src_first_slot,
+        max_tiles_per_expert,
+        topk: int = 1,
     ):
-        super().__init__(counts_host, ep_rank, num_local_experts)
+        super().__init__(counts_host, ep_rank, num_local_experts, topk)
         self.units, self.mtiles = units, mtiles
         self.src_table, self.src_first_slot = src_table, src_first_slot
         self.max_tiles_per_expert = max_tiles_per_expert
@@ -191,14 +201,16 @@ def check_device_plan(
     tokens: int,
     max_tiles_per_expert: int,
 ) -> dict[str, torch.Tensor]:
-    """``tables`` if :func:`device_plan`'s capacities held for these counts, else tables rebuilt with room (a
-    source rank brought more tokens than this one: rare outside training, and then correct, only slower).
-    Raises, as :func:`build_plan` does, when an expert needs more M-tiles than the workspace's flags hold."""
+    """``tables`` if :func:`device_plan`'s capacities held for these counts, else tables rebuilt with room: a source
+    rank brought more tokens than ``tokens`` (M-tiles), or this rank sent more rows than ``tokens * topk`` (units) —
+    rare outside training, and then correct, only slower. Raises, as :func:`build_plan` does, when an expert needs
+    more M-tiles than the workspace's flags hold."""
     tiles = -(-plan.tokens_per_expert.numpy() // block_m)
     _check_tiles(tiles, block_m, max_tiles_per_expert)
-    if int(tiles.sum()) <= tables["mtiles"].shape[0]:
+    sent = int(plan.counts[plan.ep_rank].sum())
+    if int(tiles.sum()) <= tables["mtiles"].shape[0] and sent <= tokens * plan.topk:
         return tables
-    tokens = max(tokens, plan.max_tokens_per_rank)
+    tokens = max(tokens, plan.max_tokens_per_rank, -(-sent // plan.topk))
     return device_plan(counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, plan.topk)
 
 
@@ -210,8 +222,16 @@ def _check_tiles(tiles_per_expert: np.ndarray, block_m: int, max_tiles_per_exper
         )
 
 
-def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block_m: int, max_tiles_per_expert: int):
-    """Work lists for ``ep_rank`` from the host ``int64 [ep, E]`` counts matrix."""
+def build_plan(
+    counts: torch.Tensor,
+    ep_rank: int,
+    num_local_experts: int,
+    block_m: int,
+    max_tiles_per_expert: int,
+    topk: int = 1,
+):
+    """Work lists for ``ep_rank`` from the host ``int64 [ep, E]`` counts matrix (``topk``: slots per token, for
+    :attr:`HostPlan.max_tokens_per_rank`)."""
     counts_t = counts.to("cpu", torch.int64)
     ep = counts_t.shape[0]
     e_local = num_local_experts
@@ -275,4 +295,5 @@ def build_plan(counts: torch.Tensor, ep_rank: int, num_local_experts: int, block
         src_table=table(src_table),
         src_first_slot=table(src_first_slot),
         max_tiles_per_expert=max_tiles_per_expert,
+        topk=topk,
     )

@@ -114,9 +114,10 @@ class SectionTimer:
         if self._sums and max(s[2] for s in self._sums.values()) >= self.report_every:
             self.report()
 
-    def flush(self) -> None:
-        """Wait for the recorded events and report what has accumulated (end of a run, tests)."""
-        if _cuda_active():
+    def flush(self, wait: bool = True) -> None:
+        """Report what has accumulated (end of a run, tests): with ``wait``, after every recorded event completed;
+        without, the sections completed so far (at exit: a kernel still spinning on a dead peer must not hang it)."""
+        if wait and _cuda_active():
             torch.cuda.synchronize()
         self.drain()
         if self._sums:
@@ -184,7 +185,7 @@ def flush_at_exit(timer: SectionTimer) -> SectionTimer:
 def _flush_timers_at_exit() -> None:
     for timer in _FLUSHED_AT_EXIT:
         try:
-            timer.flush()
+            timer.flush(wait=False)
         except Exception as exc:  # noqa: BLE001 - an exit hook must not turn a finished run into a failed one
             timer.printer(f"{TAG} rank {timer.rank} {timer.kind}: final report skipped ({exc})")
 

@@ -150,11 +150,19 @@ def plan_equivalence(cases: int = 60, seed: int = 0, device: str = "cpu") -> dic
     overflowed = int(small["sizes"][1]) > small["mtiles"].shape[0]
     host = HostPlan(counts, 0, 1, 1)
     rebuilt = check_device_plan(small, host, counts.to(device), 16, 3, 10**6)
+    # rank 0 says it holds 3 tokens but sends 300 rows (more than tokens * topk): the units capacity is too small
+    counts = torch.tensor([[150, 150], [0, 0]])
+    plan_units = build_plan(counts, 0, 1, 16, 10**6)
+    small = device_plan(counts.to(device), 0, 1, 16, 3, 1)
+    units_overflowed = int(small["sizes"][0]) > small["units"].shape[0]
+    units_rebuilt = check_device_plan(small, HostPlan(counts, 0, 1, 1), counts.to(device), 16, 3, 10**6)
     return {
         "checked": checked,
         "failures": failures,
         "overflow_detected": overflowed,
         "rebuilt_matches": plan_mismatches(rebuilt, plan),
+        "units_overflow_detected": units_overflowed,
+        "units_rebuilt_matches": plan_mismatches(units_rebuilt, plan_units),
     }
 
 

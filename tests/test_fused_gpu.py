@@ -67,3 +67,4 @@ def test_device_plan_kernel_compiled_equals_the_host_specification():
     report = plan_equivalence(cases=120, device="cuda")
     assert report["checked"] >= 200 and report["failures"] == [], report
     assert report["overflow_detected"] and report["rebuilt_matches"] == [], report
+    assert report["units_overflow_detected"] and report["units_rebuilt_matches"] == [], report

@@ -82,6 +82,7 @@ def test_device_plan_equals_the_host_specification():
     report = _interpret("plan_equivalence")
     assert report["checked"] >= 100 and report["failures"] == [], report
     assert report["overflow_detected"] and report["rebuilt_matches"] == [], report
+    assert report["units_overflow_detected"] and report["units_rebuilt_matches"] == [], report
 
 
 def test_debug_spin_wait_gives_up_instead_of_hanging():

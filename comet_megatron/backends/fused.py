@@ -64,7 +64,7 @@ def _start_copy_to_host(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event
     host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
     host.copy_(t, non_blocking=True)
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(t.device))
     return host, copied
 
 
@@ -217,7 +217,9 @@ class FusedBackend(MoEBackend):
             if self.host_plan:
                 max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
                 views = self.buffer.ensure(max_tokens, tokens.shape[-1], e_local, self.topk)
-                plan = build_plan(counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert)
+                plan = build_plan(
+                    counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert, self.topk
+                )
                 # one pinned copy, queued now: no later step (the backward included) needs a host-to-device copy
                 tables = plan.device_tables(tokens.device)
             else:
