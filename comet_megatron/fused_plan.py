@@ -18,6 +18,7 @@ Two halves:
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -33,13 +34,36 @@ def _exclusive_cumsum(x: np.ndarray, axis: int = -1) -> np.ndarray:
 _TABLE_ALIGN = 4  # int32 elements: every packed table starts 16-byte aligned, as the kernels' pointers were
 
 
-def _packed_offsets(lengths: list[int]) -> tuple[list[int], int]:
-    """Start of each of several int32 tables packed in one buffer (16-byte aligned), and the buffer's length."""
-    offsets, total = [], 0
-    for n in lengths:
-        offsets.append(total)
-        total += -(-max(n, 1) // _TABLE_ALIGN) * _TABLE_ALIGN
-    return offsets, total
+def _table_shapes(units_rows: int, mtiles_rows: int, ep: int, num_local_experts: int) -> dict[str, tuple[int, ...]]:
+    """The kernels' tables, in the order they are packed, and their shapes."""
+    return {
+        "units": (units_rows, 6),
+        "mtiles": (mtiles_rows, 4),
+        "src_table": (num_local_experts, ep, 2),
+        "src_first_slot": (num_local_experts, ep),
+        "tokens_per_expert": (num_local_experts,),
+        "sizes": (2,),
+    }
+
+
+def _aligned_length(n: int) -> int:
+    """Elements a table of ``n`` int32 takes in a packed buffer, so that the next one starts 16-byte aligned."""
+    return -(-max(n, 1) // _TABLE_ALIGN) * _TABLE_ALIGN
+
+
+def _packed_size(shapes: dict[str, tuple[int, ...]]) -> int:
+    """Length of the one int32 buffer holding every table of ``shapes``."""
+    return sum(_aligned_length(math.prod(shape)) for shape in shapes.values())
+
+
+def _packed_views(buffer: torch.Tensor, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Views of ``buffer`` (``_packed_size(shapes)`` int32 elements) shaped as ``shapes``."""
+    views, start = {}, 0
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        views[name] = buffer[start : start + n].view(shape)
+        start += _aligned_length(n)
+    return views
 
 
 class HostPlan:
@@ -116,18 +140,13 @@ class FusedPlan(HostPlan):
         """The tables :func:`device_plan` returns — ``units``, ``mtiles``, ``src_table``, ``src_first_slot``,
         ``tokens_per_expert`` and ``sizes`` (``[2]``: units, M-tiles) — as int32 tensors on ``device``, moved in
         one asynchronous copy from pinned host memory (CUDA)."""
-        sizes = torch.tensor([self.units.shape[0], self.mtiles.shape[0]])
-        tables = {n: getattr(self, n) for n in ("units", "mtiles", "src_table", "src_first_slot", "tokens_per_expert")}
-        tables["sizes"] = sizes
-        arrays = [t.numpy().astype(np.int32, copy=False).reshape(-1) for t in tables.values()]
-        offsets, total = _packed_offsets([a.size for a in arrays])
+        shapes = _table_shapes(self.units.shape[0], self.mtiles.shape[0], self.counts.shape[0], self.num_local_experts)
         pinned = device.type == "cuda"
-        host = torch.empty(total, dtype=torch.int32, pin_memory=pinned)
-        flat = host.numpy()
-        for a, off in zip(arrays, offsets):
-            flat[off : off + a.size] = a
-        packed = host.to(device, non_blocking=pinned)
-        return {n: packed[off : off + a.size].view(t.shape) for (n, t), a, off in zip(tables.items(), arrays, offsets)}
+        host = torch.empty(_packed_size(shapes), dtype=torch.int32, pin_memory=pinned)
+        for name, view in _packed_views(host, shapes).items():
+            values = [self.units.shape[0], self.mtiles.shape[0]] if name == "sizes" else getattr(self, name).numpy()
+            view.numpy()[...] = values
+        return _packed_views(host.to(device, non_blocking=pinned), shapes)
 
 
 def table_capacities(tokens: int, topk: int, ep: int, num_local_experts: int, block_m: int) -> tuple[int, int]:
@@ -152,25 +171,8 @@ def device_plan(
 
     ep = counts.shape[0]
     units_cap, mtiles_cap = table_capacities(tokens, topk, ep, num_local_experts, block_m)
-    lengths = {
-        "units": units_cap * 6,
-        "mtiles": mtiles_cap * 4,
-        "src_table": num_local_experts * ep * 2,
-        "src_first_slot": num_local_experts * ep,
-        "tokens_per_expert": num_local_experts,
-        "sizes": 2,
-    }
-    shapes = {
-        "units": (units_cap, 6),
-        "mtiles": (mtiles_cap, 4),
-        "src_table": (num_local_experts, ep, 2),
-        "src_first_slot": (num_local_experts, ep),
-        "tokens_per_expert": (num_local_experts,),
-        "sizes": (2,),
-    }
-    starts, total = _packed_offsets(list(lengths.values()))
-    packed = torch.empty(total, dtype=torch.int32, device=counts.device)
-    tables = {n: packed[start : start + lengths[n]].view(shapes[n]) for n, start in zip(lengths, starts)}
+    shapes = _table_shapes(units_cap, mtiles_cap, ep, num_local_experts)
+    tables = _packed_views(torch.empty(_packed_size(shapes), dtype=torch.int32, device=counts.device), shapes)
     build_plan_kernel[(1,)](
         counts.contiguous(),
         tables["units"],

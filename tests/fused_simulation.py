@@ -142,28 +142,26 @@ def plan_equivalence(cases: int = 60, seed: int = 0, device: str = "cpu") -> dic
             if bad := plan_mismatches(tables, plan):
                 failures.append({"case": case, "ep": ep, "e_local": e_local, "block_m": block_m, "me": me, "bad": bad})
             checked += 1
+    report = {"checked": checked, "failures": failures}
     # rank 0 holds 3 tokens, rank 1 holds 200, all to rank 0's expert: the M-tile capacity rank 0 guessed from its
     # own tokens is too small; the kernel writes only what fits and check_device_plan rebuilds
-    counts = torch.tensor([[3, 0], [200, 0]])
-    plan = build_plan(counts, 0, 1, 16, 10**6)
-    small = device_plan(counts.to(device), 0, 1, 16, 3, 1)
-    overflowed = int(small["sizes"][1]) > small["mtiles"].shape[0]
-    host = HostPlan(counts, 0, 1, 1)
-    rebuilt = check_device_plan(small, host, counts.to(device), 16, 3, 10**6)
+    mtiles_case = torch.tensor([[3, 0], [200, 0]])
+    report["overflow_detected"], report["rebuilt_matches"] = _capacity_overflow_rebuilt(mtiles_case, "mtiles", device)
     # rank 0 says it holds 3 tokens but sends 300 rows (more than tokens * topk): the units capacity is too small
-    counts = torch.tensor([[150, 150], [0, 0]])
-    plan_units = build_plan(counts, 0, 1, 16, 10**6)
+    units_case = torch.tensor([[150, 150], [0, 0]])
+    report["units_overflow_detected"], report["units_rebuilt_matches"] = _capacity_overflow_rebuilt(
+        units_case, "units", device
+    )
+    return report
+
+
+def _capacity_overflow_rebuilt(counts, table: str, device: str) -> tuple[bool, list[str]]:
+    """Rank 0 of ``counts`` (one expert per rank, 16-row tiles) planned for 3 tokens of top-1: whether its ``table``
+    overflowed the capacity, and where the tables check_device_plan rebuilt differ from build_plan's."""
     small = device_plan(counts.to(device), 0, 1, 16, 3, 1)
-    units_overflowed = int(small["sizes"][0]) > small["units"].shape[0]
-    units_rebuilt = check_device_plan(small, HostPlan(counts, 0, 1, 1), counts.to(device), 16, 3, 10**6)
-    return {
-        "checked": checked,
-        "failures": failures,
-        "overflow_detected": overflowed,
-        "rebuilt_matches": plan_mismatches(rebuilt, plan),
-        "units_overflow_detected": units_overflowed,
-        "units_rebuilt_matches": plan_mismatches(units_rebuilt, plan_units),
-    }
+    overflowed = int(small["sizes"][0 if table == "units" else 1]) > small[table].shape[0]
+    rebuilt = check_device_plan(small, HostPlan(counts, 0, 1, 1), counts.to(device), 16, 3, 10**6)
+    return overflowed, plan_mismatches(rebuilt, build_plan(counts, 0, 1, 16, 10**6))
 
 
 def simulate(

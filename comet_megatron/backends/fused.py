@@ -214,17 +214,15 @@ class FusedBackend(MoEBackend):
             if copied is not None:
                 copied.synchronize()
         with timed(timer, "fwd.plan"):
+            plan = HostPlan(counts_host, self.ep_rank, e_local, self.topk)
+            views = self.buffer.ensure(plan.max_tokens_per_rank, tokens.shape[-1], e_local, self.topk)
             if self.host_plan:
-                max_tokens = int(counts_host.sum(dim=1).max()) // self.topk
-                views = self.buffer.ensure(max_tokens, tokens.shape[-1], e_local, self.topk)
                 plan = build_plan(
                     counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert, self.topk
                 )
                 # one pinned copy, queued now: no later step (the backward included) needs a host-to-device copy
                 tables = plan.device_tables(tokens.device)
             else:
-                plan = HostPlan(counts_host, self.ep_rank, e_local, self.topk)
-                views = self.buffer.ensure(plan.max_tokens_per_rank, tokens.shape[-1], e_local, self.topk)
                 tables = check_device_plan(tables, plan, counts, config.block_m, num_tokens, views.max_tiles_per_expert)
         if timer is not None:  # this rank's rows and the busiest rank's: routing imbalance sets the pace
             timer.note("rows", plan.recv_rows)
