@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Host cost of every step of the fused forward, on one GPU, without a profiler.
+
+Between the counts read (which drains the GPU's queue) and the first fused kernel the GPU idles for as long as
+the host works; before that read, on the fine-grained cases, the host's small launches pace the GPU. A profiler
+inflates exactly these costs (2-5x per operator), so this times each step of rank 0's forward with
+``time.perf_counter`` around the real launchers — the same calls ``backends/fused.py`` makes, in the same order,
+with the kernels running — and reports the mean host microseconds of each, plus reference launches (an empty
+Triton kernel with 1 and with 40 arguments, ``torch.empty``, ``torch.zeros``) to tell fixed launch costs from
+Python work. ``--ep`` ranks are simulated on the device as in ``bench_gemm_core.py``; the counts matrix is random.
+
+  python benchmarks/bench_host_path.py --case qwen1.5-moe-a2.7b --ep 1 --iters 200 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+
+import torch
+import triton
+import triton.language as tl
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_layer import CASES  # noqa: E402
+
+from comet_megatron import fused_ops  # noqa: E402
+from comet_megatron.backends.fused import _start_copy_to_host  # noqa: E402
+from comet_megatron.fused_plan import HostPlan, check_device_plan, device_plan  # noqa: E402
+from comet_megatron.routing import build_local_routing  # noqa: E402
+from comet_megatron.tuning import ShapeKey, default_config  # noqa: E402
+from tests.fused_simulation import random_routing  # noqa: E402
+
+
+@triton.jit
+def _empty_kernel_1(a):
+    pass
+
+
+@triton.jit
+def _empty_kernel_40(
+    a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19,
+    a20, a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31, a32, a33, a34, a35, a36, a37, a38, a39,
+    C0: tl.constexpr, C1: tl.constexpr, C2: tl.constexpr, C3: tl.constexpr,
+):  # fmt: skip
+    pass
+
+
+class HostClock:
+    """Mean host microseconds per labelled step."""
+
+    def __init__(self):
+        self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        self.enabled = False
+
+    def step(self, label: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        if self.enabled:
+            acc = self.sums[label]
+            acc[0] += (time.perf_counter() - t0) * 1e6
+            acc[1] += 1
+        return out
+
+    def means(self) -> dict[str, float]:
+        return {label: s / n for label, (s, n) in self.sums.items()}
+
+
+def forward_steps(clock: HostClock, inputs: dict, views, epoch: int) -> None:
+    """Rank 0's fused forward, step by step as ``FusedBackend.dispatch`` and ``_FusedMoE.forward`` run it."""
+    cfg, dev = inputs["config"], inputs["x"].device
+    tokens, topk, e_local = inputs["tokens"], inputs["topk"], inputs["e_local"]
+    routing = clock.step("build_local_routing", build_local_routing, inputs["routing_map"], inputs["probs"], topk)
+    slot_of_token = clock.step(
+        "slot_of_token (argsort)", lambda: torch.argsort(routing.token_of_slot, stable=True).view(tokens, topk)
+    )
+    counts = inputs["counts"]  # [ep, E] (an all-gather in the layer)
+    counts_host, copied = clock.step("counts copy + event", _start_copy_to_host, counts)
+    tables = clock.step("device_plan (launch)", device_plan, counts, 0, e_local, cfg.block_m, tokens, topk)
+    copied.synchronize()  # the wait itself is not host work
+    plan = clock.step("HostPlan", HostPlan, counts_host, 0, e_local, topk)
+    tables = clock.step(
+        "check_device_plan", check_device_plan, tables, plan, counts, cfg.block_m, tokens, views.max_tiles_per_expert
+    )
+    probs32 = clock.step("probs .float()", lambda: routing.probs_of_slot.detach().float().contiguous())
+    rows, hidden = plan.recv_rows, inputs["x"].shape[1]
+    clock.step(
+        "  of which: act+preact empty", lambda: (torch.empty(rows, 8, device=dev), torch.empty(rows, 16, device=dev))
+    )
+    clock.step(
+        "  of which: TMA descriptors",
+        fused_ops._tma_descriptors,
+        views.received(rows, hidden),
+        inputs["w1"].view(-1, hidden),
+        [cfg.block_m, cfg.block_k],
+        [cfg.fc1_block_n, cfg.block_k],
+    )
+    clock.step("  of which: queues zeros", torch.zeros, 2, dtype=torch.int32, device=dev)
+    act, preact = clock.step(
+        "dispatch_fc1 (launcher)",
+        fused_ops.dispatch_fc1,
+        views,
+        plan,
+        tables,
+        inputs["x"],
+        routing.token_of_slot,
+        probs32,
+        inputs["w1"],
+        epoch=epoch,
+        ep_rank=0,
+        ep=1,
+        gated=True,
+        activation="silu",
+        config=cfg,
+        grid=inputs["num_sms"],
+        save_preact=True,
+    )
+    clock.step("save clones", lambda: (views.received(rows, hidden).clone(), views.recv_probs[:rows].clone()))
+    clock.step(
+        "fc2_combine (launcher)",
+        fused_ops.fc2_combine,
+        views,
+        plan,
+        tables,
+        act,
+        inputs["w2"],
+        epoch=epoch,
+        ep_rank=0,
+        ep=1,
+        config=cfg,
+        grid=inputs["num_sms"],
+    )
+    clock.step(
+        "combine_reduce (launcher)",
+        fused_ops.combine_reduce,
+        views,
+        slot_of_token,
+        e_local,
+        hidden,
+        epoch=epoch,
+        ep=1,
+        topk=topk,
+    )
+
+
+def reference_steps(clock: HostClock, dev) -> None:
+    t = torch.empty(1, device=dev)
+    clock.step("ref: torch.empty", torch.empty, 1024, device=dev)
+    clock.step("ref: torch.zeros(2)", torch.zeros, 2, dtype=torch.int32, device=dev)
+    clock.step("ref: triton launch, 1 arg", lambda: _empty_kernel_1[(1,)](t))
+    clock.step("ref: triton launch, 40 args", lambda: _empty_kernel_40[(1,)](*([t] * 20 + list(range(20))), 1, 2, 3, 4))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--case", default="qwen1.5-moe-a2.7b", choices=sorted(CASES))
+    p.add_argument("--tokens", type=int, default=None)
+    p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    case = CASES[args.case]
+    tokens = args.tokens or case.tokens
+    dev = torch.device("cuda")
+    props = torch.cuda.get_device_properties(dev)
+    gen = torch.Generator().manual_seed(args.seed)
+    routing_map, probs = random_routing(gen, tokens, case.experts, case.topk)
+    routing_map, probs = routing_map.to(dev), probs.to(dev)
+    counts = routing_map.sum(0, dtype=torch.int64)[None]
+    h, f, e = case.hidden, case.ffn, case.experts
+    config = default_config(ShapeKey(tokens, h, f, e, case.topk, 1, props.name, props.multi_processor_count))
+    inputs = dict(
+        config=config,
+        tokens=tokens,
+        topk=case.topk,
+        e_local=e,
+        routing_map=routing_map,
+        probs=probs,
+        counts=counts,
+        x=torch.randn(tokens, h, device=dev).bfloat16(),
+        w1=(torch.randn(e, 2 * f, h, device=dev) * h**-0.5).bfloat16(),
+        w2=(torch.randn(e, h, f, device=dev) * f**-0.5).bfloat16(),
+        num_sms=props.multi_processor_count,
+    )
+    rows = tokens * case.topk
+    views = fused_ops.single_process_views(
+        1,
+        recv_capacity=rows,
+        slot_capacity=rows,
+        hidden=h,
+        num_local_experts=e,
+        max_tiles_per_expert=-(-rows // 16),
+        device=dev,
+    )[0]
+    clock = HostClock()
+    for i in range(args.warmup + args.iters):
+        clock.enabled = i >= args.warmup
+        torch.cuda.synchronize()
+        forward_steps(clock, inputs, views, epoch=i + 1)
+        torch.cuda.synchronize()
+        reference_steps(clock, dev)
+    torch.cuda.synchronize()
+    means = clock.means()
+    forward_total = sum(v for k, v in means.items() if not k.startswith(("ref:", "  of which")))
+    print(f"{args.case}, {tokens} tokens, EP=1, {props.name}, triton {triton.__version__}, torch {torch.__version__}")
+    print(f"{'step':40s} host us")
+    for label, us in means.items():
+        print(f"{label:40s} {us:8.1f}")
+    print(f"{'forward total (rank 0, without router)':40s} {forward_total:8.1f}")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, f"bench_host_path_{args.case}.json")
+        with open(path, "w") as fh:
+            json.dump(
+                {
+                    "bench": "bench_host_path",
+                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                    "device": props.name,
+                    "torch": torch.__version__,
+                    "triton": triton.__version__,
+                    "case": args.case,
+                    "tokens": tokens,
+                    "iters": args.iters,
+                    "host_us": means,
+                    "forward_total_us": forward_total,
+                    "command": " ".join(sys.argv),
+                },
+                fh,
+                indent=1,
+            )
+        print(f"json written: {path}")
+
+
+if __name__ == "__main__":
+    main()
