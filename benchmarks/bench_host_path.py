@@ -18,6 +18,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -55,33 +56,39 @@ def _empty_kernel_40(
 
 
 class HostClock:
-    """Mean host microseconds per labelled step."""
+    """Median host microseconds per labelled step (steps with one label in an iteration are summed first)."""
 
     def __init__(self):
-        self.sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.current: dict[str, float] = defaultdict(float)
         self.enabled = False
 
     def step(self, label: str, fn, *args, **kwargs):
         t0 = time.perf_counter()
         out = fn(*args, **kwargs)
         if self.enabled:
-            acc = self.sums[label]
-            acc[0] += (time.perf_counter() - t0) * 1e6
-            acc[1] += 1
+            self.current[label] += (time.perf_counter() - t0) * 1e6
         return out
 
-    def means(self) -> dict[str, float]:
-        return {label: s / n for label, (s, n) in self.sums.items()}
+    def end_iteration(self) -> None:
+        for label, us in self.current.items():
+            self.samples[label].append(us)
+        self.current.clear()
+
+    def medians(self) -> dict[str, float]:
+        return {label: statistics.median(v) for label, v in self.samples.items()}
 
 
 def forward_steps(clock: HostClock, inputs: dict, views, epoch: int) -> None:
     """Rank 0's fused forward, step by step as ``FusedBackend.dispatch`` and ``_FusedMoE.forward`` run it."""
     cfg, dev = inputs["config"], inputs["x"].device
     tokens, topk, e_local = inputs["tokens"], inputs["topk"], inputs["e_local"]
-    routing = clock.step("build_local_routing", build_local_routing, inputs["routing_map"], inputs["probs"], topk)
-    slot_of_token = clock.step(
-        "slot_of_token (argsort)", lambda: torch.argsort(routing.token_of_slot, stable=True).view(tokens, topk)
+    sorted_routing = clock.step(
+        "routing, sorted (torch ops)", build_local_routing, inputs["routing_map"], inputs["probs"], topk, False
     )
+    clock.step("  + slot_of_token by argsort", sorted_routing.slot_of_token)
+    routing = clock.step("routing kernel", build_local_routing, inputs["routing_map"], inputs["probs"], topk, True)
+    slot_of_token = routing.slot_of_token()
     counts = inputs["counts"]  # [ep, E] (an all-gather in the layer)
     counts_host, copied = clock.step("counts copy + event", _start_copy_to_host, counts)
     tables = clock.step("device_plan (launch)", device_plan, counts, 0, e_local, cfg.block_m, tokens, topk)
@@ -208,14 +215,15 @@ def main(argv=None) -> None:
         forward_steps(clock, inputs, views, epoch=i + 1)
         torch.cuda.synchronize()
         reference_steps(clock, dev)
+        clock.end_iteration()
     torch.cuda.synchronize()
-    means = clock.means()
-    forward_total = sum(v for k, v in means.items() if not k.startswith(("ref:", "  of which")))
+    means = clock.medians()
+    forward_total = sum(v for k, v in means.items() if not k.startswith(("ref:", "  ", "routing, sorted")))
     print(f"{args.case}, {tokens} tokens, EP=1, {props.name}, triton {triton.__version__}, torch {torch.__version__}")
-    print(f"{'step':40s} host us")
+    print(f"{'step':40s} host us (median of {args.iters})")
     for label, us in means.items():
         print(f"{label:40s} {us:8.1f}")
-    print(f"{'forward total (rank 0, without router)':40s} {forward_total:8.1f}")
+    print(f"{'forward total (rank 0, without router)':40s} {forward_total:8.1f}  (the routing kernel's path)")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, f"bench_host_path_{args.case}.json")
@@ -230,7 +238,7 @@ def main(argv=None) -> None:
                     "case": args.case,
                     "tokens": tokens,
                     "iters": args.iters,
-                    "host_us": means,
+                    "host_us_median": means,
                     "forward_total_us": forward_total,
                     "command": " ".join(sys.argv),
                 },

@@ -132,6 +132,7 @@ class CometBuffer:
             flags=flags,
             combine=combine,
             counter=torch.zeros(1, dtype=torch.int32, device=self.device),
+            queues=torch.zeros(3, dtype=torch.int32, device=self.device),
             error=torch.zeros(1, dtype=torch.int32, device=self.device),
             recv_table=recv_table,
             recv_probs_table=probs_table,

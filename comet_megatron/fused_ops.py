@@ -48,6 +48,8 @@ class RankViews:
         flags: ``int32 [E_local * MAX_T * ep + ep]`` layer0 flags then layer1 done flags (symmetric).
         combine: ``bf16 [2, S_cap, H]`` combine slots, double-buffered by epoch parity (symmetric).
         counter: ``int32 [1]`` local completion counter of the fc2 grid.
+        queues: ``int32 [3]`` the dispatch kernels' task counters (push units, GEMM tiles, programs done), zero
+            between launches (each launch's last program resets them).
         error: ``int32 [1]`` set by a debug-mode spin that gave up.
         *_table: ``int64 [ep]`` base addresses of every rank's copy of the buffer.
     """
@@ -57,6 +59,7 @@ class RankViews:
     flags: torch.Tensor
     combine: torch.Tensor
     counter: torch.Tensor
+    queues: torch.Tensor
     error: torch.Tensor
     recv_table: torch.Tensor
     recv_probs_table: torch.Tensor
@@ -109,6 +112,7 @@ def single_process_views(
         RankViews(
             **{k: v[r] for k, v in bufs.items()},
             counter=torch.zeros(1, dtype=torch.int32, device=device),
+            queues=torch.zeros(3, dtype=torch.int32, device=device),
             error=torch.zeros(1, dtype=torch.int32, device=device),
             recv_table=tables["recv"],
             recv_probs_table=tables["recv_probs"],
@@ -181,7 +185,6 @@ def dispatch_fc1(
         [config.fc1_block_n, config.block_k],
     )
     a_desc, b_desc = descriptors or (views.recv, w1)  # the pointer path ignores the descriptor arguments
-    queues = torch.zeros(2, dtype=torch.int32, device=tokens.device)  # push units, GEMM tiles
     dispatch_fc1_kernel[(grid,)](
         tokens,
         token_of_slot,
@@ -201,7 +204,7 @@ def dispatch_fc1(
         preact if preact is not None else act,
         tables["mtiles"],
         tables["src_table"],
-        queues,
+        views.queues,
         views.error,
         epoch,
         ep_rank,
@@ -327,7 +330,6 @@ def dispatch_dgrad(
         [config.block_k, config.dgrad_block_n],
     )
     a_desc, b_desc = descriptors or (views.recv, w2)
-    queues = torch.zeros(2, dtype=torch.int32, device=grad_out.device)
     dispatch_dgrad_kernel[(grid,)](
         grad_out,
         token_of_slot,
@@ -348,7 +350,7 @@ def dispatch_dgrad(
         d_prob,
         tables["mtiles"],
         tables["src_table"],
-        queues,
+        views.queues,
         views.error,
         epoch,
         ep_rank,

@@ -19,9 +19,14 @@ kernels use the same offsets to write rows straight to their final place at the 
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 
 import torch
+
+# the routing kernel is optional: without Triton the slots are sorted with PyTorch operators
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class LocalRouting:
         probs_of_slot: ``[T * topk]``, router probability of each slot, in the router's dtype and
             connected to the router's autograd graph.
         tokens_per_expert: ``int64 [E]``, slots of this rank per global expert (device tensor).
+        slots_by_token: ``int64 [T, topk]``, each token's slots ascending, when the routing kernel built them
+            (``None`` otherwise: :meth:`slot_of_token` derives them).
     """
 
     num_tokens: int
@@ -44,19 +51,31 @@ class LocalRouting:
     expert_of_slot: torch.Tensor
     probs_of_slot: torch.Tensor
     tokens_per_expert: torch.Tensor
+    slots_by_token: torch.Tensor | None = None
 
     @property
     def num_slots(self) -> int:
         return self.num_tokens * self.topk
 
+    def slot_of_token(self) -> torch.Tensor:
+        """``int64 [T, topk]``: every token's slots, ascending (the order a top-k sum gathers them in)."""
+        if self.slots_by_token is not None:
+            return self.slots_by_token
+        return torch.argsort(self.token_of_slot, stable=True).view(self.num_tokens, self.topk)
 
-def build_local_routing(routing_map: torch.Tensor, probs: torch.Tensor, topk: int) -> LocalRouting:
+
+def build_local_routing(
+    routing_map: torch.Tensor, probs: torch.Tensor, topk: int, use_kernel: bool | None = None
+) -> LocalRouting:
     """Slots of a dropless top-k routing, in Megatron's ``permute`` order, without a host sync.
 
     Args:
         routing_map: ``bool [T, E]``, exactly ``topk`` True entries per row (dropless routing).
         probs: ``float [T, E]``, router probabilities (zero where ``routing_map`` is False).
         topk: experts per token.
+        use_kernel: count the slots with one Triton launch (``kernels/routing.py``) instead of sorting with
+            PyTorch operators; default: on CUDA tensors when Triton is installed, unless ``COMET_ROUTING_KERNEL=0``.
+            Both give identical slots.
 
     Every token has exactly ``topk`` experts, so the number of slots is static (``T * topk``) and the
     slots can be found with a sort instead of ``masked_select`` (which would wait for the device).
@@ -64,6 +83,10 @@ def build_local_routing(routing_map: torch.Tensor, probs: torch.Tensor, topk: in
     num_tokens, num_experts = routing_map.shape
     if probs.shape != routing_map.shape:
         raise ValueError(f"probs {tuple(probs.shape)} and routing_map {tuple(routing_map.shape)} differ")
+    if use_kernel is None:
+        use_kernel = routing_map.is_cuda and HAVE_TRITON and os.environ.get("COMET_ROUTING_KERNEL", "1") != "0"
+    if use_kernel:
+        return _routing_by_kernel(routing_map, probs, topk)
     device = routing_map.device
     flat_mask = routing_map.t().reshape(-1)  # [E * T], expert-major
     positions = torch.arange(num_experts * num_tokens, device=device)
@@ -81,6 +104,49 @@ def build_local_routing(routing_map: torch.Tensor, probs: torch.Tensor, topk: in
         expert_of_slot=expert_of_slot,
         probs_of_slot=probs_of_slot,
         tokens_per_expert=tokens_per_expert,
+    )
+
+
+_ROUTING_BLOCK_ELEMENTS = 8192  # map entries per block of the routing kernel's scans
+
+
+def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int) -> LocalRouting:
+    """:func:`build_local_routing` by ``local_routing_kernel`` (one launch, plus the probabilities' gather)."""
+    import triton
+
+    from comet_megatron.kernels.routing import local_routing_kernel
+
+    num_tokens, num_experts = routing_map.shape
+    device = routing_map.device
+    num_slots = num_tokens * topk
+    indices = torch.empty(4, num_slots, dtype=torch.int64, device=device)
+    tokens_per_expert = torch.empty(num_experts, dtype=torch.int64, device=device)
+    e_p2 = triton.next_power_of_2(max(num_experts, 1))
+    if num_tokens and num_experts:
+        local_routing_kernel[(1,)](
+            routing_map.contiguous().view(torch.uint8),
+            indices[0],
+            indices[1],
+            indices[2],
+            indices[3],
+            tokens_per_expert,
+            num_tokens,
+            num_experts,
+            topk,
+            BT=max(1, _ROUTING_BLOCK_ELEMENTS // e_p2),
+            E_P2=e_p2,
+            num_warps=8,
+        )
+    else:
+        tokens_per_expert.zero_()
+    return LocalRouting(
+        num_tokens=num_tokens,
+        topk=topk,
+        token_of_slot=indices[0],
+        expert_of_slot=indices[1],
+        probs_of_slot=probs.reshape(-1).index_select(0, indices[2]),
+        tokens_per_expert=tokens_per_expert,
+        slots_by_token=indices[3].view(num_tokens, topk),
     )
 
 

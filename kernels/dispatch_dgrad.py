@@ -15,6 +15,7 @@ import triton.language as tl
 
 from comet_megatron.kernels.activation_backward import activation_backward_block
 from comet_megatron.kernels.dispatch_fc1 import push_units, ready_tile
+from comet_megatron.kernels.sync import release_queues
 from comet_megatron.kernels.tiles import column_halves, mma
 
 
@@ -136,7 +137,7 @@ def _dgrad_epilogue(
         return tl.zeros_like(prob)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["epoch"])  # one compilation for every epoch (no ==1, %16 variants)
 def dispatch_dgrad_kernel(
     grad_out_ptr,
     token_of_slot_ptr,
@@ -242,3 +243,4 @@ def dispatch_dgrad_kernel(
                 FUSE_ACT,
             )
             item = tl.atomic_add(queues_ptr + 1, 1)
+    release_queues(queues_ptr)

@@ -1,6 +1,6 @@
 """layer0 = token dispatch ⊕ fc1 ⊕ activation·prob, one persistent kernel per rank.
 
-Two task queues, each a counter in ``queues_ptr`` (zeroed by the host before the launch):
+Two task queues, each a counter in ``queues_ptr`` (the last program to finish zeroes them for the next launch):
 
 * **push units** (this rank as a token owner): the rows it sends to one M-tile of one expert on one
   destination rank. A unit gathers the token rows from the local tokens, **pushes** them (remote stores
@@ -24,7 +24,7 @@ after another, simulate several ranks in one process.
 import triton
 import triton.language as tl
 
-from comet_megatron.kernels.sync import async_proxy_fence, peer_pointer, publish, wait_for
+from comet_megatron.kernels.sync import async_proxy_fence, peer_pointer, publish, release_queues, wait_for
 from comet_megatron.kernels.tiles import grouped_tile, mma
 
 UNIT_FIELDS = 6  # dest, local expert, tile, dest row, first slot, rows
@@ -245,7 +245,7 @@ def _fc1_tile(
     tl.store(act_ptr + rm64[:, None] * F + rn[None, :], activated.to(tl.bfloat16), mask=out_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["epoch"])  # one compilation for every epoch (no ==1, %16 variants)
 def dispatch_fc1_kernel(
     # communication role (this rank owns the tokens)
     x_ptr,
@@ -350,3 +350,4 @@ def dispatch_fc1_kernel(
                 UPCAST,
             )
             item = tl.atomic_add(queues_ptr + 1, 1)
+    release_queues(queues_ptr)

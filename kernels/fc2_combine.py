@@ -29,7 +29,7 @@ def _push_rows(acc, row_start, m_mask, col0, H, BN: tl.constexpr):
     tl.store(row_start[:, None] + rn[None, :], acc.to(tl.bfloat16), mask=m_mask[:, None] & (rn < H)[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["epoch"])  # one compilation for every epoch (no ==1, %16 variants)
 def fc2_combine_kernel(
     act_ptr,
     a_desc,
@@ -124,7 +124,7 @@ def fc2_combine_kernel(
         tl.atomic_xchg(counter_ptr, 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["epoch"])  # one compilation for every epoch (no ==1, %16 variants)
 def combine_reduce_kernel(
     combine_ptr,
     slot_of_token_ptr,

@@ -47,3 +47,16 @@ def async_proxy_fence():
     tl.inline_asm_elementwise(
         "fence.proxy.async.global; mov.u32 $0, 0;", "=r", [], dtype=tl.int32, is_pure=False, pack=1
     )
+
+
+@triton.jit
+def release_queues(queues_ptr):
+    """End of a grid that takes work from ``queues_ptr`` (``int32 [3]``: push units, GEMM tiles, programs done):
+    the last program to finish zeroes all three, so the next launch finds them ready without a host-side fill
+    (one operator less between the counts read and the first fused kernel)."""
+    tl.debug_barrier()
+    finished = tl.atomic_add(queues_ptr + 2, 1)
+    if finished == tl.num_programs(0) - 1:
+        tl.atomic_xchg(queues_ptr, 0)
+        tl.atomic_xchg(queues_ptr + 1, 0)
+        tl.atomic_xchg(queues_ptr + 2, 0)

@@ -258,6 +258,7 @@ def simulate(
                     "finite": bool(torch.isfinite(out.float()).all()),
                     "act_finite": bool(torch.isfinite(acts[r].float()).all()),
                     "error_flag": int(views[r].error),
+                    "queues_after": views[r].queues.tolist(),  # the last program of each launch zeroes them
                     "recv_rows": plans[r].recv_rows,
                     "units": int(plans[r].units.shape[0]),
                 }
@@ -417,6 +418,7 @@ def simulate_backward(
             else None
         ),
         "error_flag": max(int(v.error) for v in views),
+        "queues_after": [v.queues.tolist() for v in views],
     }
 
 
@@ -429,6 +431,7 @@ def debug_spin_gives_up() -> dict:
         flags=torch.zeros(2, dtype=torch.int32),
         combine=torch.zeros(2, tokens, hidden, dtype=torch.bfloat16),
         counter=torch.zeros(1, dtype=torch.int32),
+        queues=torch.zeros(3, dtype=torch.int32),
         error=torch.zeros(1, dtype=torch.int32),
         recv_table=torch.zeros(1, dtype=torch.int64),
         recv_probs_table=torch.zeros(1, dtype=torch.int64),

@@ -70,6 +70,7 @@ def test_fused_kernels_match_reference(case):
     for entry in report:
         assert entry["finite"] and entry["act_finite"], entry  # every output row was written
         assert entry["error_flag"] == 0, entry
+        assert entry["queues_after"] == [0, 0, 0], entry  # ready for the next launch without a host fill
         assert entry["rel_err"] < TOL, entry
     if case == "ep2_top1_skewed_one_rank_empty":
         assert min(e["recv_rows"] for e in report) == 0  # one rank's experts got nothing
@@ -152,6 +153,7 @@ def test_fused_backward_kernels_match_fp32_autograd(case):
     """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, then fc1-dgrad ⊕ combine, on simulated ranks."""
     report = _interpret("backward:" + json.dumps(BACKWARD_CASES[case]))
     assert report["finite"] and report["error_flag"] == 0, report
+    assert all(q == [0, 0, 0] for q in report["queues_after"]), report
     for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
         assert report[grad] < TOL, report
     fused_epilogue = BACKWARD_CASES[case].get("config_overrides", {}).get("dgrad_fused_activation", False)

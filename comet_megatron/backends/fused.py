@@ -203,7 +203,7 @@ class FusedBackend(MoEBackend):
             gc.disable()
             self._gc_deferred = True
         config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
-        slot_of_token = torch.argsort(routing.token_of_slot, stable=True).view(tokens.shape[0], self.topk)
+        slot_of_token = routing.slot_of_token()
         num_tokens, e_local = tokens.shape[0], self.num_local_experts
         # exact sizes and the collective growth decision: one copy to the host, whose wait drains the GPU's queue
         counts_host, copied = _start_copy_to_host(counts)
