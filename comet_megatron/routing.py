@@ -73,7 +73,7 @@ def build_local_routing(
         routing_map: ``bool [T, E]``, exactly ``topk`` True entries per row (dropless routing).
         probs: ``float [T, E]``, router probabilities (zero where ``routing_map`` is False).
         topk: experts per token.
-        use_kernel: count the slots with one Triton launch (``kernels/routing.py``) instead of sorting with
+        use_kernel: count the slots with two Triton launches (``kernels/routing.py``) instead of sorting with
             PyTorch operators; default: on CUDA tensors when Triton is installed, unless ``COMET_ROUTING_KERNEL=0``.
             Both give identical slots.
 
@@ -107,14 +107,14 @@ def build_local_routing(
     )
 
 
-_ROUTING_BLOCK_ELEMENTS = 8192  # map entries per block of the routing kernel's scans
+_ROUTING_BLOCK_ELEMENTS = 4096  # map entries per program of the routing kernels
 
 
 def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int) -> LocalRouting:
-    """:func:`build_local_routing` by ``local_routing_kernel`` (one launch, plus the probabilities' gather)."""
+    """:func:`build_local_routing` by the routing kernels (two launches, plus the probabilities' gather)."""
     import triton
 
-    from comet_megatron.kernels.routing import local_routing_kernel
+    from comet_megatron.kernels.routing import routing_block_counts_kernel, routing_slots_kernel
 
     num_tokens, num_experts = routing_map.shape
     device = routing_map.device
@@ -122,9 +122,16 @@ def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int
     indices = torch.empty(4, num_slots, dtype=torch.int64, device=device)
     tokens_per_expert = torch.empty(num_experts, dtype=torch.int64, device=device)
     e_p2 = triton.next_power_of_2(max(num_experts, 1))
-    if num_tokens and num_experts:
-        local_routing_kernel[(1,)](
-            routing_map.contiguous().view(torch.uint8),
+    rows_per_block = max(1, _ROUTING_BLOCK_ELEMENTS // e_p2)
+    num_blocks = -(-num_tokens // rows_per_block)
+    if num_blocks and num_experts:
+        routing_bytes = routing_map.contiguous().view(torch.uint8)
+        block_counts = torch.empty(num_blocks, num_experts, dtype=torch.int32, device=device)
+        common = dict(BT=rows_per_block, E_P2=e_p2, num_warps=4)
+        routing_block_counts_kernel[(num_blocks,)](routing_bytes, block_counts, num_tokens, num_experts, **common)
+        routing_slots_kernel[(num_blocks,)](
+            routing_bytes,
+            block_counts,
             indices[0],
             indices[1],
             indices[2],
@@ -133,9 +140,9 @@ def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int
             num_tokens,
             num_experts,
             topk,
-            BT=max(1, _ROUTING_BLOCK_ELEMENTS // e_p2),
-            E_P2=e_p2,
-            num_warps=8,
+            num_blocks,
+            CB=max(1, _ROUTING_BLOCK_ELEMENTS // e_p2),
+            **common,
         )
     else:
         tokens_per_expert.zero_()

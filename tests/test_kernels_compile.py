@@ -266,11 +266,14 @@ def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type):
 
 
 @pytest.mark.parametrize("experts", [8, 60, 256])
-def test_routing_kernel_compiles_for_sm90(experts):
-    from comet_megatron.kernels.routing import local_routing_kernel
+def test_routing_kernels_compile_for_sm90(experts):
+    from comet_megatron.kernels.routing import routing_block_counts_kernel, routing_slots_kernel
 
-    sig = {"map_ptr": "*u8"}
-    sig.update({n: "*i64" for n in ("token_of_slot_ptr", "expert_of_slot_ptr", "flat_index_ptr")})
-    sig.update({"slot_of_token_ptr": "*i64", "tokens_per_expert_ptr": "*i64", "T": "i32", "E": "i32", "K": "i32"})
     e_p2 = triton.next_power_of_2(experts)
-    _compile(local_routing_kernel, sig, dict(BT=8192 // e_p2, E_P2=e_p2), 8, 1)
+    blocks = dict(BT=4096 // e_p2, E_P2=e_p2)
+    sizes = {"T": "i32", "E": "i32"}
+    _compile(routing_block_counts_kernel, {"map_ptr": "*u8", "block_counts_ptr": "*i32", **sizes}, blocks, 4, 1)
+    sig = {"map_ptr": "*u8", "block_counts_ptr": "*i32"}
+    sig.update({n: "*i64" for n in ("token_of_slot_ptr", "expert_of_slot_ptr", "flat_index_ptr")})
+    sig.update({"slot_of_token_ptr": "*i64", "tokens_per_expert_ptr": "*i64", **sizes, "K": "i32", "NB": "i32"})
+    _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)

@@ -1,4 +1,4 @@
-"""The routing kernel (``kernels/routing.py``) gives the PyTorch sort's slots, entry for entry.
+"""The routing kernels (``kernels/routing.py``) give the PyTorch sort's slots, entry for entry.
 
 On CPU its logic runs under ``TRITON_INTERPRET=1`` (in a subprocess: the flag must be set before the kernel module
 is imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel is checked the same way.
@@ -20,12 +20,14 @@ from tests.multirank import selected_device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# (tokens, experts, topk, skew): several scan blocks (blocks hold 8192 map entries: 32 rows at 256 experts, 2048 at
-# 4), expert counts that are not powers of two, experts without tokens, one expert taking most tokens, no tokens
+# (tokens, experts, topk, skew): several blocks (a block holds 4096 map entries: 16 rows at 256 experts, 1024 at 4),
+# more blocks than one step of the block-count sum takes (300 x 200: 19 blocks, 16 per step), expert counts that are
+# not powers of two, experts without tokens, one expert taking most tokens, no tokens
 CASES = [
     (7, 3, 2, None),
     (100, 60, 4, None),
     (100, 256, 8, None),
+    (300, 200, 6, None),
     (3000, 4, 2, None),
     (4097, 8, 2, None),
     (50, 6, 3, "starve"),
