@@ -23,6 +23,7 @@ from megatron.core.transformer.moe.token_dispatcher import MoETokenDispatcher
 from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
 from comet_megatron.comm import all_gather_counts
 from comet_megatron.routing import LocalRouting, build_local_routing
+from comet_megatron.timing import process_timer, timed
 
 
 class CometTokenDispatcher(MoETokenDispatcher):
@@ -55,8 +56,11 @@ class CometTokenDispatcher(MoETokenDispatcher):
         """``[..., H]`` tokens, ``bool [T, E]`` map, ``[T, E]`` probs -> ``([T, H] tokens, [T*k] probs)``."""
         self.hidden_shape = hidden_states.shape
         tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
-        self._routing = build_local_routing(routing_map, probs, self.topk)
-        self._counts = all_gather_counts(self._routing.tokens_per_expert, self.ep_group)
+        timer = process_timer("dispatch")  # COMET_LAYER_TIMING: the host work before the counts read, in situ
+        with timed(timer, "fwd.routing"):
+            self._routing = build_local_routing(routing_map, probs, self.topk)
+        with timed(timer, "fwd.counts_all_gather"):
+            self._counts = all_gather_counts(self._routing.tokens_per_expert, self.ep_group)
         return tokens, self._routing.probs_of_slot
 
     def token_dispatch(self, hidden_states: torch.Tensor, probs: torch.Tensor):
