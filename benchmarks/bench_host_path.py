@@ -7,9 +7,10 @@ inflates exactly these costs (2-5x per operator), so this times each step of ran
 ``time.perf_counter`` around the real launchers — the same calls ``backends/fused.py`` makes, in the same order,
 with the kernels running — and reports the mean host microseconds of each, plus reference launches (an empty
 Triton kernel with 1 and with 40 arguments, ``torch.empty``, ``torch.zeros``) to tell fixed launch costs from
-Python work. ``--ep`` ranks are simulated on the device as in ``bench_gemm_core.py``; the counts matrix is random.
+Python work. One rank (EP=1) on the device; the routing is random (softmax top-k of Gaussian logits).
 
-  python benchmarks/bench_host_path.py --case qwen1.5-moe-a2.7b --ep 1 --iters 200 --out DIR
+  python benchmarks/bench_host_path.py --case qwen1.5-moe-a2.7b --iters 200 --out DIR  # .json, .png
+  python benchmarks/bench_host_path.py --replot A.json B.json --png chart.png
 """
 
 from __future__ import annotations
@@ -110,7 +111,6 @@ def forward_steps(clock: HostClock, inputs: dict, views, epoch: int) -> None:
         [cfg.block_m, cfg.block_k],
         [cfg.fc1_block_n, cfg.block_k],
     )
-    clock.step("  of which: queues zeros", torch.zeros, 2, dtype=torch.int32, device=dev)
     act, preact = clock.step(
         "dispatch_fc1 (launcher)",
         fused_ops.dispatch_fc1,
@@ -166,6 +166,32 @@ def reference_steps(clock: HostClock, dev) -> None:
     clock.step("ref: triton launch, 40 args", lambda: _empty_kernel_40[(1,)](*([t] * 20 + list(range(20))), 1, 2, 3, 4))
 
 
+def plot(reports: list[dict], path: str) -> str:
+    """Horizontal bars of every step's median host microseconds, one group per report (case)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart written"
+    steps = [k for k in reports[0]["host_us_median"] if not k.startswith("ref:")]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(steps) * len(reports) + 1.5))
+    height = 0.8 / len(reports)
+    for i, report in enumerate(reports):
+        ys = [j + i * height for j in range(len(steps))]
+        ax.barh(ys, [report["host_us_median"].get(k, 0.0) for k in steps], height=height, label=report["case"])
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(steps))], [k.strip() for k in steps], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"host us per step (median), {reports[0]['device']}, triton {reports[0]['triton']}")
+    ax.set_title("fused forward, host cost per step (no profiler)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written: {path}"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--case", default="qwen1.5-moe-a2.7b", choices=sorted(CASES))
@@ -174,7 +200,13 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--replot", nargs="+", default=None, metavar="JSON", help="only draw these results into --png")
+    p.add_argument("--png", default=None, help="chart path (default: next to the JSON)")
     args = p.parse_args(argv)
+    if args.replot:
+        reports = [json.load(open(path)) for path in args.replot]
+        print(plot(reports, args.png or os.path.splitext(args.replot[0])[0] + ".png"))
+        return
     case = CASES[args.case]
     tokens = args.tokens or case.tokens
     dev = torch.device("cuda")
@@ -246,6 +278,7 @@ def main(argv=None) -> None:
                 indent=1,
             )
         print(f"json written: {path}")
+        print(plot([json.load(open(path))], args.png or os.path.splitext(path)[0] + ".png"))
 
 
 if __name__ == "__main__":
