@@ -5,7 +5,7 @@ Between the counts read (which drains the GPU's queue) and the first fused kerne
 the host works; before that read, on the fine-grained cases, the host's small launches pace the GPU. A profiler
 inflates exactly these costs (2-5x per operator), so this times each step of rank 0's forward with
 ``time.perf_counter`` around the real launchers — the same calls ``backends/fused.py`` makes, in the same order,
-with the kernels running — and reports the mean host microseconds of each, plus reference launches (an empty
+with the kernels running — and reports the median host microseconds of each, plus reference launches (an empty
 Triton kernel with 1 and with 40 arguments, ``torch.empty``, ``torch.zeros``) to tell fixed launch costs from
 Python work. One rank (EP=1) on the device; the routing is random (softmax top-k of Gaussian logits).
 

@@ -141,7 +141,7 @@ def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int
             num_experts,
             topk,
             num_blocks,
-            CB=max(1, _ROUTING_BLOCK_ELEMENTS // e_p2),
+            CB=rows_per_block,  # blocks' counts summed per step: the same entries per step as a map block
             **common,
         )
     else:

@@ -10,13 +10,11 @@ and unwritten rows stay NaN (outputs are poisoned). Bit-level numerics are check
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.interpreter import run_interpreted
+
 TOL = 4e-2
 
 CASES = {
@@ -49,18 +47,7 @@ CASES = {
 
 
 def _interpret(arg: str, **env_overrides: str):
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.update(env_overrides)
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.fused_simulation", arg],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_interpreted("tests.fused_simulation", arg, **env_overrides)
 
 
 @pytest.mark.parametrize("case", list(CASES))

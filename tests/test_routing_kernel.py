@@ -8,17 +8,13 @@ Run as ``python -m tests.test_routing_kernel`` to print the interpreter's report
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from tests.fused_simulation import random_routing
+from tests.interpreter import run_interpreted
 from tests.multirank import selected_device
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (tokens, experts, topk, skew): several blocks (a block holds 4096 map entries: 16 rows at 256 experts, 1024 at 4),
 # more blocks than one step of the block-count sum takes (300 x 200: 19 blocks, 16 per step), expert counts that are
@@ -74,17 +70,7 @@ def routing_mismatches(device: str, cases=CASES, seed: int = 0) -> dict:
 
 
 def test_routing_kernel_interpreted_equals_the_sort():
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.test_routing_kernel"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_interpreted("tests.test_routing_kernel", timeout=300)
     assert report["checked"] == len(CASES) and report["mismatches"] == [], report
 
 
