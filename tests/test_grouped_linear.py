@@ -120,8 +120,15 @@ def _run(x, weight, grad_out, counts, fuse: bool):
     (y * grad_out).sum().backward()
 
 
+@pytest.fixture(params=["grouped", "per_expert"])
+def accumulation(request, monkeypatch):
+    """Both ways of adding the weight gradient into ``main_grad`` (``COMET_WGRAD_ACCUMULATION``)."""
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("zero_out", [False, True])
-def test_wgrad_fused_into_main_grad(zero_out):
+def test_wgrad_fused_into_main_grad(zero_out, accumulation):
     counts = [3, 0, 4]
     x, weight, grad_out = _fused_weight(counts, flag=False, zero_out=zero_out)
     initial = weight.main_grad.clone()
@@ -137,7 +144,7 @@ def test_wgrad_fused_into_main_grad(zero_out):
         assert not weight.grad.any()
 
 
-def test_wgrad_fusion_accumulates_over_micro_batches():
+def test_wgrad_fusion_accumulates_over_micro_batches(accumulation):
     counts = [2, 5]
     x, weight, grad_out = _fused_weight(counts, flag=False, seed=21)
     initial = weight.main_grad.clone()
@@ -147,7 +154,7 @@ def test_wgrad_fusion_accumulates_over_micro_batches():
     torch.testing.assert_close(weight.main_grad, initial + 2 * true_wgrad, rtol=1e-6, atol=1e-6)
 
 
-def test_wgrad_fusion_without_flag_attribute_returns_no_grad():
+def test_wgrad_fusion_without_flag_attribute_returns_no_grad(accumulation):
     counts = [3, 2]
     x, weight, grad_out = _fused_weight(counts, flag=None, seed=31)
     initial = weight.main_grad.clone()
@@ -158,7 +165,7 @@ def test_wgrad_fusion_without_flag_attribute_returns_no_grad():
     torch.testing.assert_close(weight.main_grad, initial + true_wgrad, rtol=1e-6, atol=1e-6)
 
 
-def test_no_fusion_leaves_main_grad_alone():
+def test_no_fusion_leaves_main_grad_alone(accumulation):
     counts = [3, 2]
     x, weight, grad_out = _fused_weight(counts, flag=False, seed=41)
     initial = weight.main_grad.clone()
@@ -167,6 +174,77 @@ def test_no_fusion_leaves_main_grad_alone():
     assert torch.equal(weight.main_grad, initial)
     assert weight.grad_added_to_main_grad is False
     torch.testing.assert_close(weight.grad, true_wgrad, rtol=1e-6, atol=1e-6)
+
+
+def test_per_expert_accumulation_in_the_weights_dtype(monkeypatch):
+    """A ``main_grad`` in the weights' own dtype (no fp32 accumulation in Megatron's DDP) is summed in place."""
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", "per_expert")
+    counts = [4, 0, 3]
+    x, weight, grad_out = _inputs(counts, in_features=6, out_features=4, dtype=torch.float64, seed=51)
+    weight.requires_grad_(True)
+    weight.main_grad = torch.randn(weight.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(52))
+    weight.grad_added_to_main_grad = False
+    initial = weight.main_grad.clone()
+    _, _, true_wgrad = _reference(x, weight, counts, grad_out)
+    _run(x, weight, grad_out, counts, fuse=True)
+    torch.testing.assert_close(weight.main_grad, initial + true_wgrad)
+
+
+@pytest.mark.parametrize(
+    "mode,flag,fuses",
+    [("auto", False, True), ("grouped", False, True), ("megatron", False, False), ("megatron", True, True)],
+)
+def test_when_comet_fuses_into_main_grad(monkeypatch, mode, flag, fuses):
+    from comet_megatron.ops.grouped_linear import fuses_into_main_grad
+
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", mode)
+    assert fuses_into_main_grad(flag) is fuses
+
+
+def test_auto_accumulation_picks_grouped_on_cpu_and_rejects_unknown_modes(monkeypatch):
+    from comet_megatron.ops.grouped_linear import accumulates_per_expert
+
+    weight = torch.zeros(2, 3, 4)
+    weight.main_grad = torch.zeros(2, 3, 4)
+    monkeypatch.delenv("COMET_WGRAD_ACCUMULATION", raising=False)
+    assert accumulates_per_expert(weight, True) is False  # per-expert GEMMs are a GPU choice
+    assert accumulates_per_expert(torch.zeros(2, 3, 4), True) is False  # no main_grad: nothing to fuse into
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", "per_expert")
+    assert accumulates_per_expert(weight, True) is True
+    assert accumulates_per_expert(weight, False) is False
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", "fast")
+    with pytest.raises(ValueError, match="COMET_WGRAD_ACCUMULATION='fast'.*auto, per_expert, grouped, megatron"):
+        accumulates_per_expert(weight, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["auto", "grouped", "per_expert"])
+def test_wgrad_into_fp32_main_grad_on_gpu(monkeypatch, mode):
+    """bf16 experts on the GPU: each way of summing into an fp32 ``main_grad`` against fp32 products of the same
+    bf16 inputs; the per-expert GEMMs (``auto`` picks them for 3 experts) keep fp32 accuracy, the grouped path
+    rounds the gradient to bf16 first (PyTorch's own bf16 error)."""
+    from tests.multirank import selected_device
+
+    if selected_device() != "cuda" or not torch.cuda.is_available():
+        pytest.skip("needs COMET_TEST_DEVICE=cuda and a GPU")
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", mode)
+    counts = [1000, 0, 333]
+    gen = torch.Generator(device="cuda").manual_seed(7)
+    x = torch.randn(sum(counts), 512, device="cuda", dtype=torch.bfloat16, generator=gen)
+    grad_out = torch.randn(sum(counts), 384, device="cuda", dtype=torch.bfloat16, generator=gen)
+    weight = torch.randn(3, 384, 512, device="cuda", dtype=torch.bfloat16, generator=gen).requires_grad_(True)
+    weight.main_grad = torch.randn(weight.shape, device="cuda", generator=gen)
+    weight.grad_added_to_main_grad = False
+    expected = weight.main_grad.clone()
+    for e, (dy, xe) in enumerate(zip(grad_out.split(counts), x.split(counts))):
+        expected[e] += dy.t().float() @ xe.float()
+
+    y = grouped_expert_linear(x, weight, torch.tensor(counts, device="cuda"), counts, fuse_wgrad_into_main_grad=True)
+    y.backward(grad_out)
+
+    err = float((weight.main_grad - expected).norm() / expected.norm())
+    assert weight.grad_added_to_main_grad is True and weight.grad.shape == weight.shape
+    assert err < (1e-5 if mode != "grouped" else 4e-3), err
 
 
 # routing ------------------------------------------------------------------------------------------

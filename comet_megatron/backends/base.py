@@ -21,7 +21,9 @@ class ExpertWeights:
         fc1: ``[E_local, F or 2F, H]`` (``[gate | linear]`` halves for GLU).
         fc2: ``[E_local, H, F]``.
         activation: the activation with router-probability scaling.
-        fuse_wgrad_into_main_grad: Megatron's ``gradient_accumulation_fusion``.
+        fuse_wgrad_into_main_grad: add the weight gradients into the parameters' ``main_grad`` (where they
+            have one) and return Megatron's placeholder gradient; see
+            :func:`comet_megatron.ops.grouped_linear.fuses_into_main_grad`.
     """
 
     fc1: torch.Tensor

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
 from comet_megatron.comm import all_to_all
 from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan
-from comet_megatron.ops.grouped_linear import accumulate_weight_grad, grouped_mm, grouped_weight_grad
+from comet_megatron.ops.grouped_linear import grouped_mm, weight_grad
 from comet_megatron.routing import LocalRouting, inverse_permutation, rank_major_to_expert_major
 from comet_megatron.timing import process_timer, timed
 from comet_megatron.tuning import KernelConfig, ShapeKey, choose_config
@@ -115,8 +115,7 @@ def _fc2_weight_grad(ctx, w2, grad_y, make_fc2_input, counts, counts_host):
     ``[R, H]`` output-gradient rows; ``make_fc2_input()``: ``[R, F]``, built only when needed."""
     if not ctx.needs_input_grad[3]:
         return None
-    wgrad = grouped_weight_grad(grad_y, make_fc2_input(), counts, counts_host)
-    return accumulate_weight_grad(w2, wgrad, ctx.weights.fuse_wgrad_into_main_grad)
+    return weight_grad(w2, grad_y, make_fc2_input(), counts, counts_host, ctx.weights.fuse_wgrad_into_main_grad)
 
 
 def _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host):
@@ -124,8 +123,7 @@ def _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host):
     ``grad_fc1_out``: ``[R, (2)F]``; ``x_e``: ``[R, H]`` the dispatched rows."""
     if not ctx.needs_input_grad[2]:
         return None
-    wgrad = grouped_weight_grad(grad_fc1_out, x_e, counts, counts_host)
-    return accumulate_weight_grad(w1, wgrad, ctx.weights.fuse_wgrad_into_main_grad)
+    return weight_grad(w1, grad_fc1_out, x_e, counts, counts_host, ctx.weights.fuse_wgrad_into_main_grad)
 
 
 def _release(tensor: torch.Tensor) -> None:

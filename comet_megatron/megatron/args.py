@@ -16,11 +16,13 @@ from types import SimpleNamespace
 
 from comet_megatron.backends.selection import BACKEND_CHOICES
 from comet_megatron.errors import CometConfigError
+from comet_megatron.ops.grouped_linear import WGRAD_ACCUMULATION_CHOICES
 
 # The environment variables the package reads (comet_megatron/tuning.py, comet_megatron/backends/fused.py).
 ENV_TUNING_CACHE = "COMET_TUNING_CACHE"
 ENV_KERNEL_CONFIG = "COMET_KERNEL_CONFIG"
 ENV_DEBUG = "COMET_DEBUG"
+ENV_WGRAD_ACCUMULATION = "COMET_WGRAD_ACCUMULATION"
 
 
 def add_comet_args(parser):
@@ -53,6 +55,16 @@ def add_comet_args(parser):
         metavar="JSON",
         help=f"Override fields of the fused kernels' configuration, e.g. '{{\"comm_programs\": 24}}' (sets "
         f"{ENV_KERNEL_CONFIG}; for experiments).",
+    )
+    group.add_argument(
+        "--moe-comet-wgrad-accumulation",
+        choices=WGRAD_ACCUMULATION_CHOICES,
+        default=None,
+        help="How the experts' weight gradients reach Megatron's fp32 main_grad (sets "
+        f"{ENV_WGRAD_ACCUMULATION}). 'auto' (default): Comet adds them itself, needing no Apex — inside "
+        "per-expert GEMMs with few local experts, else one grouped GEMM and an add; 'per_expert' / 'grouped': "
+        "always that way; 'megatron': only with --gradient-accumulation-fusion, else a bf16 gradient that "
+        "Megatron's DDP hook adds (Megatron's own experts' behaviour).",
     )
     group.add_argument(
         "--moe-comet-debug",
@@ -169,6 +181,8 @@ def export_comet_env(args) -> None:
         os.environ[ENV_KERNEL_CONFIG] = args.moe_comet_kernel_config
     if _arg(args, "moe_comet_debug"):
         os.environ[ENV_DEBUG] = "1"
+    if _arg(args, "moe_comet_wgrad_accumulation"):
+        os.environ[ENV_WGRAD_ACCUMULATION] = args.moe_comet_wgrad_accumulation
 
 
 def comet_layer_spec(args, base_spec):

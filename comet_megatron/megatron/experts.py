@@ -25,6 +25,7 @@ from comet_megatron.backends.base import ExpertWeights
 from comet_megatron.backends.reference import grouped_mlp
 from comet_megatron.errors import CometConfigError
 from comet_megatron.ops.activation import ExpertActivation
+from comet_megatron.ops.grouped_linear import fuses_into_main_grad
 
 
 class StackedExpertWeight(torch.nn.Module):
@@ -102,7 +103,7 @@ class CometGroupedMLP(MegatronModule):
             fc1=self.linear_fc1.weight,
             fc2=self.linear_fc2.weight,
             activation=self.activation,
-            fuse_wgrad_into_main_grad=bool(self.config.gradient_accumulation_fusion),
+            fuse_wgrad_into_main_grad=fuses_into_main_grad(self.config.gradient_accumulation_fusion),
         )
 
     def forward(self, permuted_local_hidden_states, tokens_per_expert, permuted_probs, **_unused):

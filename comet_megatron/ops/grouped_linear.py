@@ -5,11 +5,24 @@ honours Megatron's gradient-accumulation fusion: when the weight has a ``main_gr
 is on, the weight gradient is accumulated straight into ``main_grad`` (fp32) and a dummy gradient is
 returned, exactly as ``LinearWithGradAccumulationAndAsyncCommunication`` does, so Megatron's DDP hooks
 treat the parameter like any other.
+
+Comet's experts need no Apex kernel for that fusion, so they accumulate into ``main_grad`` whether or not
+``gradient_accumulation_fusion`` is set (``COMET_WGRAD_ACCUMULATION``, see :func:`wgrad_accumulation_mode`).
+With few local experts the sum happens inside the GEMMs (one cuBLAS GEMM per expert with ``beta = 1`` and
+an fp32 output): no bf16 weight gradient is written, read back and added, which is what Megatron's DDP
+hook does otherwise. With many small experts one grouped GEMM plus one add is faster
+(``benchmarks/bench_wgrad.py`` measures both).
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+
+# Local experts up to which the per-expert accumulating GEMMs are used on the GPU (see the module docstring).
+PER_EXPERT_ACCUMULATION_MAX_EXPERTS = 16
+WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "grouped", "megatron")
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
@@ -48,17 +61,97 @@ def grouped_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, counts: torch.T
     return out
 
 
+def add_weight_grad_to_main_grad(
+    main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts_host: list[int]
+) -> None:
+    """``main_grad[e] += dy_e^T @ x_e`` for every expert, summed in ``main_grad``'s dtype by the GEMM.
+
+    Args:
+        main_grad: ``[E, out, in]`` fp32 (or the weights' dtype), updated in place.
+        grad_out: ``[N, out]`` output-gradient rows, expert-major.
+        x: ``[N, in]`` input rows, expert-major.
+        counts_host: rows per expert, ``sum == N``.
+    """
+    start = 0
+    for e, rows in enumerate(counts_host):
+        if rows:
+            dy_t, xe, acc = grad_out[start : start + rows].t(), x[start : start + rows], main_grad[e]
+            if acc.dtype == x.dtype:
+                torch.addmm(acc, dy_t, xe, out=acc)
+            elif x.is_cuda:  # cuBLAS: bf16 products, fp32 accumulator and output, beta = 1 onto main_grad
+                torch.addmm(acc, dy_t, xe, out_dtype=acc.dtype, out=acc)
+            else:  # the CPU has no mixed-dtype addmm; the same sum through an fp32 product
+                acc.add_(dy_t.to(acc.dtype) @ xe.to(acc.dtype))
+        start += rows
+
+
+def _grad_after_main_grad(weight: torch.Tensor):
+    """What to return for ``weight`` once its gradient is in ``main_grad`` (Megatron's convention)."""
+    if hasattr(weight, "grad_added_to_main_grad"):
+        weight.grad_added_to_main_grad = True
+        if getattr(weight, "zero_out_wgrad", False):
+            return torch.zeros_like(weight)
+        return torch.empty_like(weight)
+    return None
+
+
 def accumulate_weight_grad(weight: torch.Tensor, wgrad: torch.Tensor, fuse_into_main_grad: bool):
     """The gradient to return for ``weight``, or a dummy after adding ``wgrad`` into ``main_grad``."""
     if fuse_into_main_grad and hasattr(weight, "main_grad"):
         weight.main_grad.add_(wgrad.to(weight.main_grad.dtype))
-        if hasattr(weight, "grad_added_to_main_grad"):
-            weight.grad_added_to_main_grad = True
-            if getattr(weight, "zero_out_wgrad", False):
-                return torch.zeros_like(weight)
-            return torch.empty_like(weight)
-        return None
+        return _grad_after_main_grad(weight)
     return wgrad
+
+
+def wgrad_accumulation_mode() -> str:
+    """``COMET_WGRAD_ACCUMULATION`` (``--moe-comet-wgrad-accumulation``):
+
+    - ``auto`` (default): add the expert weight gradients into ``main_grad`` wherever the parameter has one,
+      by per-expert accumulating GEMMs on the GPU with up to ``PER_EXPERT_ACCUMULATION_MAX_EXPERTS`` local
+      experts, else by one grouped GEMM and an add;
+    - ``per_expert`` / ``grouped``: the same, always by that method;
+    - ``megatron``: only when ``gradient_accumulation_fusion`` is set (by a grouped GEMM and an add);
+      otherwise return the bf16 gradient for Megatron's DDP hook to add, as Megatron's own experts do.
+    """
+    mode = os.environ.get("COMET_WGRAD_ACCUMULATION", "auto") or "auto"
+    if mode not in WGRAD_ACCUMULATION_CHOICES:
+        raise ValueError(
+            f"COMET_WGRAD_ACCUMULATION={mode!r} is unknown: choose one of {', '.join(WGRAD_ACCUMULATION_CHOICES)}"
+        )
+    return mode
+
+
+def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
+    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves."""
+    return bool(gradient_accumulation_fusion) or wgrad_accumulation_mode() != "megatron"
+
+
+def accumulates_per_expert(weight: torch.Tensor, fuse_into_main_grad: bool) -> bool:
+    """Whether :func:`weight_grad` sums ``weight``'s gradient into ``main_grad`` inside per-expert GEMMs."""
+    if not (fuse_into_main_grad and hasattr(weight, "main_grad")):
+        return False
+    mode = wgrad_accumulation_mode()
+    if mode == "auto":
+        return weight.is_cuda and weight.shape[0] <= PER_EXPERT_ACCUMULATION_MAX_EXPERTS
+    return mode == "per_expert"
+
+
+def weight_grad(
+    weight: torch.Tensor,
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    counts: torch.Tensor,
+    counts_host: list[int],
+    fuse_into_main_grad: bool,
+):
+    """The gradient autograd should return for ``weight`` (``[E, out, in]``) given ``grad_out`` ``[N, out]``
+    and ``x`` ``[N, in]`` (expert-major rows, ``counts`` / ``counts_host`` per expert): ``dW`` itself, or —
+    with ``fuse_into_main_grad`` and a ``main_grad`` buffer — what Megatron expects once ``dW`` has been
+    added to ``main_grad``."""
+    if accumulates_per_expert(weight, fuse_into_main_grad):
+        add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host)
+        return _grad_after_main_grad(weight)
+    return accumulate_weight_grad(weight, grouped_weight_grad(grad_out, x, counts, counts_host), fuse_into_main_grad)
 
 
 class _GroupedExpertLinear(torch.autograd.Function):
@@ -78,8 +171,7 @@ class _GroupedExpertLinear(torch.autograd.Function):
             # dx_e = dy_e @ W_e: the same grouped product against the transposed weight.
             grad_x = grouped_mm(grad_out, weight.transpose(-2, -1), counts, ctx.counts_host)
         if ctx.needs_input_grad[1]:
-            wgrad = grouped_weight_grad(grad_out, x, counts, ctx.counts_host)
-            grad_w = accumulate_weight_grad(weight, wgrad, ctx.fuse_wgrad)
+            grad_w = weight_grad(weight, grad_out, x, counts, ctx.counts_host, ctx.fuse_wgrad)
         return grad_x, grad_w, None, None, None
 
 
@@ -97,7 +189,8 @@ def grouped_expert_linear(
         weight: ``[E, out, in]``.
         counts: ``int64 [E]`` rows per expert (device tensor, used by grouped kernels).
         counts_host: the same counts as a Python list (used by the per-expert fallback).
-        fuse_wgrad_into_main_grad: Megatron's ``gradient_accumulation_fusion``.
+        fuse_wgrad_into_main_grad: add the weight gradient into ``weight.main_grad`` where it exists
+            (Megatron's gradient-accumulation fusion).
 
     Returns:
         ``[N, out]`` in ``x.dtype``.

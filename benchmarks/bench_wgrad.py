@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""The experts' weight gradients as training runs them: summed into Megatron's fp32 ``main_grad``.
+
+One GPU; per case the rows one rank of an EP group holds (``--ep`` ranks, balanced routing: every local expert
+gets ``tokens · topk · ep / experts`` rows), for fc1 (``[2F, H]`` per expert) and fc2 (``[H, F]``):
+
+  grouped_mm          ``torch._grouped_mm`` of the bf16 gradient alone (what a benchmark without ``main_grad`` sees)
+  grouped+add         the same, then ``main_grad.add_(wgrad)`` — Megatron's DDP hook without gradient-accumulation
+                      fusion, and Comet's ``grouped`` accumulation
+  per_expert          one cuBLAS GEMM per expert with ``beta = 1`` and an fp32 output straight into ``main_grad``
+                      (``comet_megatron.ops.grouped_linear.add_weight_grad_to_main_grad``, Comet's ``per_expert``)
+
+Each with its median ms (CUDA events), TFLOP/s, ratio to the floor (GEMM FLOPs at the dense bf16 ``torch.mm`` rate
+of the same run) and peak memory above the inputs; the accumulated ``main_grad`` of the two accumulating variants
+is checked against an fp32 product of the same bf16 inputs (relative error, with PyTorch's own bf16 GEMM's error
+beside it). Also the host ms per call (``per_expert`` launches one GEMM per expert).
+
+  python benchmarks/bench_wgrad.py --cases mixtral-8x7b,qwen1.5-moe-a2.7b --ep 2 --out DIR   # DIR/bench_wgrad.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_layer import CASES  # noqa: E402
+
+from comet_megatron.ops.grouped_linear import add_weight_grad_to_main_grad  # noqa: E402
+
+VARIANTS = ("grouped_mm", "grouped+add", "per_expert")
+GIB = 1024**3
+
+
+def time_ms(fn, iters: int, warmup: int) -> tuple[float, float]:
+    """(median GPU ms, median host ms of the call itself) over ``iters`` calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    gpu, host = [], []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        t0 = time.perf_counter()
+        fn()
+        host.append((time.perf_counter() - t0) * 1e3)
+        end.record()
+        end.synchronize()
+        gpu.append(start.elapsed_time(end))
+    return statistics.median(gpu), statistics.median(host)
+
+
+def dense_tflops(iters: int) -> float:
+    n = 8192
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn_like(a)
+    ms, _ = time_ms(lambda: a @ b, iters, 3)
+    return 2 * n**3 / (ms * 1e-3) / 1e12
+
+
+def rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((value.double() - ref.double()).norm() / ref.double().norm())
+
+
+def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, args, tflops: float) -> dict:
+    """One weight gradient ``dW_e = dy_e^T x_e`` for every local expert, by each variant."""
+    total = sum(rows)
+    gen = torch.Generator(device="cuda").manual_seed(len(rows) * 1000 + out_features)
+    x = torch.randn(total, in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
+    dy = torch.randn(total, out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
+    offs = torch.tensor(rows, device="cuda").cumsum(0).to(torch.int32)
+    main_grad = torch.zeros(len(rows), out_features, in_features, device="cuda", dtype=torch.float32)
+    flops = 2.0 * total * out_features * in_features
+    floor_ms = flops / (tflops * 1e12) * 1e3
+
+    def grouped_mm():
+        return torch._grouped_mm(dy.t(), x, offs=offs)
+
+    def grouped_add():
+        main_grad.add_(torch._grouped_mm(dy.t(), x, offs=offs))
+
+    def per_expert():
+        add_weight_grad_to_main_grad(main_grad, dy, x, rows)
+
+    fns = {"grouped_mm": grouped_mm, "grouped+add": grouped_add, "per_expert": per_expert}
+    entry: dict = {"rows_per_expert": rows[0], "experts": len(rows), "out": out_features, "in": in_features}
+    entry["floor_ms"] = round(floor_ms, 4)
+
+    # Accuracy of one accumulation onto a non-zero main_grad, against fp32 products of the same bf16 inputs.
+    start = torch.randn_like(main_grad, generator=gen)
+    ref = start.clone()
+    for e, (dy_e, x_e) in enumerate(zip(dy.split(rows), x.split(rows))):
+        ref[e] += dy_e.t().float() @ x_e.float()
+    pytorch_bf16 = start + grouped_mm().float()  # PyTorch's own bf16 GEMM, then the fp32 add
+    entry["rel_err_bf16_gemm_then_add"] = rel_err(pytorch_bf16, ref)
+    for variant in ("grouped+add", "per_expert"):
+        main_grad.copy_(start)
+        fns[variant]()
+        entry[f"rel_err_{variant}"] = rel_err(main_grad, ref)
+    del start, ref, pytorch_bf16
+
+    for variant in VARIANTS:
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        ms, host_ms = time_ms(fns[variant], args.iters, args.warmup)
+        entry[variant] = {
+            "ms": round(ms, 4),
+            "host_ms": round(host_ms, 4),
+            "TFLOPs": round(flops / (ms * 1e-3) / 1e12, 1),
+            "x_floor": round(ms / floor_ms, 3),
+            "extra_peak_GiB": round((torch.cuda.max_memory_allocated() - base) / GIB, 3),
+        }
+    entry["per_expert_vs_grouped+add"] = round(entry["grouped+add"]["ms"] / entry["per_expert"]["ms"], 3)
+    print(
+        f"  {name:4s} E={len(rows):3d} rows={rows[0]:6d} [{out_features}x{in_features}]  "
+        + "  ".join(f"{v} {entry[v]['ms']:.3f} ms ({entry[v]['x_floor']:.2f}x)" for v in VARIANTS)
+        + f"  err g+a {entry['rel_err_grouped+add']:.1e} pe {entry['rel_err_per_expert']:.1e}",
+        flush=True,
+    )
+    return entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default="mixtral-8x7b,qwen1.5-moe-a2.7b,qwen2-57b-a14b,phi3.5-moe,dsv3-like")
+    parser.add_argument("--ep", type=int, default=2, help="EP size whose per-rank share is measured")
+    parser.add_argument("--tokens", type=int, default=None, help="tokens per rank (default: the case's)")
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", default=None, help="folder for bench_wgrad.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_wgrad.py needs a CUDA GPU")
+
+    tflops = dense_tflops(args.iters)
+    print(f"dense bf16 matmul: {tflops:.1f} TFLOP/s; EP={args.ep}", flush=True)
+    results = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "ep": args.ep,
+        "dense_TFLOPs": round(tflops, 1),
+        "cases": {},
+    }
+    for name in args.cases.split(","):
+        case = CASES[name]
+        tokens = args.tokens or case.tokens
+        local = case.experts // args.ep
+        rows = [tokens * case.topk * args.ep // case.experts] * local
+        print(f"{name}: {local} local experts, {rows[0]} rows each ({tokens} tokens per rank)", flush=True)
+        results["cases"][name] = {
+            "tokens": tokens,
+            "fc1": bench_gemm("fc1", rows, 2 * case.ffn, case.hidden, args, tflops),
+            "fc2": bench_gemm("fc2", rows, case.hidden, case.ffn, args, tflops),
+        }
+        torch.cuda.empty_cache()
+
+    print("\ncase                 gemm  grouped_mm  grouped+add  per_expert  (ms; x floor)  per_expert speed-up")
+    for name, entry in results["cases"].items():
+        for gemm in ("fc1", "fc2"):
+            g = entry[gemm]
+            print(
+                f"{name:20s} {gemm:4s} "
+                + "  ".join(f"{g[v]['ms']:7.3f} ({g[v]['x_floor']:.2f})" for v in VARIANTS)
+                + f"  {g['per_expert_vs_grouped+add']:.2f}x"
+            )
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        path = os.path.join(args.out, "bench_wgrad.json")
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
