@@ -74,6 +74,7 @@ CASES = {
     "dsv3-like": Case(7168, 2048, 256, 8, 4096),
     # Only on request: many experts per rank (exercises the expert grouping of symm_vdev2d).
     "smoke64": Case(128, 64, 64, 4, 256),
+    "qwen3-30b-a3b": Case(2048, 768, 128, 8, 4096),  # the fine-grained training example's layer
 }
 DEFAULT_CASES = ("smoke", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "phi3.5-moe", "dsv3-like")
 VARIANTS = ("megatron", "nccl_grouped_mm", "symm_vdev2d", "comet", "comet_torch_bwd", "comet_reference")
