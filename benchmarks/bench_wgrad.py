@@ -9,13 +9,16 @@ gets ``tokens · topk · ep / experts`` rows), for fc1 (``[2F, H]`` per expert) 
                       fusion, and Comet's ``grouped`` accumulation
   per_expert          one cuBLAS GEMM per expert with ``beta = 1`` and an fp32 output straight into ``main_grad``
                       (``comet_megatron.ops.grouped_linear.add_weight_grad_to_main_grad``, Comet's ``per_expert``)
+  kernel              the accumulating grouped Triton kernel, all experts in one launch (``kernels/wgrad.py``,
+                      Comet's ``kernel``); ``--kernel-configs`` adds ``kernel#1``, ... with other tiles
 
 Each with its median ms (CUDA events), TFLOP/s, ratio to the floor (GEMM FLOPs at the dense bf16 ``torch.mm`` rate
-of the same run) and peak memory above the inputs; the accumulated ``main_grad`` of the two accumulating variants
+of the same run) and peak memory above the inputs; the accumulated ``main_grad`` of each accumulating variant
 is checked against an fp32 product of the same bf16 inputs (relative error, with PyTorch's own bf16 GEMM's error
 beside it). Also the host ms per call (``per_expert`` launches one GEMM per expert).
 
   python benchmarks/bench_wgrad.py --cases mixtral-8x7b,qwen1.5-moe-a2.7b --ep 2 --out DIR   # DIR/bench_wgrad.json
+  python benchmarks/bench_wgrad.py --kernel-configs '[{"BN": 256}]' ...   # also time the kernel with BN=256
 """
 
 from __future__ import annotations
@@ -36,9 +39,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_layer import CASES  # noqa: E402
 
-from comet_megatron.ops.grouped_linear import add_weight_grad_to_main_grad  # noqa: E402
+from comet_megatron.ops.grouped_linear import (  # noqa: E402
+    WGRAD_KERNEL_CONFIG,
+    add_weight_grad_to_main_grad,
+    add_weight_grad_to_main_grad_by_kernel,
+)
 
-VARIANTS = ("grouped_mm", "grouped+add", "per_expert")
+VARIANTS = ("grouped_mm", "grouped+add", "per_expert", "kernel")
 GIB = 1024**3
 
 
@@ -81,7 +88,8 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
     gen = torch.Generator(device="cuda").manual_seed(len(rows) * 1000 + out_features)
     x = torch.randn(total, in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
     dy = torch.randn(total, out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
-    offs = torch.tensor(rows, device="cuda").cumsum(0).to(torch.int32)
+    counts = torch.tensor(rows, device="cuda")
+    offs = counts.cumsum(0).to(torch.int32)
     main_grad = torch.zeros(len(rows), out_features, in_features, device="cuda", dtype=torch.float32)
     flops = 2.0 * total * out_features * in_features
     floor_ms = flops / (tflops * 1e12) * 1e3
@@ -96,7 +104,13 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
         add_weight_grad_to_main_grad(main_grad, dy, x, rows)
 
     fns = {"grouped_mm": grouped_mm, "grouped+add": grouped_add, "per_expert": per_expert}
+    variants = list(VARIANTS[:3])
+    for i, config in enumerate([{}] + args.kernel_configs):
+        name_i = "kernel" if i == 0 else f"kernel#{i}"
+        fns[name_i] = lambda config=config: add_weight_grad_to_main_grad_by_kernel(main_grad, dy, x, counts, config)
+        variants.append(name_i)
     entry: dict = {"rows_per_expert": rows[0], "experts": len(rows), "out": out_features, "in": in_features}
+    entry["kernel_configs"] = [{**WGRAD_KERNEL_CONFIG, **c} for c in [{}] + args.kernel_configs]
     entry["floor_ms"] = round(floor_ms, 4)
 
     # Accuracy of one accumulation onto a non-zero main_grad, against fp32 products of the same bf16 inputs.
@@ -106,13 +120,13 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
         ref[e] += dy_e.t().float() @ x_e.float()
     pytorch_bf16 = start + grouped_mm().float()  # PyTorch's own bf16 GEMM, then the fp32 add
     entry["rel_err_bf16_gemm_then_add"] = rel_err(pytorch_bf16, ref)
-    for variant in ("grouped+add", "per_expert"):
+    for variant in variants[1:]:
         main_grad.copy_(start)
         fns[variant]()
         entry[f"rel_err_{variant}"] = rel_err(main_grad, ref)
     del start, ref, pytorch_bf16
 
-    for variant in VARIANTS:
+    for variant in variants:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -125,13 +139,15 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
             "extra_peak_GiB": round((torch.cuda.max_memory_allocated() - base) / GIB, 3),
         }
     entry["per_expert_vs_grouped+add"] = round(entry["grouped+add"]["ms"] / entry["per_expert"]["ms"], 3)
+    entry["kernel_vs_grouped+add"] = round(entry["grouped+add"]["ms"] / entry["kernel"]["ms"], 3)
     print(
         f"  {name:4s} E={len(rows):3d} rows={rows[0]:6d} [{out_features}x{in_features}]  "
         + "  ".join(
             f"{v} {entry[v]['ms']:.3f} ms ({entry[v]['x_floor']:.2f}x, host {entry[v]['host_ms']:.2f})"
-            for v in VARIANTS
+            for v in variants
         )
-        + f"  err g+a {entry['rel_err_grouped+add']:.1e} pe {entry['rel_err_per_expert']:.1e}",
+        + f"  err g+a {entry['rel_err_grouped+add']:.1e} pe {entry['rel_err_per_expert']:.1e}"
+        + f" k {entry['rel_err_kernel']:.1e}",
         flush=True,
     )
     return entry
@@ -145,6 +161,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for bench_wgrad.json")
+    parser.add_argument("--kernel-configs", type=json.loads, default=[], help="JSON list of tile overrides")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_wgrad.py needs a CUDA GPU")
@@ -172,14 +189,17 @@ def main() -> None:
         }
         torch.cuda.empty_cache()
 
-    print("\ncase                 gemm  grouped_mm  grouped+add  per_expert  (ms; x floor)  per_expert speed-up")
+    print(
+        "\ncase                 gemm  grouped_mm     grouped+add    per_expert     kernel         (ms; x floor)"
+        "  vs grouped+add: per_expert kernel"
+    )
     for name, entry in results["cases"].items():
         for gemm in ("fc1", "fc2"):
             g = entry[gemm]
             print(
                 f"{name:20s} {gemm:4s} "
                 + "  ".join(f"{g[v]['ms']:7.3f} ({g[v]['x_floor']:.2f})" for v in VARIANTS)
-                + f"  {g['per_expert_vs_grouped+add']:.2f}x"
+                + f"  {g['per_expert_vs_grouped+add']:.2f}x {g['kernel_vs_grouped+add']:.2f}x"
             )
     if args.out:
         os.makedirs(args.out, exist_ok=True)

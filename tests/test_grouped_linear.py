@@ -201,28 +201,54 @@ def test_when_comet_fuses_into_main_grad(monkeypatch, mode, flag, fuses):
     assert fuses_into_main_grad(flag) is fuses
 
 
-def test_auto_accumulation_picks_grouped_on_cpu_and_rejects_unknown_modes(monkeypatch):
-    from comet_megatron.ops.grouped_linear import accumulates_per_expert
+def test_accumulation_method_on_cpu_and_unknown_modes(monkeypatch):
+    from comet_megatron.ops.grouped_linear import accumulation_method
 
-    weight = torch.zeros(2, 3, 4)
+    weight = torch.zeros(2, 3, 4, dtype=torch.bfloat16)
     weight.main_grad = torch.zeros(2, 3, 4)
+    x = torch.zeros(5, 4, dtype=torch.bfloat16)
     monkeypatch.delenv("COMET_WGRAD_ACCUMULATION", raising=False)
-    assert accumulates_per_expert(weight, True) is False  # per-expert GEMMs are a GPU choice
-    assert accumulates_per_expert(torch.zeros(2, 3, 4), True) is False  # no main_grad: nothing to fuse into
+    assert accumulation_method(weight, x, True) == "grouped"  # per-expert GEMMs and the kernel are GPU choices
+    assert accumulation_method(torch.zeros(2, 3, 4), x, True) is None  # no main_grad: nothing to fuse into
+    assert accumulation_method(weight, x, False) is None
     monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", "per_expert")
-    assert accumulates_per_expert(weight, True) is True
-    assert accumulates_per_expert(weight, False) is False
+    assert accumulation_method(weight, x, True) == "per_expert"
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", "kernel")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert accumulation_method(weight, x, True) == "grouped"  # no GPU for the kernel
     monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", "fast")
-    with pytest.raises(ValueError, match="COMET_WGRAD_ACCUMULATION='fast'.*auto, per_expert, grouped, megatron"):
-        accumulates_per_expert(weight, True)
+    with pytest.raises(
+        ValueError, match="COMET_WGRAD_ACCUMULATION='fast'.*auto, per_expert, kernel, grouped, megatron"
+    ):
+        accumulation_method(weight, x, True)
+
+
+# (local experts, out, in, rows): the issue's cases at EP=2 and the Qwen3 training example at EP=1
+@pytest.mark.parametrize(
+    "shape,expected",
+    [
+        ((4, 28672, 4096, 16384), "per_expert"),  # Mixtral fc1, 8192 tokens per rank
+        ((4, 4096, 14336, 8192), "per_expert"),  # Mixtral fc2, 4096 tokens (training)
+        ((8, 4096, 6400, 16384), "per_expert"),  # Phi fc2
+        ((32, 5120, 3584, 65536), "per_expert"),  # Qwen2-57B fc1
+        ((30, 2816, 2048, 32768), "kernel"),  # Qwen1.5 fc1: 12.6 GFLOP per expert
+        ((128, 4096, 7168, 32768), "kernel"),  # DSv3
+        ((128, 1536, 2048, 32768), "kernel"),  # Qwen3 at EP=1
+    ],
+)
+def test_auto_accumulation_method_on_the_gpu(shape, expected):
+    from comet_megatron.ops.grouped_linear import auto_accumulation_method
+
+    assert auto_accumulation_method(*shape, kernel_ok=True) == expected
+    assert auto_accumulation_method(*shape, kernel_ok=False) == ("grouped" if expected == "kernel" else expected)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["auto", "grouped", "per_expert"])
+@pytest.mark.parametrize("mode", ["auto", "grouped", "per_expert", "kernel"])
 def test_wgrad_into_fp32_main_grad_on_gpu(monkeypatch, mode):
     """bf16 experts on the GPU: each way of summing into an fp32 ``main_grad`` against fp32 products of the same
-    bf16 inputs; the per-expert GEMMs (``auto`` picks them for 3 experts) keep fp32 accuracy, the grouped path
-    rounds the gradient to bf16 first (PyTorch's own bf16 error)."""
+    bf16 inputs; the per-expert GEMMs and the kernel (``auto``'s choice for these small experts) keep fp32 accuracy,
+    the grouped path rounds the gradient to bf16 first (PyTorch's own bf16 error)."""
     from tests.multirank import selected_device
 
     if selected_device() != "cuda" or not torch.cuda.is_available():

@@ -37,7 +37,8 @@ def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stag
     sig.update({name: "constexpr" for name in constexprs})
     # what Triton's launcher specializes at run time: 16-byte-aligned tensors and sizes divisible by 16 (without
     # it the epilogues compile to scalar 2-byte accesses and spill, which the GPU never runs)
-    divisible = [n for n, ty in signature.items() if aligned and (ty.startswith("*") or n in ("H", "F", "T"))]
+    sizes = ("H", "F", "T", "OUT", "IN", "stride_dy", "stride_x")
+    divisible = [n for n, ty in signature.items() if aligned and (ty.startswith("*") or n in sizes)]
     attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=HOPPER, options={"num_warps": num_warps, "num_stages": num_stages})
@@ -277,3 +278,16 @@ def test_routing_kernels_compile_for_sm90(experts):
     sig.update({n: "*i64" for n in ("token_of_slot_ptr", "expert_of_slot_ptr", "flat_index_ptr")})
     sig.update({"slot_of_token_ptr": "*i64", "tokens_per_expert_ptr": "*i64", **sizes, "K": "i32", "NB": "i32"})
     _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)
+
+
+@pytest.mark.parametrize("main_grad_type", ["*fp32", "*bf16"])
+def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type):
+    from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
+    from comet_megatron.ops.grouped_linear import WGRAD_KERNEL_CONFIG
+
+    sig = {"dy_ptr": "*bf16", "x_ptr": "*bf16", "row_start_ptr": "*i64", "main_grad_ptr": main_grad_type}
+    sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
+    cfg = dict(WGRAD_KERNEL_CONFIG)
+    num_warps, num_stages = cfg.pop("num_warps"), cfg.pop("num_stages")
+    ptx = _compile(grouped_wgrad_accumulate_kernel, sig, dict(cfg, UPCAST=False), num_warps, num_stages).asm["ptx"]
+    assert "wgmma.mma_async" in ptx  # Hopper's warpgroup MMA on the bf16 tiles

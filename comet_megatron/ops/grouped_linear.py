@@ -16,13 +16,18 @@ hook does otherwise. With many small experts one grouped GEMM plus one add is fa
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import torch
 
-# Local experts up to which the per-expert accumulating GEMMs are used on the GPU (see the module docstring).
-PER_EXPERT_ACCUMULATION_MAX_EXPERTS = 16
-WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "grouped", "megatron")
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
+# ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
+# it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
+PER_EXPERT_MIN_FLOPS = 32e9
+# The accumulating grouped kernel's tile (kernels/wgrad.py).
+WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=3)
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
@@ -85,6 +90,45 @@ def add_weight_grad_to_main_grad(
         start += rows
 
 
+def add_weight_grad_to_main_grad_by_kernel(
+    main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts: torch.Tensor, config: dict | None = None
+) -> None:
+    """:func:`add_weight_grad_to_main_grad` in one Triton launch for all experts (``kernels/wgrad.py``).
+
+    Args:
+        main_grad: ``[E, out, in]`` contiguous, updated in place.
+        grad_out: ``[N, out]`` bf16 rows, expert-major, unit column stride.
+        x: ``[N, in]`` same dtype and order.
+        counts: ``int [E]`` rows per expert, on ``x``'s device.
+        config: tile overrides of ``WGRAD_KERNEL_CONFIG``.
+    """
+    from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
+
+    num_experts, out_features, in_features = main_grad.shape
+    if grad_out.stride(1) != 1:
+        grad_out = grad_out.contiguous()
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    if not main_grad.is_contiguous():
+        raise ValueError("main_grad must be contiguous to be summed into by the weight-gradient kernel")
+    row_start = torch.zeros(num_experts + 1, dtype=torch.int64, device=x.device)
+    torch.cumsum(counts, 0, out=row_start[1:])
+    cfg = {**WGRAD_KERNEL_CONFIG, **(config or {})}
+    tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
+    grouped_wgrad_accumulate_kernel[(num_experts * tiles,)](
+        grad_out,
+        x,
+        row_start,
+        main_grad,
+        out_features,
+        in_features,
+        grad_out.stride(0),
+        x.stride(0),
+        UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
+        **cfg,
+    )
+
+
 def _grad_after_main_grad(weight: torch.Tensor):
     """What to return for ``weight`` once its gradient is in ``main_grad`` (Megatron's convention)."""
     if hasattr(weight, "grad_added_to_main_grad"):
@@ -106,10 +150,12 @@ def accumulate_weight_grad(weight: torch.Tensor, wgrad: torch.Tensor, fuse_into_
 def wgrad_accumulation_mode() -> str:
     """``COMET_WGRAD_ACCUMULATION`` (``--moe-comet-wgrad-accumulation``):
 
-    - ``auto`` (default): add the expert weight gradients into ``main_grad`` wherever the parameter has one,
-      by per-expert accumulating GEMMs on the GPU with up to ``PER_EXPERT_ACCUMULATION_MAX_EXPERTS`` local
-      experts, else by one grouped GEMM and an add;
-    - ``per_expert`` / ``grouped``: the same, always by that method;
+    - ``auto`` (default): add the expert weight gradients into ``main_grad`` wherever the parameter has one; on
+      the GPU by per-expert accumulating cuBLAS GEMMs when each expert's GEMM has at least
+      ``PER_EXPERT_MIN_FLOPS``, else by the accumulating grouped Triton kernel; on the CPU (or without Triton)
+      by one grouped GEMM and an add;
+    - ``per_expert`` / ``kernel`` / ``grouped``: the same, always by that method (``kernel`` needs Triton and a GPU,
+      else it is ``grouped``);
     - ``megatron``: only when ``gradient_accumulation_fusion`` is set (by a grouped GEMM and an add);
       otherwise return the bf16 gradient for Megatron's DDP hook to add, as Megatron's own experts do.
     """
@@ -126,14 +172,31 @@ def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
     return bool(gradient_accumulation_fusion) or wgrad_accumulation_mode() != "megatron"
 
 
-def accumulates_per_expert(weight: torch.Tensor, fuse_into_main_grad: bool) -> bool:
-    """Whether :func:`weight_grad` sums ``weight``'s gradient into ``main_grad`` inside per-expert GEMMs."""
+def auto_accumulation_method(num_experts: int, out_features: int, in_features: int, num_rows: int, kernel_ok: bool):
+    """``auto``'s choice on the GPU: per-expert cuBLAS GEMMs when each expert's GEMM (on average) has at least
+    ``PER_EXPERT_MIN_FLOPS``, else the grouped kernel where it can run, else a grouped GEMM and an add."""
+    if 2.0 * num_rows / max(num_experts, 1) * out_features * in_features >= PER_EXPERT_MIN_FLOPS:
+        return "per_expert"
+    return "kernel" if kernel_ok else "grouped"
+
+
+def accumulation_method(weight: torch.Tensor, x: torch.Tensor, fuse_into_main_grad: bool) -> str | None:
+    """How :func:`weight_grad` brings ``weight``'s gradient over the rows ``x`` into ``main_grad``: ``"per_expert"``,
+    ``"kernel"`` or ``"grouped"``, or ``None`` when the gradient is returned to autograd instead."""
     if not (fuse_into_main_grad and hasattr(weight, "main_grad")):
-        return False
+        return None
     mode = wgrad_accumulation_mode()
-    if mode == "auto":
-        return weight.is_cuda and weight.shape[0] <= PER_EXPERT_ACCUMULATION_MAX_EXPERTS
-    return mode == "per_expert"
+    kernel_ok = (
+        HAVE_TRITON
+        and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1")
+        and weight.main_grad.is_contiguous()
+        and x.dtype in (torch.bfloat16, torch.float16)
+    )
+    if mode in ("per_expert", "grouped") or (mode == "kernel" and kernel_ok):
+        return mode
+    if not x.is_cuda:
+        return "grouped"
+    return auto_accumulation_method(*weight.shape, x.shape[0], kernel_ok)
 
 
 def weight_grad(
@@ -148,8 +211,12 @@ def weight_grad(
     and ``x`` ``[N, in]`` (expert-major rows, ``counts`` / ``counts_host`` per expert): ``dW`` itself, or —
     with ``fuse_into_main_grad`` and a ``main_grad`` buffer — what Megatron expects once ``dW`` has been
     added to ``main_grad``."""
-    if accumulates_per_expert(weight, fuse_into_main_grad):
+    method = accumulation_method(weight, x, fuse_into_main_grad)
+    if method == "per_expert":
         add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host)
+        return _grad_after_main_grad(weight)
+    if method == "kernel":
+        add_weight_grad_to_main_grad_by_kernel(weight.main_grad, grad_out, x, counts)
         return _grad_after_main_grad(weight)
     return accumulate_weight_grad(weight, grouped_weight_grad(grad_out, x, counts, counts_host), fuse_into_main_grad)
 
