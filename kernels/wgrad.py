@@ -31,6 +31,7 @@ def grouped_wgrad_accumulate_kernel(
     BK: tl.constexpr,
     GROUP_M: tl.constexpr,
     UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
+    PREFETCH: tl.constexpr = False,  # load the main_grad tile before the reduction (its latency under the loop)
 ):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -46,7 +47,12 @@ def grouped_wgrad_accumulate_kernel(
         offs_n = tile_n * BN + tl.arange(0, BN)
         m_ok = offs_m < OUT
         n_ok = offs_n < IN
-        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        grad = main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
+        mask = m_ok[:, None] & n_ok[None, :]
+        if PREFETCH:
+            acc = tl.load(grad, mask=mask, other=0.0).to(tl.float32)
+        else:
+            acc = tl.zeros([BM, BN], dtype=tl.float32)
         for k0 in range(start, end, BK):
             rows = k0 + tl.arange(0, BK)
             row_ok = rows < end
@@ -62,7 +68,6 @@ def grouped_wgrad_accumulate_kernel(
                 other=0.0,
             )  # [BK, BN]
             acc = mma(tl.trans(dy), x, acc, UPCAST)
-        grad = main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
-        mask = m_ok[:, None] & n_ok[None, :]
-        total = tl.load(grad, mask=mask, other=0.0).to(tl.float32) + acc
-        tl.store(grad, total.to(grad.dtype.element_ty), mask=mask)
+        if not PREFETCH:
+            acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
+        tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)

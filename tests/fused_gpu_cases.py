@@ -28,7 +28,12 @@ GPU_CASES = {
     "shared_expert_aux_loss": Case(
         topk=2, experts=8, hidden=256, ffn=128, tokens=512, shared_expert=256, aux_loss=True
     ),
+    # the expert weight gradients summed into Megatron's fp32 main_grad by each of Comet's methods
+    "main_grad_per_expert": Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000),
+    "main_grad_kernel": Case(topk=4, experts=16, hidden=192, ffn=96, tokens=768, starve_expert=5),
 }
+# COMET_WGRAD_ACCUMULATION of the cases whose expert weights carry a main_grad (as under Megatron's DDP)
+MAIN_GRAD_CASES = {"main_grad_per_expert": "per_expert", "main_grad_kernel": "kernel"}
 
 
 def _rel(a, b):
@@ -48,14 +53,18 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_
     results = {}
     for name in names:
         try:
-            results[name] = _run_case(GPU_CASES[name], rank, ws, calls, dev)
+            if name in MAIN_GRAD_CASES:
+                os.environ["COMET_WGRAD_ACCUMULATION"] = MAIN_GRAD_CASES[name]
+            results[name] = _run_case(GPU_CASES[name], rank, ws, calls, dev, main_grad=name in MAIN_GRAD_CASES)
         except Exception:  # one broken case must not hide the others' results
             results[name] = {"error": traceback.format_exc()}
+        finally:
+            os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
     ps.destroy_model_parallel()
     return results
 
 
-def _run_case(case, rank, ws, calls, dev):
+def _run_case(case, rank, ws, calls, dev, main_grad: bool = False):
     from comet_megatron.megatron import get_comet_moe_module_spec
 
     cfg32 = _config(case, ws, "cuda")
@@ -84,6 +93,10 @@ def _run_case(case, rank, ws, calls, dev):
                 layer.experts.linear_fc2.weight.copy_(w2)
                 for p in layer.parameters():
                     p.grad = None
+            if main_grad:  # what Megatron's DDP attaches; zeroed per call as its zero_grad_buffer does
+                for weight in (fused.experts.linear_fc1.weight, fused.experts.linear_fc2.weight):
+                    weight.main_grad = torch.zeros(weight.shape, dtype=torch.float32, device=dev)
+                    weight.grad_added_to_main_grad = False
             if case.shared_expert:
                 state = fused.shared_experts.state_dict()
                 ref16.shared_experts.load_state_dict(state)
@@ -100,10 +113,16 @@ def _run_case(case, rank, ws, calls, dev):
             out, _ = layer(xi)
             (out * grad_out.to(dtype)).sum().backward()
             outs[key] = out.detach().float()
+            fc1, fc2 = layer.experts.linear_fc1.weight, layer.experts.linear_fc2.weight
+            if main_grad and key == "fused":
+                assert fc1.grad_added_to_main_grad and fc2.grad_added_to_main_grad
+                fc1_grad, fc2_grad = fc1.main_grad, fc2.main_grad
+            else:
+                fc1_grad, fc2_grad = fc1.grad, fc2.grad
             grads[key] = {
                 "input": xi.grad.float(),
-                "fc1": layer.experts.linear_fc1.weight.grad.float(),
-                "fc2": layer.experts.linear_fc2.weight.grad.float(),
+                "fc1": fc1_grad.float(),
+                "fc2": fc2_grad.float(),
                 "router": layer.router.weight.grad.float(),
             }
         m = {"finite": bool(torch.isfinite(outs["fused"]).all())}

@@ -280,8 +280,9 @@ def test_routing_kernels_compile_for_sm90(experts):
     _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)
 
 
+@pytest.mark.parametrize("prefetch", [False, True])
 @pytest.mark.parametrize("main_grad_type", ["*fp32", "*bf16"])
-def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type):
+def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, prefetch):
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
     from comet_megatron.ops.grouped_linear import WGRAD_KERNEL_CONFIG
 
@@ -289,5 +290,6 @@ def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type):
     sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
     cfg = dict(WGRAD_KERNEL_CONFIG)
     num_warps, num_stages = cfg.pop("num_warps"), cfg.pop("num_stages")
-    ptx = _compile(grouped_wgrad_accumulate_kernel, sig, dict(cfg, UPCAST=False), num_warps, num_stages).asm["ptx"]
+    constexprs = dict(cfg, UPCAST=False, PREFETCH=prefetch)
+    ptx = _compile(grouped_wgrad_accumulate_kernel, sig, constexprs, num_warps, num_stages).asm["ptx"]
     assert "wgmma.mma_async" in ptx  # Hopper's warpgroup MMA on the bf16 tiles

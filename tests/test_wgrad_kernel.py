@@ -2,9 +2,10 @@
 
 ``main_grad[e] += dy_e^T @ x_e`` onto a random ``main_grad``: experts without rows (left untouched), row counts that
 are not multiples of the tile's depth, gradient shapes that are not multiples of the tile, a single expert, no rows at
-all, an fp32 and a bf16 ``main_grad``. On CPU the kernel runs under ``TRITON_INTERPRET=1`` with small tiles (in a
-subprocess: the flag must be set before the kernel module is imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the
-compiled kernel with the default tile and larger shapes. ``python -m tests.test_wgrad_kernel`` prints the report.
+all, an fp32 and a bf16 ``main_grad``, the ``main_grad`` tile loaded before or after the reduction. On CPU the kernel
+runs under ``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the flag must be set before the kernel module is
+imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel with the default tile and larger shapes.
+``python -m tests.test_wgrad_kernel`` prints the report.
 """
 
 from __future__ import annotations
@@ -76,17 +77,20 @@ def _check(report, cases, interpreted: bool) -> None:
 
 def test_wgrad_kernel_interpreted():
     pytest.importorskip("triton")
-    _check(run_interpreted("tests.test_wgrad_kernel", timeout=300), CASES, interpreted=True)
+    reports = run_interpreted("tests.test_wgrad_kernel", timeout=300)
+    for prefetch in ("False", "True"):
+        _check(reports[prefetch], CASES, interpreted=True)
 
 
 @pytest.mark.gpu
 def test_wgrad_kernel_compiled():
     if selected_device() != "cuda" or not torch.cuda.is_available():
         pytest.skip("needs COMET_TEST_DEVICE=cuda and a GPU")
-    _check(wgrad_errors("cuda", GPU_CASES, None), GPU_CASES, interpreted=False)
-    _check(wgrad_errors("cuda", CASES, SMALL_TILES), CASES, interpreted=False)
+    for prefetch in (False, True):
+        _check(wgrad_errors("cuda", GPU_CASES, {"PREFETCH": prefetch}), GPU_CASES, interpreted=False)
+        _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, PREFETCH=prefetch)), CASES, interpreted=False)
 
 
 if __name__ == "__main__":
-    print(json.dumps(wgrad_errors("cpu", CASES, SMALL_TILES)))
+    print(json.dumps({str(p): wgrad_errors("cpu", CASES, dict(SMALL_TILES, PREFETCH=p)) for p in (False, True)}))
     sys.stdout.flush()
