@@ -162,7 +162,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for bench_wgrad.json")
     parser.add_argument("--kernel-configs", type=json.loads, default=[], help="JSON list of tile overrides")
+    parser.add_argument("--replot", nargs="+", metavar="JSON", help="only redraw the charts of these results")
     args = parser.parse_args()
+    if args.replot:
+        for path in args.replot:
+            with open(path) as f:
+                print(f"wrote {plot(json.load(f), os.path.splitext(path)[0] + '.png')}")
+        return
     if not torch.cuda.is_available():
         sys.exit("bench_wgrad.py needs a CUDA GPU")
 
@@ -174,6 +180,7 @@ def main() -> None:
         "torch": torch.__version__,
         "ep": args.ep,
         "dense_TFLOPs": round(tflops, 1),
+        "command": " ".join(sys.argv),
         "cases": {},
     }
     for name in args.cases.split(","):
@@ -182,11 +189,15 @@ def main() -> None:
         local = case.experts // args.ep
         rows = [tokens * case.topk * args.ep // case.experts] * local
         print(f"{name}: {local} local experts, {rows[0]} rows each ({tokens} tokens per rank)", flush=True)
-        results["cases"][name] = {
-            "tokens": tokens,
-            "fc1": bench_gemm("fc1", rows, 2 * case.ffn, case.hidden, args, tflops),
-            "fc2": bench_gemm("fc2", rows, case.hidden, case.ffn, args, tflops),
-        }
+        try:
+            results["cases"][name] = {
+                "tokens": tokens,
+                "fc1": bench_gemm("fc1", rows, 2 * case.ffn, case.hidden, args, tflops),
+                "fc2": bench_gemm("fc2", rows, case.hidden, case.ffn, args, tflops),
+            }
+        except torch.OutOfMemoryError as exc:  # e.g. DSv3 at EP=1: 30 GiB per fp32 gradient, four copies here
+            results["cases"][name] = {"tokens": tokens, "error": str(exc).splitlines()[0]}
+            print(f"  {name}: out of memory, skipped", flush=True)
         torch.cuda.empty_cache()
 
     print(
@@ -194,7 +205,7 @@ def main() -> None:
         "  vs grouped+add: per_expert kernel"
     )
     for name, entry in results["cases"].items():
-        for gemm in ("fc1", "fc2"):
+        for gemm in ("fc1", "fc2") if "error" not in entry else ():
             g = entry[gemm]
             print(
                 f"{name:20s} {gemm:4s} "
@@ -207,6 +218,46 @@ def main() -> None:
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
         print(f"wrote {path}")
+        print(f"wrote {plot(results, os.path.join(args.out, 'bench_wgrad.png'))}")
+
+
+def plot(results: dict, path: str) -> str:
+    """Bars of ms per (case, GEMM) for each variant, the floor as a line over each group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(n, g) for n, e in results["cases"].items() if "error" not in e for g in ("fc1", "fc2")]
+    first = results["cases"][groups[0][0]]["fc1"]
+    configs = first.get("kernel_configs", [])  # results from before the kernel existed have none
+    kernels = ["kernel"] + [f"kernel#{i}" for i in range(1, len(configs))]
+    labels = dict(zip(VARIANTS[:3], VARIANTS[:3]))
+    for name, config in zip(kernels, configs):
+        changed = {k: v for k, v in config.items() if v != configs[0].get(k)}
+        labels[name] = "kernel " + (" ".join(f"{k}={v}" for k, v in changed.items()) or "(default tile)")
+    variants = list(labels)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(groups)), 4.5))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        ms = [results["cases"][n][g][variant]["ms"] for n, g in groups]
+        ax.bar([x + i * width for x in range(len(groups))], ms, width, label=labels[variant])
+    for x, (n, g) in enumerate(groups):
+        floor = results["cases"][n][g]["floor_ms"]
+        ax.hlines(floor, x - width / 2, x + 0.8 - width / 2, colors="black", linestyles="dashed")
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(groups))])
+    ax.set_xticklabels([f"{n}\n{g}" for n, g in groups], fontsize=7)
+    ax.set_ylabel("ms per weight gradient into fp32 main_grad")
+    ax.set_title(
+        f"Expert weight gradients summed into main_grad, one rank of EP={results['ep']} ({results['device']}); "
+        "dashed: GEMM floor",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
