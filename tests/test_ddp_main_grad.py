@@ -1,0 +1,88 @@
+"""Comet's experts adding their weight gradients into ``main_grad`` under Megatron's real DDP (CPU/gloo, EP=2).
+
+A Comet MoE layer (reference backend) wrapped in Megatron's ``DistributedDataParallel`` runs two micro-batches
+(the first under ``no_sync``, as Megatron's schedule does) and ``finish_grad_sync``. Each way of bringing the expert
+weight gradients into ``main_grad`` (``COMET_WGRAD_ACCUMULATION``: ``grouped`` and ``per_expert`` add them inside the
+layer; ``megatron`` returns them for DDP's hook to add) must leave the same ``main_grad`` on every parameter, with
+``overlap_grad_reduce`` on and off: no gradient added twice (the hook skips parameters marked
+``grad_added_to_main_grad``) or lost (the hook's ``param.grad`` check under ``overlap_grad_reduce``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.megatron_cpu import moe_test_config
+from tests.multirank import run_ranks
+
+EP = 2
+HIDDEN, FFN, EXPERTS = 64, 48, 4
+MODES = ("megatron", "grouped", "per_expert")
+
+
+def _main_grads(rank: int, ws: int, overlap_grad_reduce: bool) -> dict:
+    from megatron.core import parallel_state as ps
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+    from comet_megatron.megatron import get_comet_moe_module_spec
+
+    ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
+    config = moe_test_config(
+        hidden_size=HIDDEN,
+        ffn_hidden_size=FFN,
+        moe_ffn_hidden_size=FFN,
+        num_attention_heads=2,
+        num_moe_experts=EXPERTS,
+        moe_router_topk=2,
+        moe_router_dtype="fp32",
+        expert_model_parallel_size=ws,
+    )
+    results = {}
+    for mode in MODES:
+        os.environ["COMET_WGRAD_ACCUMULATION"] = mode
+        torch.manual_seed(1000 + rank)  # same weights for every mode; experts differ per rank
+        layer = get_comet_moe_module_spec(use_te=False, num_experts=EXPERTS, backend="reference")(config=config)
+        ddp = DistributedDataParallel(
+            config,
+            DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=overlap_grad_reduce),
+            layer,
+        )
+        ddp.zero_grad_buffer()
+        for micro_batch in range(2):
+            gen = torch.Generator().manual_seed(10 * micro_batch + rank)
+            x = torch.randn(24, 1, HIDDEN, generator=gen)
+            grad = torch.randn(24, 1, HIDDEN, generator=gen)
+            if micro_batch == 0:
+                with ddp.no_sync():
+                    ddp(x)[0].backward(grad)
+            else:
+                ddp(x)[0].backward(grad)
+        ddp.finish_grad_sync()
+        experts = layer.experts
+        results[mode] = {
+            "fc1": experts.linear_fc1.weight.main_grad.clone(),
+            "fc2": experts.linear_fc2.weight.main_grad.clone(),
+            "router": layer.router.weight.main_grad.clone(),
+            "grads_left": [n for n, p in layer.named_parameters() if p.grad is not None],
+            "marked": bool(experts.linear_fc1.weight.grad_added_to_main_grad),
+        }
+    os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
+    ps.destroy_model_parallel()
+    return results
+
+
+@pytest.mark.parametrize("overlap_grad_reduce", [False, True])
+def test_every_accumulation_leaves_ddp_the_same_main_grad(overlap_grad_reduce):
+    for rank, results in enumerate(run_ranks(EP, _main_grads, overlap_grad_reduce, timeout=300)):
+        want = results["megatron"]
+        assert not want["marked"]  # DDP's hook added the returned gradients
+        assert want["fc1"].abs().sum() > 0 and want["fc2"].abs().sum() > 0
+        for mode in ("grouped", "per_expert"):
+            got = results[mode]
+            assert got["marked"], (rank, mode)
+            assert got["grads_left"] == [], (rank, mode, got["grads_left"])
+            for name in ("fc1", "fc2", "router"):
+                torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=f"{rank} {mode} {name}")
