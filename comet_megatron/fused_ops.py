@@ -6,7 +6,6 @@ with simulated ranks (CPU tensors, tables of their addresses) in one process.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -17,15 +16,12 @@ from comet_megatron.kernels.activation_backward import activation_backward_kerne
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
+from comet_megatron.triton_support import interpreting as _interpreting
 from comet_megatron.tuning import KernelConfig
 
 ACTIVATIONS = {"silu": 0, "gelu": 1}
 _ACT_BWD_ROWS, _ACT_BWD_COLS = 4, 512  # activation_backward_kernel: rows per program, columns per step
 DEBUG_MAX_SPINS = 1 << 26
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _tma_descriptors(a: torch.Tensor, b: torch.Tensor, a_block: list[int], b_block: list[int]):

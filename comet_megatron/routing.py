@@ -19,14 +19,14 @@ kernels use the same offsets to write rows straight to their final place at the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 
 import torch
 
+from comet_megatron.triton_support import HAVE_TRITON
+
 # the routing kernel is optional: without Triton the slots are sorted with PyTorch operators
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
     model_parallel_cuda_manual_seed(1234)
     results = {}
+    user_wgrad_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
     for name in names:
         try:
             if name in MAIN_GRAD_CASES:
@@ -59,7 +60,10 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_
         except Exception:  # one broken case must not hide the others' results
             results[name] = {"error": traceback.format_exc()}
         finally:
-            os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
+            if user_wgrad_mode is None:
+                os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
+            else:
+                os.environ["COMET_WGRAD_ACCUMULATION"] = user_wgrad_mode
     ps.destroy_model_parallel()
     return results
 

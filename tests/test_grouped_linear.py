@@ -223,6 +223,30 @@ def test_accumulation_method_on_cpu_and_unknown_modes(monkeypatch):
         accumulation_method(weight, x, True)
 
 
+@pytest.mark.parametrize(
+    "mode,rows_dtype,expected",
+    [
+        ("megatron", torch.bfloat16, "grouped"),  # gradient_accumulation_fusion on: Megatron's way, not auto's
+        ("grouped", torch.bfloat16, "grouped"),
+        ("per_expert", torch.bfloat16, "per_expert"),
+        ("kernel", torch.bfloat16, "kernel"),
+        ("kernel", torch.float32, "grouped"),  # the kernel reads bf16/fp16 rows only
+        ("auto", torch.bfloat16, "per_expert"),  # Mixtral-size experts
+    ],
+)
+def test_accumulation_method_on_the_gpu(monkeypatch, mode, rows_dtype, expected):
+    """The choice for GPU rows (a stand-in with ``is_cuda``: the rule needs no GPU)."""
+    from types import SimpleNamespace
+
+    from comet_megatron.ops import grouped_linear
+
+    monkeypatch.setattr(grouped_linear, "HAVE_TRITON", True)
+    monkeypatch.setenv("COMET_WGRAD_ACCUMULATION", mode)
+    weight = SimpleNamespace(shape=(4, 28672, 4096), main_grad=torch.zeros(1))
+    rows = SimpleNamespace(is_cuda=True, dtype=rows_dtype, shape=(16384, 4096))
+    assert grouped_linear.accumulation_method(weight, rows, True) == expected
+
+
 # (local experts, out, in, rows): the issue's cases at EP=2 and the Qwen3 training example at EP=1
 @pytest.mark.parametrize(
     "shape,expected",

@@ -18,7 +18,8 @@ from comet_megatron.backends.selection import BACKEND_CHOICES
 from comet_megatron.errors import CometConfigError
 from comet_megatron.ops.grouped_linear import WGRAD_ACCUMULATION_CHOICES
 
-# The environment variables the package reads (comet_megatron/tuning.py, comet_megatron/backends/fused.py).
+# The environment variables the package reads (comet_megatron/tuning.py, comet_megatron/backends/fused.py,
+# comet_megatron/ops/grouped_linear.py).
 ENV_TUNING_CACHE = "COMET_TUNING_CACHE"
 ENV_KERNEL_CONFIG = "COMET_KERNEL_CONFIG"
 ENV_DEBUG = "COMET_DEBUG"
@@ -61,10 +62,11 @@ def add_comet_args(parser):
         choices=WGRAD_ACCUMULATION_CHOICES,
         default=None,
         help="How the experts' weight gradients reach Megatron's fp32 main_grad (sets "
-        f"{ENV_WGRAD_ACCUMULATION}). 'auto' (default): Comet adds them itself, needing no Apex — inside "
-        "per-expert GEMMs with few local experts, else one grouped GEMM and an add; 'per_expert' / 'grouped': "
-        "always that way; 'megatron': only with --gradient-accumulation-fusion, else a bf16 gradient that "
-        "Megatron's DDP hook adds (Megatron's own experts' behaviour).",
+        f"{ENV_WGRAD_ACCUMULATION}). 'auto' (default): Comet adds them itself, needing no Apex — on GPUs by "
+        "per-expert cuBLAS GEMMs accumulating in fp32 when each expert's GEMM is large (>= 32 GFLOP), else by one "
+        "Triton kernel for all experts; 'per_expert' / 'kernel' / 'grouped' (a grouped GEMM and an add): always "
+        "that way; 'megatron': only with --gradient-accumulation-fusion, else a bf16 gradient that Megatron's DDP "
+        "hook adds (Megatron's own experts' behaviour).",
     )
     group.add_argument(
         "--moe-comet-debug",

@@ -7,21 +7,21 @@ returned, exactly as ``LinearWithGradAccumulationAndAsyncCommunication`` does, s
 treat the parameter like any other.
 
 Comet's experts need no Apex kernel for that fusion, so they accumulate into ``main_grad`` whether or not
-``gradient_accumulation_fusion`` is set (``COMET_WGRAD_ACCUMULATION``, see :func:`wgrad_accumulation_mode`).
-With few local experts the sum happens inside the GEMMs (one cuBLAS GEMM per expert with ``beta = 1`` and
-an fp32 output): no bf16 weight gradient is written, read back and added, which is what Megatron's DDP
-hook does otherwise. With many small experts one grouped GEMM plus one add is faster
-(``benchmarks/bench_wgrad.py`` measures both).
+``gradient_accumulation_fusion`` is set (``COMET_WGRAD_ACCUMULATION``, see :func:`wgrad_accumulation_mode`),
+and on the GPU the sum happens inside the GEMMs: with large experts one cuBLAS GEMM per expert with ``beta = 1``
+and an fp32 output; with many small experts, whose per-expert launches would make the host the bottleneck, one
+Triton launch for all of them (``kernels/wgrad.py``). No bf16 weight gradient is written, read back and added,
+which is what Megatron's DDP hook does otherwise (``benchmarks/bench_wgrad.py`` measures every way).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
 
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
+from comet_megatron.triton_support import HAVE_TRITON, interpreting
+
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
 # it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
@@ -124,7 +124,7 @@ def add_weight_grad_to_main_grad_by_kernel(
         in_features,
         grad_out.stride(0),
         x.stride(0),
-        UPCAST=os.environ.get("TRITON_INTERPRET") == "1",
+        UPCAST=interpreting(),
         **cfg,
     )
 
@@ -142,7 +142,7 @@ def _grad_after_main_grad(weight: torch.Tensor):
 def accumulate_weight_grad(weight: torch.Tensor, wgrad: torch.Tensor, fuse_into_main_grad: bool):
     """The gradient to return for ``weight``, or a dummy after adding ``wgrad`` into ``main_grad``."""
     if fuse_into_main_grad and hasattr(weight, "main_grad"):
-        weight.main_grad.add_(wgrad.to(weight.main_grad.dtype))
+        weight.main_grad.add_(wgrad)  # promoted element by element: no full-size copy in main_grad's dtype
         return _grad_after_main_grad(weight)
     return wgrad
 
@@ -154,10 +154,12 @@ def wgrad_accumulation_mode() -> str:
       the GPU by per-expert accumulating cuBLAS GEMMs when each expert's GEMM has at least
       ``PER_EXPERT_MIN_FLOPS``, else by the accumulating grouped Triton kernel; on the CPU (or without Triton)
       by one grouped GEMM and an add;
-    - ``per_expert`` / ``kernel`` / ``grouped``: the same, always by that method (``kernel`` needs Triton and a GPU,
-      else it is ``grouped``);
+    - ``per_expert`` / ``kernel`` / ``grouped``: the same, always by that method (``kernel`` needs Triton, a GPU,
+      bf16/fp16 rows and a contiguous ``main_grad``, else it is ``grouped``);
     - ``megatron``: only when ``gradient_accumulation_fusion`` is set (by a grouped GEMM and an add);
       otherwise return the bf16 gradient for Megatron's DDP hook to add, as Megatron's own experts do.
+
+    Only ``per_expert`` and ``kernel`` sum in fp32; ``grouped`` adds the bf16 gradient, as DDP's hook does.
     """
     mode = os.environ.get("COMET_WGRAD_ACCUMULATION", "auto") or "auto"
     if mode not in WGRAD_ACCUMULATION_CHOICES:
@@ -188,15 +190,15 @@ def accumulation_method(weight: torch.Tensor, x: torch.Tensor, fuse_into_main_gr
     mode = wgrad_accumulation_mode()
     kernel_ok = (
         HAVE_TRITON
-        and (x.is_cuda or os.environ.get("TRITON_INTERPRET", "0") == "1")
+        and (x.is_cuda or interpreting())
         and weight.main_grad.is_contiguous()
         and x.dtype in (torch.bfloat16, torch.float16)
     )
-    if mode in ("per_expert", "grouped") or (mode == "kernel" and kernel_ok):
+    if mode == "auto" and x.is_cuda:
+        return auto_accumulation_method(*weight.shape, x.shape[0], kernel_ok)
+    if mode == "per_expert" or (mode == "kernel" and kernel_ok):
         return mode
-    if not x.is_cuda:
-        return "grouped"
-    return auto_accumulation_method(*weight.shape, x.shape[0], kernel_ok)
+    return "grouped"  # auto on the CPU, kernel where it cannot run, megatron with gradient_accumulation_fusion
 
 
 def weight_grad(
