@@ -99,7 +99,8 @@ def test_with_comet_args_chains_another_provider():
 
 def test_tuner_options_set_the_environment(monkeypatch, tmp_path):
     for name in (ENV_TUNING_CACHE, ENV_KERNEL_CONFIG, ENV_DEBUG):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what export_comet_env sets is undone after the test
+        monkeypatch.delenv(name)
     args = add_comet_args(argparse.ArgumentParser()).parse_args(
         [
             "--moe-comet",
@@ -117,6 +118,24 @@ def test_tuner_options_set_the_environment(monkeypatch, tmp_path):
     from comet_megatron import tuning
 
     assert tuning.cache_path() == tmp_path / "c.json"  # the variable the tuner reads
+
+
+def test_wgrad_accumulation_option_sets_what_the_experts_read(monkeypatch, capsys):
+    from comet_megatron.megatron.args import ENV_WGRAD_ACCUMULATION
+    from comet_megatron.ops.grouped_linear import fuses_into_main_grad, wgrad_accumulation_mode
+
+    monkeypatch.setenv(ENV_WGRAD_ACCUMULATION, "")  # recorded, so that what export_comet_env sets is undone
+    monkeypatch.delenv(ENV_WGRAD_ACCUMULATION)
+    parser = add_comet_args(argparse.ArgumentParser())
+    export_comet_env(parser.parse_args(["--moe-comet"]))
+    assert ENV_WGRAD_ACCUMULATION not in os.environ and wgrad_accumulation_mode() == "auto"
+    assert fuses_into_main_grad(False)  # Comet adds into main_grad without Megatron's fusion flag
+    export_comet_env(parser.parse_args(["--moe-comet", "--moe-comet-wgrad-accumulation", "megatron"]))
+    assert wgrad_accumulation_mode() == "megatron"
+    assert not fuses_into_main_grad(False) and fuses_into_main_grad(True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--moe-comet-wgrad-accumulation", "fast"])
+    assert "per_expert" in capsys.readouterr().err
 
 
 # --- startup validation ------------------------------------------------------------------------------
