@@ -16,7 +16,7 @@ from comet_megatron.kernels.activation_backward import activation_backward_kerne
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
-from comet_megatron.triton_support import interpreting as _interpreting
+from comet_megatron.triton_support import interpreting
 from comet_megatron.tuning import KernelConfig
 
 ACTIVATIONS = {"silu": 0, "gelu": 1}
@@ -27,7 +27,7 @@ DEBUG_MAX_SPINS = 1 << 26
 def _tma_descriptors(a: torch.Tensor, b: torch.Tensor, a_block: list[int], b_block: list[int]):
     """Host TMA descriptors for A ``[rows, K]`` and B ``[N, K]``, or ``None`` where TMA cannot be used
     (interpreter, CPU, row strides not 16-byte aligned, empty A)."""
-    if _interpreting() or not a.is_cuda or a.shape[0] == 0 or a.shape[1] % 8 or b.shape[1] % 8:
+    if interpreting() or not a.is_cuda or a.shape[0] == 0 or a.shape[1] % 8 or b.shape[1] % 8:
         return None
     from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -138,7 +138,7 @@ def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, deb
         USE_TMA=use_tma,
         DEBUG=debug,
         MAX_SPINS=DEBUG_MAX_SPINS,
-        UPCAST=_interpreting(),
+        UPCAST=interpreting(),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -266,7 +266,7 @@ def fc2_combine(
         GROUP_M=config.group_m,
         USE_TMA=descriptors is not None,
         W_KN=weight_kn,
-        UPCAST=_interpreting(),
+        UPCAST=interpreting(),
         EPI_SPLIT=config.epilogue_split,
         num_warps=config.num_warps,
         num_stages=config.num_stages,

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from comet_megatron.triton_support import HAVE_TRITON
-
-# the routing kernel is optional: without Triton the slots are sorted with PyTorch operators
+from comet_megatron.triton_support import HAVE_TRITON  # without Triton the slots are sorted by PyTorch operators
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 ``main_grad[e] += dy_e^T @ x_e`` for every local expert ``e``, where ``dy_e`` / ``x_e`` are expert ``e``'s rows of the
 expert-major ``dy`` ``[N, OUT]`` and ``x`` ``[N, IN]``. One program per ``BM x BN`` tile of one expert's gradient: it
-reduces over the expert's rows (a run-time range, masked at both ends, so experts need no padding), then adds its
-fp32 sum to the ``main_grad`` tile in place. No bf16 gradient is written and read back, which is what a grouped GEMM
-followed by Megatron's ``main_grad.add_`` costs, and there is one launch where per-expert cuBLAS GEMMs need one each
-(the host's cost with tens of small experts: ``benchmarks/bench_wgrad.py``).
+reduces over the expert's rows (a run-time range starting at its first row, masked past its last, so experts need no
+padding), then adds its fp32 sum to the ``main_grad`` tile in place. No bf16 gradient is written and read back, which
+is what a grouped GEMM followed by Megatron's ``main_grad.add_`` costs, and there is one launch where per-expert cuBLAS
+GEMMs need one each (the host's cost with tens of small experts: ``benchmarks/bench_wgrad.py``).
 
 Tiles of distinct experts, or of one expert, never overlap: each ``main_grad`` element has one writer.
 """
