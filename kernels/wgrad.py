@@ -2,10 +2,15 @@
 
 ``main_grad[e] += dy_e^T @ x_e`` for every local expert ``e``, where ``dy_e`` / ``x_e`` are expert ``e``'s rows of the
 expert-major ``dy`` ``[N, OUT]`` and ``x`` ``[N, IN]``. One program per ``BM x BN`` tile of one expert's gradient: it
-reduces over the expert's rows (a run-time range starting at its first row, masked past its last, so experts need no
-padding), then adds its fp32 sum to the ``main_grad`` tile in place. No bf16 gradient is written and read back, which
-is what a grouped GEMM followed by Megatron's ``main_grad.add_`` costs, and there is one launch where per-expert cuBLAS
-GEMMs need one each (the host's cost with tens of small experts: ``benchmarks/bench_wgrad.py``).
+reduces over the expert's rows (a run-time range starting at its first row and masked past its last, so experts need
+no padding), then adds its fp32 sum to the ``main_grad`` tile in place. No bf16 gradient is written and read back,
+which is what a grouped GEMM followed by Megatron's ``main_grad.add_`` costs, and there is one launch where per-expert
+cuBLAS GEMMs need one each (the host's cost with tens of small experts: ``benchmarks/bench_wgrad.py``).
+
+``USE_TMA`` loads the row chunks that lie wholly inside the expert with tensor-memory-accelerator descriptors (the
+GEMM loop Triton pipelines best on Hopper); only the last, partial chunk needs a row mask, and a TMA tile cannot be
+masked by a run-time row bound short of the tensor's end (the rows after it are the next expert's), so that one chunk
+is read with masked pointer loads.
 
 Tiles of distinct experts, or of one expert, never overlap: each ``main_grad`` element has one writer.
 """
@@ -17,7 +22,19 @@ from comet_megatron.kernels.tiles import grouped_tile, mma
 
 
 @triton.jit
+def _rows_tile(ptr, rows, row_end, stride, cols, cols_ok):
+    """``[len(rows), len(cols)]`` tile of a row-major matrix; rows at or past ``row_end`` (and masked columns) read 0."""
+    return tl.load(
+        ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :],
+        mask=(rows < row_end)[:, None] & cols_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
 def grouped_wgrad_accumulate_kernel(
+    dy_desc,  # USE_TMA: TMA descriptor of dy, block [BK, BM]; otherwise ignored
+    x_desc,  # USE_TMA: TMA descriptor of x, block [BK, BN]; otherwise ignored
     dy_ptr,  # bf16 [N, OUT]: output-gradient rows, expert-major (row stride stride_dy, unit column stride)
     x_ptr,  # bf16 [N, IN]: input rows, same order (row stride stride_x)
     row_start_ptr,  # int64 [E + 1]: expert e's rows are [row_start[e], row_start[e + 1])
@@ -31,7 +48,7 @@ def grouped_wgrad_accumulate_kernel(
     BK: tl.constexpr,
     GROUP_M: tl.constexpr,
     UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
-    PREFETCH: tl.constexpr = False,  # load the main_grad tile before the reduction (its latency under the loop)
+    USE_TMA: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -47,27 +64,20 @@ def grouped_wgrad_accumulate_kernel(
         offs_n = tile_n * BN + tl.arange(0, BN)
         m_ok = offs_m < OUT
         n_ok = offs_n < IN
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        masked_from = start
+        if USE_TMA:
+            masked_from = end - (end - start) % BK
+            for k0 in range(start.to(tl.int32), masked_from.to(tl.int32), BK):
+                dy = dy_desc.load([k0, tile_m * BM])  # [BK, BM]; columns past OUT read 0
+                x = x_desc.load([k0, tile_n * BN])  # [BK, BN]
+                acc = mma(tl.trans(dy), x, acc, UPCAST)
+        for k0 in range(masked_from, end, BK):
+            rows = k0 + tl.arange(0, BK)
+            dy = _rows_tile(dy_ptr, rows, end, stride_dy, offs_m, m_ok)  # [BK, BM]
+            x = _rows_tile(x_ptr, rows, end, stride_x, offs_n, n_ok)  # [BK, BN]
+            acc = mma(tl.trans(dy), x, acc, UPCAST)
         grad = main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
         mask = m_ok[:, None] & n_ok[None, :]
-        if PREFETCH:
-            acc = tl.load(grad, mask=mask, other=0.0).to(tl.float32)
-        else:
-            acc = tl.zeros([BM, BN], dtype=tl.float32)
-        for k0 in range(start, end, BK):
-            rows = k0 + tl.arange(0, BK)
-            row_ok = rows < end
-            rows64 = rows.to(tl.int64)
-            dy = tl.load(
-                dy_ptr + rows64[:, None] * stride_dy + offs_m[None, :],
-                mask=row_ok[:, None] & m_ok[None, :],
-                other=0.0,
-            )  # [BK, BM]
-            x = tl.load(
-                x_ptr + rows64[:, None] * stride_x + offs_n[None, :],
-                mask=row_ok[:, None] & n_ok[None, :],
-                other=0.0,
-            )  # [BK, BN]
-            acc = mma(tl.trans(dy), x, acc, UPCAST)
-        if not PREFETCH:
-            acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
         tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)

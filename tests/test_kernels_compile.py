@@ -280,16 +280,24 @@ def test_routing_kernels_compile_for_sm90(experts):
     _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)
 
 
-@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("use_tma", [False, True])
 @pytest.mark.parametrize("main_grad_type", ["*fp32", "*bf16"])
-def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, prefetch):
+def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma):
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
     from comet_megatron.ops.grouped_linear import WGRAD_KERNEL_CONFIG
 
-    sig = {"dy_ptr": "*bf16", "x_ptr": "*bf16", "row_start_ptr": "*i64", "main_grad_ptr": main_grad_type}
-    sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
     cfg = dict(WGRAD_KERNEL_CONFIG)
     num_warps, num_stages = cfg.pop("num_warps"), cfg.pop("num_stages")
-    constexprs = dict(cfg, UPCAST=False, PREFETCH=prefetch)
+    sig = {
+        "dy_desc": f"tensordesc<bf16[{cfg['BK']},{cfg['BM']}]>" if use_tma else "*bf16",
+        "x_desc": f"tensordesc<bf16[{cfg['BK']},{cfg['BN']}]>" if use_tma else "*bf16",
+        "dy_ptr": "*bf16",
+        "x_ptr": "*bf16",
+        "row_start_ptr": "*i64",
+        "main_grad_ptr": main_grad_type,
+    }
+    sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
+    constexprs = dict(cfg, UPCAST=False, USE_TMA=use_tma)
     ptx = _compile(grouped_wgrad_accumulate_kernel, sig, constexprs, num_warps, num_stages).asm["ptx"]
     assert "wgmma.mma_async" in ptx  # Hopper's warpgroup MMA on the bf16 tiles
+    assert ("cp.async.bulk.tensor" in ptx) == use_tma

@@ -2,7 +2,8 @@
 
 ``main_grad[e] += dy_e^T @ x_e`` onto a random ``main_grad``: experts without rows (left untouched), row counts that
 are not multiples of the tile's depth, gradient shapes that are not multiples of the tile, a single expert, no rows at
-all, an fp32 and a bf16 ``main_grad``, the ``main_grad`` tile loaded before or after the reduction. On CPU the kernel
+all, an fp32 and a bf16 ``main_grad``, row chunks read by TMA descriptors (with the expert's last, partial chunk read
+by masked loads) or all by masked pointer loads. On CPU the kernel
 runs under ``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the flag must be set before the kernel module is
 imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel with the default tile and larger shapes.
 ``python -m tests.test_wgrad_kernel`` prints the report.
@@ -98,6 +99,18 @@ def autograd_through_kernel() -> dict:
     return out
 
 
+def tma_used() -> list[bool]:
+    """Per case: whether the launcher gives the kernel TMA descriptors (aligned rows, some rows) under the interpreter."""
+    from comet_megatron.ops.grouped_linear import _wgrad_descriptors
+
+    used = []
+    for counts, out_features, in_features, _ in CASES:
+        dy = torch.randn(sum(counts), out_features).bfloat16()
+        x = torch.randn(sum(counts), in_features).bfloat16()
+        used.append(_wgrad_descriptors(dy, x, SMALL_TILES["BM"], SMALL_TILES["BN"], SMALL_TILES["BK"]) is not None)
+    return used
+
+
 def _tolerance(grad_dtype, interpreted: bool) -> float:
     """fp32: the sum of bf16 products in fp32 (~1e-7 relative). bf16: one rounding of the result, below 2^-8 of each
     element when rounded to nearest (compiled); the interpreter's fp32 -> bf16 cast truncates (below 2^-7)."""
@@ -118,8 +131,10 @@ def _check(report, cases, interpreted: bool) -> None:
 def test_wgrad_kernel_interpreted():
     pytest.importorskip("triton")
     reports = run_interpreted("tests.test_wgrad_kernel", timeout=300)
-    for prefetch in ("False", "True"):
-        _check(reports[prefetch], CASES, interpreted=True)
+    for use_tma in ("False", "True"):
+        _check(reports[use_tma], CASES, interpreted=True)
+    # the TMA path runs on the cases with 16-byte aligned rows, among them experts with a partial last chunk
+    assert reports["tma_used"] == [True, False, False, True]
     autograd = reports["autograd"]
     assert all(r["error"] < 1e-5 for r in autograd.values()), autograd
     assert autograd["flag"]["flag"] is True and autograd["flag"]["grad"] == [3, 16, 32]
@@ -131,13 +146,14 @@ def test_wgrad_kernel_interpreted():
 def test_wgrad_kernel_compiled():
     if selected_device() != "cuda" or not torch.cuda.is_available():
         pytest.skip("needs COMET_TEST_DEVICE=cuda and a GPU")
-    for prefetch in (False, True):
-        _check(wgrad_errors("cuda", GPU_CASES, {"PREFETCH": prefetch}), GPU_CASES, interpreted=False)
-        _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, PREFETCH=prefetch)), CASES, interpreted=False)
+    for use_tma in (False, True):
+        _check(wgrad_errors("cuda", GPU_CASES, {"USE_TMA": use_tma}), GPU_CASES, interpreted=False)
+        _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, USE_TMA=use_tma)), CASES, interpreted=False)
 
 
 if __name__ == "__main__":
-    report = {str(p): wgrad_errors("cpu", CASES, dict(SMALL_TILES, PREFETCH=p)) for p in (False, True)}
+    report = {str(t): wgrad_errors("cpu", CASES, dict(SMALL_TILES, USE_TMA=t)) for t in (False, True)}
+    report["tma_used"] = tma_used()
     report["autograd"] = autograd_through_kernel()
     print(json.dumps(report))
     sys.stdout.flush()

@@ -90,6 +90,20 @@ def add_weight_grad_to_main_grad(
         start += rows
 
 
+def _wgrad_descriptors(grad_out: torch.Tensor, x: torch.Tensor, block_m: int, block_n: int, block_k: int):
+    """TMA descriptors of ``grad_out`` (block ``[BK, BM]``) and ``x`` (``[BK, BN]``) for the weight-gradient kernel,
+    or ``None`` where TMA cannot read them (CPU tensors outside the interpreter, no rows, rows or bases not 16-byte
+    aligned)."""
+    if not (x.is_cuda or interpreting()) or x.shape[0] == 0:
+        return None
+    for t in (grad_out, x):
+        if (t.stride(0) * t.element_size()) % 16 or t.data_ptr() % 16:
+            return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor.from_tensor(grad_out, [block_k, block_m]), TensorDescriptor.from_tensor(x, [block_k, block_n])
+
+
 def add_weight_grad_to_main_grad_by_kernel(
     main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts: torch.Tensor, config: dict | None = None
 ) -> None:
@@ -100,7 +114,7 @@ def add_weight_grad_to_main_grad_by_kernel(
         grad_out: ``[N, out]`` bf16 rows, expert-major, unit column stride.
         x: ``[N, in]`` same dtype and order.
         counts: ``int [E]`` rows per expert, on ``x``'s device.
-        config: tile overrides of ``WGRAD_KERNEL_CONFIG``.
+        config: overrides of ``WGRAD_KERNEL_CONFIG`` (tile, warps, stages; ``USE_TMA=False`` forces pointer loads).
     """
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
 
@@ -114,8 +128,14 @@ def add_weight_grad_to_main_grad_by_kernel(
     row_start = torch.zeros(num_experts + 1, dtype=torch.int64, device=x.device)
     torch.cumsum(counts, 0, out=row_start[1:])
     cfg = {**WGRAD_KERNEL_CONFIG, **(config or {})}
+    descriptors = None
+    if cfg.pop("USE_TMA", True):
+        descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"])
+    dy_desc, x_desc = descriptors or (grad_out, x)  # the pointer path ignores the descriptor arguments
     tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
     grouped_wgrad_accumulate_kernel[(num_experts * tiles,)](
+        dy_desc,
+        x_desc,
         grad_out,
         x,
         row_start,
@@ -125,6 +145,7 @@ def add_weight_grad_to_main_grad_by_kernel(
         grad_out.stride(0),
         x.stride(0),
         UPCAST=interpreting(),
+        USE_TMA=descriptors is not None,
         **cfg,
     )
 
