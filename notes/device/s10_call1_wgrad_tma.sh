@@ -22,6 +22,21 @@ timeout 60 python benchmarks/bench_wgrad.py --ep 2 --tokens 4096 --cases mixtral
 echo "bench_wgrad ep2 4096 exit $? ($((SECONDS-T0)) s)"
 timeout 150 python benchmarks/bench_wgrad.py --ep 2 --kernel-configs "$KC" --out $OUT/w/ep2 > $OUT/w/ep2.log 2>&1
 echo "bench_wgrad ep2 exit $? ($((SECONDS-T0)) s)"
-for f in ep1_4096 ep2_4096 ep2; do echo "== $f"; grep -A12 "^case " $OUT/w/$f.log | cut -c1-200; done
+python - <<'PY'
+import json, os
+out = os.environ["OUT"]
+for run in ("ep1_4096", "ep2_4096", "ep2"):
+    path = f"{out}/w/{run}/bench_wgrad.json"
+    if not os.path.exists(path):
+        print(run, "missing"); continue
+    for case, entry in json.load(open(path))["cases"].items():
+        for gemm in ("fc1", "fc2"):
+            g = entry.get(gemm)
+            if not g:
+                continue
+            names = ["grouped_mm", "per_expert", "kernel"] + [f"kernel#{i}" for i in range(1, 6)]
+            cells = " ".join(f"{g[n]['ms']:6.3f}" if n in g else "   -  " for n in names)
+            print(f"{run:8s} {case[:12]:12s} {gemm} floor {g['floor_ms']:6.3f} | gm pe k k1(ptr) k2(s4) k3(BN256) k4(BK128) k5(w4): {cells}")
+PY
 tar czf $OUT/wgrad.tgz -C $OUT w && rm -rf $OUT/w
 ls $OUT
