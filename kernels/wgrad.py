@@ -12,6 +12,12 @@ GEMM loop Triton pipelines best on Hopper); only the last, partial chunk needs a
 masked by a run-time row bound short of the tensor's end (the rows after it are the next expert's), so that one chunk
 is read with masked pointer loads.
 
+``REDUCE_BY_TMA`` hands the finished fp32 tile to the TMA unit as a bulk reduce-add into ``main_grad``
+(``cp.reduce.async.bulk.tensor .add``): the read-modify-write happens in the memory system while the SM goes on to its
+next tile, where a load, add and store in the program would hold the SM for the tile's whole round trip to HBM (the
+pointer epilogue's time adds to the GEMM's; ``benchmarks/results/s10``). The descriptor spans ``[E, OUT, IN]``, so tiles
+past an expert's edge are clipped by the hardware.
+
 Tiles of distinct experts, or of one expert, never overlap: each ``main_grad`` element has one writer.
 """
 
@@ -23,7 +29,7 @@ from comet_megatron.kernels.tiles import grouped_tile, mma
 
 @triton.jit
 def _rows_tile(ptr, rows, row_end, stride, cols, cols_ok):
-    """``[len(rows), len(cols)]`` tile of a row-major matrix; rows at or past ``row_end`` (and masked columns) read 0."""
+    """``[len(rows), len(cols)]`` tile of a row-major matrix; rows from ``row_end`` on, and masked columns, read 0."""
     return tl.load(
         ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :],
         mask=(rows < row_end)[:, None] & cols_ok[None, :],
@@ -35,6 +41,7 @@ def _rows_tile(ptr, rows, row_end, stride, cols, cols_ok):
 def grouped_wgrad_accumulate_kernel(
     dy_desc,  # USE_TMA: TMA descriptor of dy, block [BK, BM]; otherwise ignored
     x_desc,  # USE_TMA: TMA descriptor of x, block [BK, BN]; otherwise ignored
+    main_grad_desc,  # REDUCE_BY_TMA: TMA descriptor of main_grad [E, OUT, IN] fp32, block [1, BM, BN]; else ignored
     dy_ptr,  # bf16 [N, OUT]: output-gradient rows, expert-major (row stride stride_dy, unit column stride)
     x_ptr,  # bf16 [N, IN]: input rows, same order (row stride stride_x)
     row_start_ptr,  # int64 [E + 1]: expert e's rows are [row_start[e], row_start[e + 1])
@@ -49,6 +56,7 @@ def grouped_wgrad_accumulate_kernel(
     GROUP_M: tl.constexpr,
     UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
     USE_TMA: tl.constexpr = False,
+    REDUCE_BY_TMA: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -77,7 +85,10 @@ def grouped_wgrad_accumulate_kernel(
             dy = _rows_tile(dy_ptr, rows, end, stride_dy, offs_m, m_ok)  # [BK, BM]
             x = _rows_tile(x_ptr, rows, end, stride_x, offs_n, n_ok)  # [BK, BN]
             acc = mma(tl.trans(dy), x, acc, UPCAST)
-        grad = main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
-        mask = m_ok[:, None] & n_ok[None, :]
-        acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
-        tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)
+        if REDUCE_BY_TMA:
+            main_grad_desc.atomic_add([expert, tile_m * BM, tile_n * BN], tl.reshape(acc, [1, BM, BN]))
+        else:
+            grad = main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
+            mask = m_ok[:, None] & n_ok[None, :]
+            acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
+            tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)

@@ -280,9 +280,11 @@ def test_routing_kernels_compile_for_sm90(experts):
     _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)
 
 
-@pytest.mark.parametrize("use_tma", [False, True])
+@pytest.mark.parametrize("use_tma,reduce_by_tma", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("main_grad_type", ["*fp32", "*bf16"])
-def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma):
+def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, reduce_by_tma):
+    if reduce_by_tma and main_grad_type != "*fp32":
+        pytest.skip("the launcher reduces by TMA into an fp32 main_grad only")
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
     from comet_megatron.ops.grouped_linear import WGRAD_KERNEL_CONFIG
 
@@ -291,13 +293,15 @@ def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma):
     sig = {
         "dy_desc": f"tensordesc<bf16[{cfg['BK']},{cfg['BM']}]>" if use_tma else "*bf16",
         "x_desc": f"tensordesc<bf16[{cfg['BK']},{cfg['BN']}]>" if use_tma else "*bf16",
+        "main_grad_desc": f"tensordesc<fp32[1,{cfg['BM']},{cfg['BN']}]>" if reduce_by_tma else main_grad_type,
         "dy_ptr": "*bf16",
         "x_ptr": "*bf16",
         "row_start_ptr": "*i64",
         "main_grad_ptr": main_grad_type,
     }
     sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
-    constexprs = dict(cfg, UPCAST=False, USE_TMA=use_tma)
+    constexprs = dict(cfg, UPCAST=False, USE_TMA=use_tma, REDUCE_BY_TMA=reduce_by_tma)
     ptx = _compile(grouped_wgrad_accumulate_kernel, sig, constexprs, num_warps, num_stages).asm["ptx"]
     assert "wgmma.mma_async" in ptx  # Hopper's warpgroup MMA on the bf16 tiles
     assert ("cp.async.bulk.tensor" in ptx) == use_tma
+    assert ("cp.reduce.async.bulk.tensor" in ptx and ".add" in ptx) == reduce_by_tma  # the bulk reduce-add

@@ -3,7 +3,8 @@
 ``main_grad[e] += dy_e^T @ x_e`` onto a random ``main_grad``: experts without rows (left untouched), row counts that
 are not multiples of the tile's depth, gradient shapes that are not multiples of the tile, a single expert, no rows at
 all, an fp32 and a bf16 ``main_grad``, row chunks read by TMA descriptors (with the expert's last, partial chunk read
-by masked loads) or all by masked pointer loads. On CPU the kernel
+by masked loads) or all by masked pointer loads, the fp32 tile added by a TMA bulk reduce (GPU only: the interpreter
+has none) or in the program. On CPU the kernel
 runs under ``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the flag must be set before the kernel module is
 imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel with the default tile and larger shapes.
 ``python -m tests.test_wgrad_kernel`` prints the report.
@@ -100,7 +101,7 @@ def autograd_through_kernel() -> dict:
 
 
 def tma_used() -> list[bool]:
-    """Per case: whether the launcher gives the kernel TMA descriptors (aligned rows, some rows) under the interpreter."""
+    """Per case: whether the launcher hands the kernel TMA descriptors (needs rows, 16-byte aligned; interpreted)."""
     from comet_megatron.ops.grouped_linear import _wgrad_descriptors
 
     used = []
@@ -146,9 +147,10 @@ def test_wgrad_kernel_interpreted():
 def test_wgrad_kernel_compiled():
     if selected_device() != "cuda" or not torch.cuda.is_available():
         pytest.skip("needs COMET_TEST_DEVICE=cuda and a GPU")
-    for use_tma in (False, True):
-        _check(wgrad_errors("cuda", GPU_CASES, {"USE_TMA": use_tma}), GPU_CASES, interpreted=False)
-        _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, USE_TMA=use_tma)), CASES, interpreted=False)
+    # pointer loads and in-program add; TMA loads and in-program add; TMA loads and the bulk reduce-add (the default)
+    for paths in ({"USE_TMA": False, "REDUCE_BY_TMA": False}, {"REDUCE_BY_TMA": False}, {}):
+        _check(wgrad_errors("cuda", GPU_CASES, paths), GPU_CASES, interpreted=False)
+        _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, **paths)), CASES, interpreted=False)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,22 @@ def _wgrad_descriptors(grad_out: torch.Tensor, x: torch.Tensor, block_m: int, bl
             return None
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor.from_tensor(grad_out, [block_k, block_m]), TensorDescriptor.from_tensor(x, [block_k, block_n])
+    dy_desc = TensorDescriptor.from_tensor(grad_out, [block_k, block_m])
+    return dy_desc, TensorDescriptor.from_tensor(x, [block_k, block_n])
+
+
+def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n: int):
+    """TMA descriptor of ``main_grad`` ``[E, out, in]`` (block ``[1, BM, BN]``) for the kernel's bulk reduce-add, or
+    ``None`` where the kernel adds in the program instead: a ``main_grad`` that is not fp32 (a bf16 tile would be
+    rounded twice: to bf16, then by the add), CPU tensors (Triton's interpreter has no descriptor reduce), rows not
+    16-byte aligned."""
+    if main_grad.dtype != torch.float32 or not main_grad.is_cuda or interpreting() or main_grad.numel() == 0:
+        return None
+    if (main_grad.stride(1) * main_grad.element_size()) % 16 or main_grad.data_ptr() % 16:
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor.from_tensor(main_grad, [1, block_m, block_n])
 
 
 def add_weight_grad_to_main_grad_by_kernel(
@@ -114,7 +129,8 @@ def add_weight_grad_to_main_grad_by_kernel(
         grad_out: ``[N, out]`` bf16 rows, expert-major, unit column stride.
         x: ``[N, in]`` same dtype and order.
         counts: ``int [E]`` rows per expert, on ``x``'s device.
-        config: overrides of ``WGRAD_KERNEL_CONFIG`` (tile, warps, stages; ``USE_TMA=False`` forces pointer loads).
+        config: overrides of ``WGRAD_KERNEL_CONFIG`` (tile, warps, stages; ``USE_TMA=False`` forces pointer loads,
+            ``REDUCE_BY_TMA=False`` the in-program read-modify-write of ``main_grad``).
     """
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
 
@@ -132,10 +148,14 @@ def add_weight_grad_to_main_grad_by_kernel(
     if cfg.pop("USE_TMA", True):
         descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"])
     dy_desc, x_desc = descriptors or (grad_out, x)  # the pointer path ignores the descriptor arguments
+    reduce_desc = None
+    if cfg.pop("REDUCE_BY_TMA", True):
+        reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"])
     tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
     grouped_wgrad_accumulate_kernel[(num_experts * tiles,)](
         dy_desc,
         x_desc,
+        reduce_desc if reduce_desc is not None else main_grad,
         grad_out,
         x,
         row_start,
@@ -146,6 +166,7 @@ def add_weight_grad_to_main_grad_by_kernel(
         x.stride(0),
         UPCAST=interpreting(),
         USE_TMA=descriptors is not None,
+        REDUCE_BY_TMA=reduce_desc is not None,
         **cfg,
     )
 
