@@ -27,7 +27,7 @@ WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatr
 # it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
 PER_EXPERT_MIN_FLOPS = 32e9
 # The accumulating grouped kernel's tile (kernels/wgrad.py).
-WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=8, num_stages=3)
+WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3)
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
