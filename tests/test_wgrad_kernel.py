@@ -4,9 +4,9 @@
 are not multiples of the tile's depth, gradient shapes that are not multiples of the tile, a single expert, no rows at
 all, an fp32 and a bf16 ``main_grad``, row chunks read by TMA descriptors (with the expert's last, partial chunk read
 by masked loads) or all by masked pointer loads, the fp32 tile added by a TMA bulk reduce (GPU only: the interpreter
-has none) or in the program. On CPU the kernel
-runs under ``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the flag must be set before the kernel module is
-imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel with the default tile and larger shapes.
+has none) or in the program. On CPU the kernel runs under ``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the
+flag must be set before the kernel module is imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel
+with the default tile and larger shapes.
 ``python -m tests.test_wgrad_kernel`` prints the report.
 """
 
@@ -147,8 +147,20 @@ def test_wgrad_kernel_interpreted():
 def test_wgrad_kernel_compiled():
     if selected_device() != "cuda" or not torch.cuda.is_available():
         pytest.skip("needs COMET_TEST_DEVICE=cuda and a GPU")
-    # pointer loads and in-program add; TMA loads and in-program add; TMA loads and the bulk reduce-add (the default)
-    for paths in ({"USE_TMA": False, "REDUCE_BY_TMA": False}, {"REDUCE_BY_TMA": False}, {}):
+    from comet_megatron.ops.grouped_linear import _main_grad_reduce_descriptor, _wgrad_descriptors
+
+    # the default takes both TMA paths on a Hopper GPU wherever the tensors are aligned
+    rows = torch.empty(100, 256, dtype=torch.bfloat16, device="cuda")
+    assert _wgrad_descriptors(rows, rows, 128, 128, 64) is not None
+    assert _main_grad_reduce_descriptor(torch.empty(3, 256, 256, device="cuda"), 128, 128) is not None
+    assert _main_grad_reduce_descriptor(torch.empty(3, 256, 256, device="cuda")[:, :, 1:], 128, 128) is None
+    # every combination of pointer / TMA loads and in-program / TMA bulk reduce-add (the default: both TMA)
+    for paths in (
+        {"USE_TMA": False, "REDUCE_BY_TMA": False},
+        {"REDUCE_BY_TMA": False},
+        {"USE_TMA": False},
+        {},
+    ):
         _check(wgrad_errors("cuda", GPU_CASES, paths), GPU_CASES, interpreted=False)
         _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, **paths)), CASES, interpreted=False)
 
