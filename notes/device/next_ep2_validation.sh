@@ -1,8 +1,9 @@
-# Prepared in session 9 for the first call on nvidia-h200-x2 (not run yet; carry .whl). Nothing since session 5 has run
-# at EP=2: the reordered backward (s6), the plan built on the GPU (s7), the routing kernels and self-zeroing queues (s8),
-# the experts' own accumulation into main_grad (s9). Predicted: every GPU test passes at EP=2; Mixtral training (4
-# layers, EP=2) Comet with main_grad accumulation ~25 ms/step faster than Comet with DDP's add (s9 at EP=1: -55 ms with
-# twice the local experts), i.e. ~1.02x Megatron from s5's 0.985x; in situ fwd.plan host ~0.2 ms (s5: 0.7-1.0).
+# Prepared in sessions 9-10 for the first call on nvidia-h200-x2 (not run yet; carry .whl; rename to sN_call1_*.sh when
+# it runs). Nothing since session 5 has run at EP=2: the reordered backward (s6), the plan built on the GPU (s7), the
+# routing kernels and self-zeroing queues (s8), the experts' own accumulation into main_grad (s9), the weight-gradient
+# kernel's TMA loads and bulk reduce-add (s10). Predicted: every GPU test passes at EP=2; Mixtral training (4 layers,
+# EP=2) Comet with main_grad accumulation ~25 ms/step faster than Comet with DDP's add (s9 at EP=1: -55 ms with twice
+# the local experts), i.e. ~1.02x Megatron from s5's 0.985x; in situ fwd.plan host ~0.2 ms (s5: 0.7-1.0).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NVSHMEM_SYMMETRIC_SIZE=8G
 python -m pip install -q --no-deps --no-index --target /tmp/site .whl/megatron_core-*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
