@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from comet_megatron.triton_support import HAVE_TRITON, interpreting
+from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_capable
 
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
@@ -90,26 +90,10 @@ def add_weight_grad_to_main_grad(
         start += rows
 
 
-def _tma_capable(t: torch.Tensor) -> bool:
-    """TMA can address ``t``: a Hopper-or-newer GPU (or the interpreter), no empty dimension, unit last stride, every
-    other stride and the base 16-byte aligned."""
-    if interpreting():
-        on_tma_device = not t.is_cuda
-    else:
-        on_tma_device = t.is_cuda and torch.cuda.get_device_capability(t.device)[0] >= 9
-    return (
-        on_tma_device
-        and t.numel() > 0
-        and t.stride(-1) == 1
-        and all((s * t.element_size()) % 16 == 0 for s in t.stride()[:-1])
-        and t.data_ptr() % 16 == 0
-    )
-
-
 def _wgrad_descriptors(grad_out: torch.Tensor, x: torch.Tensor, block_m: int, block_n: int, block_k: int):
     """TMA descriptors of ``grad_out`` (block ``[BK, BM]``) and ``x`` (``[BK, BN]``) for the weight-gradient kernel,
-    or ``None`` where TMA cannot read them (see :func:`_tma_capable`)."""
-    if not (_tma_capable(grad_out) and _tma_capable(x)):
+    or ``None`` where TMA cannot read them (see :func:`~comet_megatron.triton_support.tma_capable`)."""
+    if not (tma_capable(grad_out) and tma_capable(x)):
         return None
     from triton.tools.tensor_descriptor import TensorDescriptor
 
@@ -121,8 +105,8 @@ def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n:
     """TMA descriptor of ``main_grad`` ``[E, out, in]`` (block ``[1, BM, BN]``) for the kernel's bulk reduce-add, or
     ``None`` where the kernel adds in the program instead: a ``main_grad`` that is not fp32 (a bf16 tile would be
     rounded twice: to bf16, then by the add), the interpreter (it has no descriptor reduce), or where TMA cannot
-    address it (see :func:`_tma_capable`)."""
-    if main_grad.dtype != torch.float32 or interpreting() or not _tma_capable(main_grad):
+    address it (see :func:`~comet_megatron.triton_support.tma_capable`)."""
+    if main_grad.dtype != torch.float32 or interpreting() or not tma_capable(main_grad):
         return None
     from triton.tools.tensor_descriptor import TensorDescriptor
 
