@@ -193,7 +193,7 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     ep, f, h = prob.ep, prob.ffn, prob.hidden
     plans, tables = prob.plans(cfg.block_m)
     rows = plans[0].recv_rows
-    common = dict(ep=ep, gated=True, activation="silu", config=cfg, grid=num_sms)
+    common = dict(ep=ep, gated=True, activation="silu", config=cfg, grid=cfg.persistent_grid(num_sms))
     acts = [torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
     preacts = [torch.full((p.recv_rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
     fwd, bwd = epoch0, epoch0 + 1
@@ -223,7 +223,7 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     offs = torch.cumsum(plans[0].tokens_per_expert.to(prob.dev), 0).to(torch.int32)
     out["ms"]["fc1"] = time_ms(lambda: fc1(0, 2), args.iters, args.warmup)
     out["ms"]["fc1+push"] = time_ms(lambda: fc1(0, 0), args.iters, args.warmup)
-    layer1 = dict(ep_rank=0, ep=ep, config=cfg, grid=num_sms)
+    layer1 = dict(ep_rank=0, ep=ep, config=cfg, grid=cfg.persistent_grid(num_sms))
     out["ms"]["fc2"] = time_ms(
         lambda: fc2_combine(prob.views[0], plans[0], tables[0], act0, prob.w2[0], epoch=fwd, **layer1),
         args.iters,

@@ -127,7 +127,7 @@ def forward_steps(clock: HostClock, inputs: dict, views, epoch: int) -> None:
         gated=True,
         activation="silu",
         config=cfg,
-        grid=inputs["num_sms"],
+        grid=cfg.persistent_grid(inputs["num_sms"]),
         save_preact=True,
     )
     clock.step("save clones", lambda: (views.received(rows, hidden).clone(), views.recv_probs[:rows].clone()))
@@ -143,7 +143,7 @@ def forward_steps(clock: HostClock, inputs: dict, views, epoch: int) -> None:
         ep_rank=0,
         ep=1,
         config=cfg,
-        grid=inputs["num_sms"],
+        grid=cfg.persistent_grid(inputs["num_sms"]),
     )
     clock.step(
         "combine_reduce (launcher)",

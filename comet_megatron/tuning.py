@@ -43,6 +43,13 @@ class KernelConfig:
     # the fc2 data-gradient GEMM applies the activation backward in its epilogue (True), or stores dA and an
     # elementwise kernel finishes (False): the fused epilogue is heavy where K = hidden is short
     dgrad_fused_activation: bool = False
+    # persistent programs per SM: 2 lets one program's epilogue run while the other's main loop keeps the tensor
+    # cores busy (what cuBLAS's ping-pong kernels do with two consumer warpgroups), if both fit on the SM at once
+    programs_per_sm: int = 1
+
+    def persistent_grid(self, num_sms: int) -> int:
+        """Programs of the persistent kernels on a GPU with ``num_sms`` SMs."""
+        return num_sms * self.programs_per_sm
 
     def __post_init__(self) -> None:
         bad_types = [
@@ -66,6 +73,11 @@ class KernelConfig:
         wide = [f"{n}={blocks[n]}" for n in gemm_blocks if blocks[n] > 256]
         if wide:
             raise ValueError(f"KernelConfig: {', '.join(wide)} must be at most 256 (a TMA box side)")
+        if self.programs_per_sm not in (1, 2):
+            raise ValueError(f"KernelConfig: programs_per_sm={self.programs_per_sm} must be 1 or 2")
+        if self.programs_per_sm == 2 and self.num_warps != 4:
+            # two 8-warp programs get at most 128 registers per thread: the accumulators alone need that many
+            raise ValueError(f"KernelConfig: programs_per_sm=2 needs num_warps=4 (got {self.num_warps})")
         if self.comm_programs < 1 or self.num_warps not in (4, 8, 16) or self.num_stages < 1 or self.group_m < 1:
             raise ValueError(
                 f"KernelConfig: comm_programs={self.comm_programs} and group_m={self.group_m} must be >= 1, "

@@ -51,11 +51,18 @@ def test_default_tiles_follow_the_measured_shapes():
         ({"num_warps": 6}, "num_warps=6 4, 8 or 16"),
         ({"num_stages": 3.0}, "num_stages=3.0: wrong type"),
         ({"dgrad_fused_activation": "false"}, "dgrad_fused_activation='false': wrong type"),
+        ({"programs_per_sm": 3}, "programs_per_sm=3 must be 1 or 2"),
+        ({"programs_per_sm": 2}, "programs_per_sm=2 needs num_warps=4"),
     ],
 )
 def test_bad_kernel_configs_are_refused_with_the_field_named(fields, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         KernelConfig(**fields)
+
+
+def test_persistent_grid_is_programs_per_sm_times_the_sms():
+    assert KernelConfig().persistent_grid(132) == 132
+    assert KernelConfig(programs_per_sm=2, num_warps=4).persistent_grid(114) == 228
 
 
 def test_default_split_never_takes_more_than_a_third_of_a_large_grid():

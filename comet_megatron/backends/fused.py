@@ -279,7 +279,7 @@ class _FusedMoE(torch.autograd.Function):
                 gated=backend.gated,
                 activation=backend.activation_name,
                 config=config,
-                grid=backend.num_sms,
+                grid=config.persistent_grid(backend.num_sms),
                 debug=debug,
                 save_preact=needs_grad,
             )
@@ -300,7 +300,7 @@ class _FusedMoE(torch.autograd.Function):
                 ep_rank=me,
                 ep=ep,
                 config=config,
-                grid=backend.num_sms,
+                grid=config.persistent_grid(backend.num_sms),
             )
         with timed(timer, "fwd.reduce"):
             out = fused_ops.combine_reduce(
@@ -381,7 +381,11 @@ class _FusedMoE(torch.autograd.Function):
         buffer = backend.buffer
         views, epoch, debug = buffer.views, buffer.next_epoch(), _debug()
         common = dict(
-            epoch=epoch, ep_rank=backend.ep_rank, ep=backend.ep_size, config=handle.config, grid=backend.num_sms
+            epoch=epoch,
+            ep_rank=backend.ep_rank,
+            ep=backend.ep_size,
+            config=handle.config,
+            grid=handle.config.persistent_grid(backend.num_sms),
         )
         timer = process_timer("fused")
         wants_w1, wants_w2 = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
