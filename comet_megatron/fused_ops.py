@@ -268,6 +268,7 @@ def fc2_combine(
         W_KN=weight_kn,
         UPCAST=interpreting(),
         EPI_SPLIT=config.epilogue_split,
+        FLATTEN=config.fc2_flatten,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

@@ -46,6 +46,8 @@ class KernelConfig:
     # persistent programs per SM: 2 lets one program's epilogue run while the other's main loop keeps the tensor
     # cores busy (what cuBLAS's ping-pong kernels do with two consumer warpgroups), if both fit on the SM at once
     programs_per_sm: int = 1
+    # fc2 ⊕ combine's persistent tile loop fused with its K loop, pipelined across tiles (kernels/fc2_combine.py)
+    fc2_flatten: bool = False
 
     def persistent_grid(self, num_sms: int) -> int:
         """Programs of the persistent kernels on a GPU with ``num_sms`` SMs."""
@@ -59,7 +61,9 @@ class KernelConfig:
         ]
         if bad_types:
             fields = ", ".join(bad_types)
-            raise ValueError(f"KernelConfig: {fields}: wrong type (integers; dgrad_fused_activation: bool)")
+            raise ValueError(
+                f"KernelConfig: {fields}: wrong type (integers; dgrad_fused_activation, fc2_flatten: bool)"
+            )
         gemm_blocks = ("block_m", "fc1_block_n", "fc2_block_n", "dgrad_block_n", "block_k")
         blocks = {name: getattr(self, name) for name in (*gemm_blocks, "comm_rows", "comm_block_h")}
         bad = [f"{n}={v}" for n, v in blocks.items() if v < 1 or v & (v - 1)]

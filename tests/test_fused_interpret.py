@@ -43,6 +43,10 @@ CASES = {
     "ep2_whole_epilogue": dict(
         ws=2, experts=4, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"epilogue_split": 1}
     ),
+    # fc2 ⊕ combine's tile loop fused with its K loop (KernelConfig.fc2_flatten), several tiles per program
+    "ep2_fc2_flattened_tile_loop": dict(
+        ws=2, experts=2, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"fc2_flatten": True}
+    ),
 }
 
 

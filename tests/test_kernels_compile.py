@@ -29,6 +29,8 @@ CONFIGS = {
     "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
     "fused_activation_whole_epilogue": KernelConfig(dgrad_fused_activation=True, epilogue_split=1, dgrad_block_n=128),
     "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
+    # fc2 ⊕ combine's tile loop fused with its K loop (the pipeline runs across tiles)
+    "fc2_flatten": KernelConfig(fc2_flatten=True),
     # one warpgroup per program, two programs per SM: each must fit in half an SM (shared memory, registers)
     "two_programs_per_sm": KernelConfig(
         fc1_block_n=64, fc2_block_n=128, dgrad_block_n=128, num_warps=4, num_stages=3, programs_per_sm=2
@@ -228,6 +230,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
         W_KN=weight_kn,
         UPCAST=False,
         EPI_SPLIT=cfg.epilogue_split,
+        FLATTEN=cfg.fc2_flatten,
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
