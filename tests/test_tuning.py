@@ -39,6 +39,8 @@ def test_default_tiles_follow_the_measured_shapes():
     assert (default_config(phi).fc2_block_n, default_config(phi).dgrad_block_n) == (128, 256)
     for key in (MIXTRAL, QWEN, phi):
         assert default_config(key).epilogue_split == 2 and not default_config(key).dgrad_fused_activation
+    # fc2 ⊕ combine's tile loop is flattened into its K loop for the 128-wide tiles (short K), not for Mixtral's
+    assert [default_config(k).fc2_flatten for k in (MIXTRAL, QWEN, phi)] == [False, True, True]
 
 
 @pytest.mark.parametrize(
