@@ -171,3 +171,23 @@ if __name__ == "__main__":
     report["autograd"] = autograd_through_kernel()
     print(json.dumps(report))
     sys.stdout.flush()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"BN": 512}, "BN=512: tile sides must be powers of two in \\[16, 256\\]"),
+        ({"BK": 48}, "BK=48"),
+        ({"BM": 8}, "BM=8"),
+        ({"num_warps": 2}, "num_warps=2 must be 4 or 8"),
+        ({"PREFETCH": True}, "unknown field\\(s\\) PREFETCH"),
+    ],
+)
+def test_bad_wgrad_kernel_config_is_refused_before_launch(override, message):
+    from comet_megatron.ops.grouped_linear import add_weight_grad_to_main_grad_by_kernel
+
+    main_grad = torch.zeros(2, 32, 32)
+    rows = torch.randn(8, 32).bfloat16()
+    with pytest.raises(ValueError, match=message):
+        add_weight_grad_to_main_grad_by_kernel(main_grad, rows, rows, torch.tensor([4, 4]), config=override)
+    assert not main_grad.any()  # nothing ran

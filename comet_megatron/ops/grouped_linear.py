@@ -113,6 +113,35 @@ def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n:
     return TensorDescriptor.from_tensor(main_grad, [1, block_m, block_n])
 
 
+_WGRAD_PATH_FLAGS = ("USE_TMA", "REDUCE_BY_TMA")
+
+
+def _wgrad_kernel_config(overrides: dict | None) -> dict:
+    """``WGRAD_KERNEL_CONFIG`` with ``overrides``, refused before any launch when a field is unknown or a tile side is
+    not what Triton and TMA accept (a power of two from 16 to 256: tensor-core minimum, TMA box limit)."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(WGRAD_KERNEL_CONFIG) - set(_WGRAD_PATH_FLAGS))
+    if unknown:
+        known = ", ".join([*WGRAD_KERNEL_CONFIG, *_WGRAD_PATH_FLAGS])
+        raise ValueError(f"weight-gradient kernel config: unknown field(s) {', '.join(unknown)} (known: {known})")
+    cfg = {**WGRAD_KERNEL_CONFIG, **overrides}
+    bad = [
+        f"{k}={cfg[k]!r}"
+        for k in ("BM", "BN", "BK")
+        if type(cfg[k]) is not int or not 16 <= cfg[k] <= 256 or cfg[k] & (cfg[k] - 1)
+    ]
+    if bad:
+        raise ValueError(
+            f"weight-gradient kernel config: {', '.join(bad)}: tile sides must be powers of two in [16, 256]"
+        )
+    if cfg["num_warps"] not in (4, 8) or type(cfg["num_stages"]) is not int or cfg["num_stages"] < 1:
+        raise ValueError(
+            f"weight-gradient kernel config: num_warps={cfg['num_warps']!r} must be 4 or 8 (whole warpgroups), "
+            f"num_stages={cfg['num_stages']!r} an integer >= 1"
+        )
+    return cfg
+
+
 def add_weight_grad_to_main_grad_by_kernel(
     main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts: torch.Tensor, config: dict | None = None
 ) -> None:
@@ -126,6 +155,7 @@ def add_weight_grad_to_main_grad_by_kernel(
         config: overrides of ``WGRAD_KERNEL_CONFIG`` (tile, warps, stages; ``USE_TMA=False`` forces pointer loads,
             ``REDUCE_BY_TMA=False`` the in-program read-modify-write of ``main_grad``).
     """
+    cfg = _wgrad_kernel_config(config)
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
 
     num_experts, out_features, in_features = main_grad.shape
@@ -137,7 +167,6 @@ def add_weight_grad_to_main_grad_by_kernel(
         raise ValueError("main_grad must be contiguous to be summed into by the weight-gradient kernel")
     row_start = torch.zeros(num_experts + 1, dtype=torch.int64, device=x.device)
     torch.cumsum(counts, 0, out=row_start[1:])
-    cfg = {**WGRAD_KERNEL_CONFIG, **(config or {})}
     descriptors = None
     if cfg.pop("USE_TMA", True):
         descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"])
