@@ -33,7 +33,6 @@ import dataclasses
 import datetime
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -44,6 +43,8 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_layer import CASES, parse_comet_configs  # noqa: E402
+from gpu_timing import dense_matmul_tflops  # noqa: E402
+from gpu_timing import time_ms as gpu_time_ms  # noqa: E402
 
 from comet_megatron.fused_ops import (  # noqa: E402
     dispatch_dgrad,
@@ -81,25 +82,7 @@ def kernel_configs(base: KernelConfig, overrides: list[dict]) -> list[KernelConf
 
 
 def time_ms(fn, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def matmul_tflops(dev) -> float:
-    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    ms = time_ms(lambda: a @ b, 20, 5)
-    return 2 * 8192**3 / ms / 1e9
+    return gpu_time_ms(fn, iters, warmup)[0]
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -365,7 +348,7 @@ def main(argv=None) -> None:
     props = torch.cuda.get_device_properties(dev)
     num_sms = props.multi_processor_count
     prob = Problem(case, tokens, args.ep, dev, args.seed)
-    rate = matmul_tflops(dev)
+    rate = dense_matmul_tflops(dev)
     base_ms, flops = run_baselines(prob, args)
     results = []
     key = ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, args.ep, props.name, num_sms)

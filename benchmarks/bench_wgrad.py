@@ -27,9 +27,7 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
-import time
 
 import torch
 
@@ -38,6 +36,7 @@ sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_layer import CASES  # noqa: E402
+from gpu_timing import dense_matmul_tflops, time_ms  # noqa: E402
 
 from comet_megatron.ops.grouped_linear import (  # noqa: E402
     WGRAD_KERNEL_CONFIG,
@@ -47,32 +46,6 @@ from comet_megatron.ops.grouped_linear import (  # noqa: E402
 
 VARIANTS = ("grouped_mm", "grouped+add", "per_expert", "kernel")
 GIB = 1024**3
-
-
-def time_ms(fn, iters: int, warmup: int) -> tuple[float, float]:
-    """(median GPU ms, median host ms of the call itself) over ``iters`` calls."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    gpu, host = [], []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        t0 = time.perf_counter()
-        fn()
-        host.append((time.perf_counter() - t0) * 1e3)
-        end.record()
-        end.synchronize()
-        gpu.append(start.elapsed_time(end))
-    return statistics.median(gpu), statistics.median(host)
-
-
-def dense_tflops(iters: int) -> float:
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn_like(a)
-    ms, _ = time_ms(lambda: a @ b, iters, 3)
-    return 2 * n**3 / (ms * 1e-3) / 1e12
 
 
 def rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
@@ -172,7 +145,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_wgrad.py needs a CUDA GPU")
 
-    tflops = dense_tflops(args.iters)
+    tflops = dense_matmul_tflops("cuda", args.iters, 3)
     print(f"dense bf16 matmul: {tflops:.1f} TFLOP/s; EP={args.ep}", flush=True)
     results = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
