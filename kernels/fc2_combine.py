@@ -57,12 +57,16 @@ def fc2_combine_kernel(
     W_KN: tl.constexpr,
     UPCAST: tl.constexpr,
     EPI_SPLIT: tl.constexpr,
+    FLATTEN: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_mtiles = tl.load(sizes_ptr + 1)
     num_n = tl.cdiv(H, BN)
-    for item in range(pid, num_mtiles * num_n, num_programs):
+    # FLATTEN fuses the tile loop with its K loop (the K trip count is the same for every tile), so the software
+    # pipeline issues the next tile's first loads while this tile's epilogue pushes its rows. Safe here because no
+    # tile waits on a flag: the rows' activations come from an earlier kernel on the same stream.
+    for item in tl.range(pid, num_mtiles * num_n, num_programs, flatten=FLATTEN):
         mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         expert = tl.load(mtiles_ptr + mtile * 4)
         row0 = tl.load(mtiles_ptr + mtile * 4 + 1)
