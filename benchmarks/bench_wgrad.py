@@ -48,6 +48,16 @@ VARIANTS = ("grouped_mm", "grouped+add", "per_expert", "kernel")
 GIB = 1024**3
 
 
+def expert_rows(tokens: int, topk: int, experts: int, ep: int, routing: str, seed: int = 0) -> list[int]:
+    """Rows of each of rank 0's ``experts / ep`` local experts when every rank routes ``tokens`` tokens top-``topk``."""
+    local = experts // ep
+    if routing == "even":
+        return [tokens * topk * ep // experts] * local
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.rand(tokens * ep, experts, generator=gen).topk(topk, dim=1).indices
+    return torch.bincount(chosen.flatten(), minlength=experts)[:local].tolist()
+
+
 def rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
     """``|value - ref| / |ref|`` over ``[E, ...]`` tensors, one expert at a time (DSv3's fp32 gradients are 15 GiB)."""
     diff = sum(float((v.double() - r.double()).square().sum()) for v, r in zip(value, ref))
@@ -80,9 +90,12 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
     variants = list(VARIANTS[:3])
     for i, config in enumerate([{}] + args.kernel_configs):
         name_i = "kernel" if i == 0 else f"kernel#{i}"
-        fns[name_i] = lambda config=config: add_weight_grad_to_main_grad_by_kernel(main_grad, dy, x, counts, config)
+        fns[name_i] = lambda config=config: add_weight_grad_to_main_grad_by_kernel(
+            main_grad, dy, x, counts, config, max_rows=max(rows)
+        )
         variants.append(name_i)
-    entry: dict = {"rows_per_expert": rows[0], "experts": len(rows), "out": out_features, "in": in_features}
+    entry: dict = {"rows_per_expert": rows[0], "rows_max": max(rows), "rows": sum(rows), "experts": len(rows)}
+    entry.update({"out": out_features, "in": in_features})
     entry["kernel_configs"] = [{**WGRAD_KERNEL_CONFIG, **c} for c in [{}] + args.kernel_configs]
     entry["floor_ms"] = round(floor_ms, 4)
 
@@ -135,6 +148,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for bench_wgrad.json")
     parser.add_argument("--kernel-configs", type=json.loads, default=[], help="JSON list of tile overrides")
+    parser.add_argument(
+        "--routing",
+        choices=("even", "random"),
+        default="even",
+        help="rows per expert: all equal (even), or counted from uniformly random top-k routing of every rank's tokens "
+        "(random: the busiest expert holds more than the mean, as in training)",
+    )
     parser.add_argument("--replot", nargs="+", metavar="JSON", help="only redraw the charts of these results")
     args = parser.parse_args()
     if args.replot:
@@ -154,14 +174,19 @@ def main() -> None:
         "ep": args.ep,
         "dense_TFLOPs": round(tflops, 1),
         "command": " ".join(sys.argv),
+        "routing": args.routing,
         "cases": {},
     }
     for name in args.cases.split(","):
         case = CASES[name]
         tokens = args.tokens or case.tokens
         local = case.experts // args.ep
-        rows = [tokens * case.topk * args.ep // case.experts] * local
-        print(f"{name}: {local} local experts, {rows[0]} rows each ({tokens} tokens per rank)", flush=True)
+        rows = expert_rows(tokens, case.topk, case.experts, args.ep, args.routing)
+        print(
+            f"{name}: {local} local experts, {min(rows)}-{max(rows)} rows each, {sum(rows)} in all "
+            f"({tokens} tokens per rank, {args.routing} routing)",
+            flush=True,
+        )
         try:
             results["cases"][name] = {
                 "tokens": tokens,

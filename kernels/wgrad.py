@@ -92,3 +92,58 @@ def grouped_wgrad_accumulate_kernel(
             mask = m_ok[:, None] & n_ok[None, :]
             acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
             tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def grouped_wgrad_accumulate_persistent_kernel(
+    dy_desc,  # TMA descriptor of dy, block [BK, BM]
+    x_desc,  # TMA descriptor of x, block [BK, BN]
+    main_grad_desc,  # REDUCE_BY_TMA: TMA descriptor of main_grad [E, OUT, IN] fp32, block [1, BM, BN]; else ignored
+    row_start_ptr,  # int64 [E + 1]: expert e's rows are [row_start[e], row_start[e + 1])
+    main_grad_ptr,  # fp32 [E, OUT, IN], contiguous, updated in place
+    num_experts,
+    OUT,
+    IN,
+    MAX_ROWS,  # the busiest expert's rows rounded up to BK: every tile runs MAX_ROWS / BK steps
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
+    REDUCE_BY_TMA: tl.constexpr,  # the interpreter has no descriptor reduce: it adds in the program
+):
+    """The same sums as :func:`grouped_wgrad_accumulate_kernel`, by a persistent grid whose tile loop is fused with its
+    row loop (``flatten=True``): the software pipeline then loads the next tile's first row chunks while this tile's
+    bulk reduce-add into ``main_grad`` is still in flight, so the read-modify-write overlaps the MMAs instead of
+    following them. Flattening needs the row loop's trip count to be the same for every tile, so every tile walks
+    ``MAX_ROWS`` rows from its expert's first; rows past the expert's end (the next experts' rows, or zeros past the
+    tensor's end) are zeroed in the ``dy`` chunk before the MMA. The cost is the MMAs of that padding — the busiest
+    expert's rows over the mean — which is why the launcher picks this kernel only where the read-modify-write, not
+    the MMAs, sets the time. TMA loads only; the interpreter, which has no descriptor reduce, adds in the program."""
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    tiles_m = tl.cdiv(OUT, BM)
+    tiles_n = tl.cdiv(IN, BN)
+    tiles_per_expert = tiles_m * tiles_n
+    for tile in tl.range(pid, num_experts * tiles_per_expert, num_programs, flatten=True):
+        expert = tile // tiles_per_expert
+        tile_m, tile_n = grouped_tile(tile % tiles_per_expert, tiles_m, tiles_n, GROUP_M)
+        start = tl.load(row_start_ptr + expert).to(tl.int32)
+        end = tl.load(row_start_ptr + expert + 1).to(tl.int32)
+        acc = tl.zeros([BM, BN], dtype=tl.float32)
+        for k0 in range(0, MAX_ROWS, BK):
+            row = start + k0
+            dy = dy_desc.load([row, tile_m * BM])  # [BK, BM]
+            dy = tl.where((row + tl.arange(0, BK) < end)[:, None], dy, 0.0)
+            acc = mma(tl.trans(dy), x_desc.load([row, tile_n * BN]), acc, UPCAST)
+        if end > start:  # an expert without rows adds nothing: skip its read-modify-write
+            if REDUCE_BY_TMA:
+                main_grad_desc.atomic_add([expert, tile_m * BM, tile_n * BN], tl.reshape(acc, [1, BM, BN]))
+            else:
+                offs_m = tile_m * BM + tl.arange(0, BM)
+                offs_n = tile_n * BN + tl.arange(0, BN)
+                grad = (
+                    main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
+                )
+                mask = (offs_m < OUT)[:, None] & (offs_n < IN)[None, :]
+                tl.store(grad, acc + tl.load(grad, mask=mask, other=0.0), mask=mask)
