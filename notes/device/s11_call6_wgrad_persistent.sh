@@ -35,7 +35,7 @@ for run in ("ep2", "ep1_4096"):
             if not g:
                 continue
             ks = [k for k in g if k.startswith("kernel") and isinstance(g[k], dict) and "ms" in g[k]]
-            cells = " ".join(f"{k} {g[k]['ms']:.3f} (err {g[k].get('rel_err', float('nan')):.1e})" for k in ks)
+            cells = " ".join(f"{k} {g[k]['ms']:.3f} (err {g.get('rel_err_' + k, float('nan')):.1e})" for k in ks)
             print(f"{run:9s} {name:18s} {gemm} grouped_mm {g['grouped_mm']['ms']:.3f} per_expert {g['per_expert']['ms']:.3f} | {cells}")
 PY
 tar czf $OUT/wgrad.tgz -C $OUT w && rm -rf $OUT/w
