@@ -96,14 +96,16 @@ def grouped_wgrad_accumulate_kernel(
 
 @triton.jit
 def grouped_wgrad_accumulate_persistent_kernel(
-    dy_desc,  # TMA descriptor of dy, block [BK, BM]
-    x_desc,  # TMA descriptor of x, block [BK, BN]
+    dy_ptr,  # bf16 [N, OUT]: output-gradient rows, expert-major (row stride stride_dy, unit column stride)
+    x_ptr,  # bf16 [N, IN]: input rows, same order (row stride stride_x)
     main_grad_desc,  # REDUCE_BY_TMA: TMA descriptor of main_grad [E, OUT, IN] fp32, block [1, BM, BN]; else ignored
     row_start_ptr,  # int64 [E + 1]: expert e's rows are [row_start[e], row_start[e + 1])
     main_grad_ptr,  # fp32 [E, OUT, IN], contiguous, updated in place
     num_experts,
     OUT,
     IN,
+    stride_dy,
+    stride_x,
     MAX_ROWS,  # the busiest expert's rows rounded up to BK: every tile runs MAX_ROWS / BK steps
     BM: tl.constexpr,
     BN: tl.constexpr,
@@ -116,10 +118,10 @@ def grouped_wgrad_accumulate_persistent_kernel(
     row loop (``flatten=True``): the software pipeline then loads the next tile's first row chunks while this tile's
     bulk reduce-add into ``main_grad`` is still in flight, so the read-modify-write overlaps the MMAs instead of
     following them. Flattening needs the row loop's trip count to be the same for every tile, so every tile walks
-    ``MAX_ROWS`` rows from its expert's first; rows past the expert's end (the next experts' rows, or zeros past the
-    tensor's end) are zeroed in the ``dy`` chunk before the MMA. The cost is the MMAs of that padding — the busiest
-    expert's rows over the mean — which is why the launcher picks this kernel only where the read-modify-write, not
-    the MMAs, sets the time. TMA loads only; the interpreter, which has no descriptor reduce, adds in the program."""
+    ``MAX_ROWS`` rows from its expert's first. Each tile reads through TMA descriptors made on the device whose row
+    extent ends at its expert's last row: the rows past it load as zeros, with no mask in the MMA loop. The cost is the
+    MMAs of that padding — the busiest expert's rows over the mean. Needs ``triton.set_allocator`` (the descriptors'
+    scratch); the interpreter, which has no descriptor reduce, adds in the program."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -128,15 +130,17 @@ def grouped_wgrad_accumulate_persistent_kernel(
     for tile in tl.range(pid, num_experts * tiles_per_expert, num_programs, flatten=True):
         expert = tile // tiles_per_expert
         tile_m, tile_n = grouped_tile(tile % tiles_per_expert, tiles_m, tiles_n, GROUP_M)
-        start = tl.load(row_start_ptr + expert).to(tl.int32)
-        end = tl.load(row_start_ptr + expert + 1).to(tl.int32)
+        start = tl.load(row_start_ptr + expert)
+        rows = (tl.load(row_start_ptr + expert + 1) - start).to(tl.int32)
+        first = tl.where(rows > 0, start, 0)  # an expert without rows reads row 0 (and adds nothing)
+        dy_rows = tl.make_tensor_descriptor(
+            dy_ptr + first * stride_dy, [tl.maximum(rows, 1), OUT], [stride_dy, 1], [BK, BM]
+        )
+        x_rows = tl.make_tensor_descriptor(x_ptr + first * stride_x, [tl.maximum(rows, 1), IN], [stride_x, 1], [BK, BN])
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         for k0 in range(0, MAX_ROWS, BK):
-            row = start + k0
-            dy = dy_desc.load([row, tile_m * BM])  # [BK, BM]
-            dy = tl.where((row + tl.arange(0, BK) < end)[:, None], dy, 0.0)
-            acc = mma(tl.trans(dy), x_desc.load([row, tile_n * BN]), acc, UPCAST)
-        if end > start:  # an expert without rows adds nothing: skip its read-modify-write
+            acc = mma(tl.trans(dy_rows.load([k0, tile_m * BM])), x_rows.load([k0, tile_n * BN]), acc, UPCAST)
+        if rows > 0:  # an expert without rows adds nothing: skip its read-modify-write
             if REDUCE_BY_TMA:
                 main_grad_desc.atomic_add([expert, tile_m * BM, tile_n * BN], tl.reshape(acc, [1, BM, BN]))
             else:

@@ -331,13 +331,13 @@ def test_persistent_wgrad_kernel_compiles_for_sm90(num_warps):
     num_stages = cfg.pop("num_stages")
     cfg.pop("num_warps")
     sig = {
-        "dy_desc": f"tensordesc<bf16[{cfg['BK']},{cfg['BM']}]>",
-        "x_desc": f"tensordesc<bf16[{cfg['BK']},{cfg['BN']}]>",
+        "dy_ptr": "*bf16",
+        "x_ptr": "*bf16",
         "main_grad_desc": f"tensordesc<fp32[1,{cfg['BM']},{cfg['BN']}]>",
         "row_start_ptr": "*i64",
         "main_grad_ptr": "*fp32",
     }
-    sig.update({n: "i32" for n in ("num_experts", "OUT", "IN", "MAX_ROWS")})
+    sig.update({n: "i32" for n in ("num_experts", "OUT", "IN", "stride_dy", "stride_x", "MAX_ROWS")})
     compiled = _compile(
         grouped_wgrad_accumulate_persistent_kernel,
         sig,
@@ -347,6 +347,7 @@ def test_persistent_wgrad_kernel_compiles_for_sm90(num_warps):
     )
     ptx = compiled.asm["ptx"]
     assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx
+    assert "tensormap" in ptx  # the row-bounded descriptors are made on the device
     assert re.search(r"cp\.reduce\.async\.bulk\.tensor\.\S*\.add", ptx)
     # flattened: inside the tile loop the program waits only until the previous reduce has *read* its shared-memory
     # tile (wait_group.read), not until it completed, so the read-modify-write overlaps the next tile's MMAs

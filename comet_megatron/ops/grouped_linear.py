@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_capable
+from comet_megatron.triton_support import HAVE_TRITON, ensure_scratch_allocator, interpreting, tma_capable
 
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
@@ -145,18 +145,21 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
 def _wgrad_kernel_choice(main_grad, grad_out, x, cfg: dict, max_rows: int | None):
     """``(kernel, TMA descriptors of grad_out and x or None, main_grad's reduce descriptor or None)``, popping the path
     flags from ``cfg``. ``kernel`` is ``"persistent"`` where asked for (``PERSISTENT``) and possible — the busiest
-    expert's rows known, TMA loads, an fp32 ``main_grad`` added by the bulk reduce (or by the program under the
-    interpreter) — else ``"per_tile"``."""
+    expert's rows known, rows TMA can read, an fp32 ``main_grad`` added by the bulk reduce (or by the program under
+    the interpreter); it makes its own descriptors on the device — else ``"per_tile"``."""
     use_tma, reduce_by_tma, persistent = (cfg.pop(flag, default) for flag, default in zip(_WGRAD_PATH_FLAGS, (1, 1, 0)))
-    descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"]) if use_tma else None
     reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"]) if reduce_by_tma else None
-    can_persist = (
-        max_rows is not None
-        and descriptors is not None
+    if (
+        persistent
+        and max_rows is not None
+        and tma_capable(grad_out)
+        and tma_capable(x)
         and main_grad.dtype == torch.float32
         and (reduce_desc is not None or interpreting())
-    )
-    return ("persistent" if persistent and can_persist else "per_tile"), descriptors, reduce_desc
+    ):
+        return "persistent", None, reduce_desc
+    descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"]) if use_tma else None
+    return "per_tile", descriptors, reduce_desc
 
 
 def add_weight_grad_to_main_grad_by_kernel(
@@ -199,15 +202,20 @@ def add_weight_grad_to_main_grad_by_kernel(
     if kernel == "persistent":
         if max_rows == 0:
             return
+        if not interpreting():
+            ensure_scratch_allocator()  # the kernel's descriptors are made on the device
         grid = min(tiles, _num_sms(x.device))
         grouped_wgrad_accumulate_persistent_kernel[(grid,)](
-            *descriptors,
+            grad_out,
+            x,
             reduce_desc if reduce_desc is not None else main_grad,
             row_start,
             main_grad,
             num_experts,
             out_features,
             in_features,
+            grad_out.stride(0),
+            x.stride(0),
             -(-max_rows // cfg["BK"]) * cfg["BK"],  # a multiple of BK: one compilation for every batch
             UPCAST=interpreting(),
             REDUCE_BY_TMA=reduce_desc is not None,
