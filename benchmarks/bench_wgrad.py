@@ -90,9 +90,7 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
     variants = list(VARIANTS[:3])
     for i, config in enumerate([{}] + args.kernel_configs):
         name_i = "kernel" if i == 0 else f"kernel#{i}"
-        fns[name_i] = lambda config=config: add_weight_grad_to_main_grad_by_kernel(
-            main_grad, dy, x, counts, config, max_rows=max(rows)
-        )
+        fns[name_i] = lambda config=config: add_weight_grad_to_main_grad_by_kernel(main_grad, dy, x, counts, config)
         variants.append(name_i)
     entry: dict = {"rows_per_expert": rows[0], "rows_max": max(rows), "rows": sum(rows), "experts": len(rows)}
     entry.update({"out": out_features, "in": in_features})

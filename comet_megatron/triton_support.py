@@ -36,19 +36,3 @@ def tma_capable(t: torch.Tensor) -> bool:
         and all((s * t.element_size()) % 16 == 0 for s in t.stride()[:-1])
         and t.data_ptr() % 16 == 0
     )
-
-
-def _torch_scratch(size: int, alignment: int, stream: int | None) -> torch.Tensor:
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def ensure_scratch_allocator() -> None:
-    """Kernels that make TMA descriptors on the device need global scratch for them, which Triton asks an allocator
-    for at launch. Triton keeps the allocator in a context variable, so a thread without one (autograd's backward
-    threads included) gets PyTorch's caching allocator here; an allocator someone else set is left alone."""
-    import triton
-    from triton.runtime import _allocation
-
-    current = getattr(_allocation, "_allocator", None)
-    if current is None or isinstance(current.get(), _allocation.NullAllocator):
-        triton.set_allocator(_torch_scratch)

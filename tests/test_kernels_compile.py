@@ -320,36 +320,3 @@ def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, redu
     assert "wgmma.mma_async" in ptx  # Hopper's warpgroup MMA on the bf16 tiles
     assert ("cp.async.bulk.tensor" in ptx) == use_tma
     assert bool(re.search(r"cp\.reduce\.async\.bulk\.tensor\.\S*\.add", ptx)) == reduce_by_tma  # bulk reduce-add
-
-
-@pytest.mark.parametrize("num_warps", [4, 8])
-def test_persistent_wgrad_kernel_compiles_for_sm90(num_warps):
-    from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_persistent_kernel
-    from comet_megatron.ops.grouped_linear import WGRAD_KERNEL_CONFIG
-
-    cfg = dict(WGRAD_KERNEL_CONFIG)
-    num_stages = cfg.pop("num_stages")
-    cfg.pop("num_warps")
-    sig = {
-        "dy_ptr": "*bf16",
-        "x_ptr": "*bf16",
-        "main_grad_desc": f"tensordesc<fp32[1,{cfg['BM']},{cfg['BN']}]>",
-        "row_start_ptr": "*i64",
-        "main_grad_ptr": "*fp32",
-    }
-    sig.update({n: "i32" for n in ("num_experts", "OUT", "IN", "stride_dy", "stride_x", "MAX_ROWS")})
-    compiled = _compile(
-        grouped_wgrad_accumulate_persistent_kernel,
-        sig,
-        dict(cfg, UPCAST=False, REDUCE_BY_TMA=True),
-        num_warps,
-        num_stages,
-    )
-    ptx = compiled.asm["ptx"]
-    assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor" in ptx
-    assert "tensormap" in ptx  # the row-bounded descriptors are made on the device
-    assert re.search(r"cp\.reduce\.async\.bulk\.tensor\.\S*\.add", ptx)
-    # flattened: inside the tile loop the program waits only until the previous reduce has *read* its shared-memory
-    # tile (wait_group.read), not until it completed, so the read-modify-write overlaps the next tile's MMAs
-    assert "cp.async.bulk.wait_group.read" in ptx
-    assert compiled.metadata.shared <= 227 * 1024

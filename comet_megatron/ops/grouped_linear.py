@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from comet_megatron.triton_support import HAVE_TRITON, ensure_scratch_allocator, interpreting, tma_capable
+from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_capable
 
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
@@ -113,7 +113,7 @@ def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n:
     return TensorDescriptor.from_tensor(main_grad, [1, block_m, block_n])
 
 
-_WGRAD_PATH_FLAGS = ("USE_TMA", "REDUCE_BY_TMA", "PERSISTENT")
+_WGRAD_PATH_FLAGS = ("USE_TMA", "REDUCE_BY_TMA")
 
 
 def _wgrad_kernel_config(overrides: dict | None) -> dict:
@@ -142,33 +142,8 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
     return cfg
 
 
-def _wgrad_kernel_choice(main_grad, grad_out, x, cfg: dict, max_rows: int | None):
-    """``(kernel, TMA descriptors of grad_out and x or None, main_grad's reduce descriptor or None)``, popping the path
-    flags from ``cfg``. ``kernel`` is ``"persistent"`` where asked for (``PERSISTENT``) and possible — the busiest
-    expert's rows known, rows TMA can read, an fp32 ``main_grad`` added by the bulk reduce (or by the program under
-    the interpreter); it makes its own descriptors on the device — else ``"per_tile"``."""
-    use_tma, reduce_by_tma, persistent = (cfg.pop(flag, default) for flag, default in zip(_WGRAD_PATH_FLAGS, (1, 1, 0)))
-    reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"]) if reduce_by_tma else None
-    if (
-        persistent
-        and max_rows is not None
-        and tma_capable(grad_out)
-        and tma_capable(x)
-        and main_grad.dtype == torch.float32
-        and (reduce_desc is not None or interpreting())
-    ):
-        return "persistent", None, reduce_desc
-    descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"]) if use_tma else None
-    return "per_tile", descriptors, reduce_desc
-
-
 def add_weight_grad_to_main_grad_by_kernel(
-    main_grad: torch.Tensor,
-    grad_out: torch.Tensor,
-    x: torch.Tensor,
-    counts: torch.Tensor,
-    config: dict | None = None,
-    max_rows: int | None = None,
+    main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts: torch.Tensor, config: dict | None = None
 ) -> None:
     """:func:`add_weight_grad_to_main_grad` in one Triton launch for all experts (``kernels/wgrad.py``).
 
@@ -178,15 +153,10 @@ def add_weight_grad_to_main_grad_by_kernel(
         x: ``[N, in]`` same dtype and order.
         counts: ``int [E]`` rows per expert, on ``x``'s device.
         config: overrides of ``WGRAD_KERNEL_CONFIG`` (tile, warps, stages; ``USE_TMA=False`` forces pointer loads,
-            ``REDUCE_BY_TMA=False`` the in-program read-modify-write of ``main_grad``, ``PERSISTENT`` the persistent
-            kernel whose bulk reduce-adds overlap its next tiles' MMAs).
-        max_rows: the busiest expert's rows (``max(counts)``, known on the host): the persistent kernel needs it.
+            ``REDUCE_BY_TMA=False`` the in-program read-modify-write of ``main_grad``).
     """
     cfg = _wgrad_kernel_config(config)
-    from comet_megatron.kernels.wgrad import (
-        grouped_wgrad_accumulate_kernel,
-        grouped_wgrad_accumulate_persistent_kernel,
-    )
+    from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
 
     num_experts, out_features, in_features = main_grad.shape
     if grad_out.stride(1) != 1:
@@ -197,33 +167,15 @@ def add_weight_grad_to_main_grad_by_kernel(
         raise ValueError("main_grad must be contiguous to be summed into by the weight-gradient kernel")
     row_start = torch.zeros(num_experts + 1, dtype=torch.int64, device=x.device)
     torch.cumsum(counts, 0, out=row_start[1:])
-    kernel, descriptors, reduce_desc = _wgrad_kernel_choice(main_grad, grad_out, x, cfg, max_rows)
-    tiles = num_experts * -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
-    if kernel == "persistent":
-        if max_rows == 0:
-            return
-        if not interpreting():
-            ensure_scratch_allocator()  # the kernel's descriptors are made on the device
-        grid = min(tiles, _num_sms(x.device))
-        grouped_wgrad_accumulate_persistent_kernel[(grid,)](
-            grad_out,
-            x,
-            reduce_desc if reduce_desc is not None else main_grad,
-            row_start,
-            main_grad,
-            num_experts,
-            out_features,
-            in_features,
-            grad_out.stride(0),
-            x.stride(0),
-            -(-max_rows // cfg["BK"]) * cfg["BK"],  # a multiple of BK: one compilation for every batch
-            UPCAST=interpreting(),
-            REDUCE_BY_TMA=reduce_desc is not None,
-            **cfg,
-        )
-        return
+    descriptors = None
+    if cfg.pop("USE_TMA", True):
+        descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"])
     dy_desc, x_desc = descriptors or (grad_out, x)  # the pointer path ignores the descriptor arguments
-    grouped_wgrad_accumulate_kernel[(tiles,)](
+    reduce_desc = None
+    if cfg.pop("REDUCE_BY_TMA", True):
+        reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"])
+    tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
+    grouped_wgrad_accumulate_kernel[(num_experts * tiles,)](
         dy_desc,
         x_desc,
         reduce_desc if reduce_desc is not None else main_grad,
@@ -240,13 +192,6 @@ def add_weight_grad_to_main_grad_by_kernel(
         REDUCE_BY_TMA=reduce_desc is not None,
         **cfg,
     )
-
-
-def _num_sms(device: torch.device) -> int:
-    """Programs of a persistent grid: the device's SM count (the interpreter runs programs one by one: a few do)."""
-    if device.type != "cuda":
-        return 4
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _grad_after_main_grad(weight: torch.Tensor):
@@ -338,9 +283,7 @@ def weight_grad(
         add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host)
         return _grad_after_main_grad(weight)
     if method == "kernel":
-        add_weight_grad_to_main_grad_by_kernel(
-            weight.main_grad, grad_out, x, counts, max_rows=max(counts_host, default=0)
-        )
+        add_weight_grad_to_main_grad_by_kernel(weight.main_grad, grad_out, x, counts)
         return _grad_after_main_grad(weight)
     return accumulate_weight_grad(weight, grouped_weight_grad(grad_out, x, counts, counts_host), fuse_into_main_grad)
 
