@@ -16,7 +16,7 @@ from comet_megatron.kernels.activation_backward import activation_backward_kerne
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
-from comet_megatron.triton_support import interpreting, tma_capable
+from comet_megatron.triton_support import interpreting, tma_descriptors
 from comet_megatron.tuning import KernelConfig
 
 ACTIVATIONS = {"silu": 0, "gelu": 1}
@@ -27,11 +27,9 @@ DEBUG_MAX_SPINS = 1 << 26
 def _tma_descriptors(a: torch.Tensor, b: torch.Tensor, a_block: list[int], b_block: list[int]):
     """Host TMA descriptors for A ``[rows, K]`` and B ``[N, K]``, or ``None`` where TMA cannot be used (the
     interpreter: these kernels' TMA paths run compiled only; see :func:`tma_capable` for the rest)."""
-    if interpreting() or not (tma_capable(a) and tma_capable(b)):
+    if interpreting():
         return None
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    return TensorDescriptor.from_tensor(a, a_block), TensorDescriptor.from_tensor(b, b_block)
+    return tma_descriptors((a, a_block), (b, b_block))
 
 
 @dataclass

@@ -36,3 +36,13 @@ def tma_capable(t: torch.Tensor) -> bool:
         and all((s * t.element_size()) % 16 == 0 for s in t.stride()[:-1])
         and t.data_ptr() % 16 == 0
     )
+
+
+def tma_descriptors(*tensors_and_blocks: tuple[torch.Tensor, list[int]]):
+    """Host TMA descriptors, one per ``(tensor, block shape)``, or ``None`` unless :func:`tma_capable` holds for every
+    tensor (then the caller's kernel takes its pointer path)."""
+    if not all(tma_capable(t) for t, _ in tensors_and_blocks):
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return tuple(TensorDescriptor.from_tensor(t, block) for t, block in tensors_and_blocks)

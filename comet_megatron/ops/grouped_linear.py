@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_capable
+from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_descriptors
 
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
@@ -93,12 +93,7 @@ def add_weight_grad_to_main_grad(
 def _wgrad_descriptors(grad_out: torch.Tensor, x: torch.Tensor, block_m: int, block_n: int, block_k: int):
     """TMA descriptors of ``grad_out`` (block ``[BK, BM]``) and ``x`` (``[BK, BN]``) for the weight-gradient kernel,
     or ``None`` where TMA cannot read them (see :func:`~comet_megatron.triton_support.tma_capable`)."""
-    if not (tma_capable(grad_out) and tma_capable(x)):
-        return None
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    dy_desc = TensorDescriptor.from_tensor(grad_out, [block_k, block_m])
-    return dy_desc, TensorDescriptor.from_tensor(x, [block_k, block_n])
+    return tma_descriptors((grad_out, [block_k, block_m]), (x, [block_k, block_n]))
 
 
 def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n: int):
@@ -106,11 +101,10 @@ def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n:
     ``None`` where the kernel adds in the program instead: a ``main_grad`` that is not fp32 (a bf16 tile would be
     rounded twice: to bf16, then by the add), the interpreter (it has no descriptor reduce), or where TMA cannot
     address it (see :func:`~comet_megatron.triton_support.tma_capable`)."""
-    if main_grad.dtype != torch.float32 or interpreting() or not tma_capable(main_grad):
+    if main_grad.dtype != torch.float32 or interpreting():
         return None
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    return TensorDescriptor.from_tensor(main_grad, [1, block_m, block_n])
+    descriptors = tma_descriptors((main_grad, [1, block_m, block_n]))
+    return None if descriptors is None else descriptors[0]
 
 
 _WGRAD_PATH_FLAGS = ("USE_TMA", "REDUCE_BY_TMA")
