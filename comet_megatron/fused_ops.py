@@ -172,12 +172,12 @@ def dispatch_fc1(
     preact = preact_out
     if save_preact and preact is None:
         preact = torch.empty(rows, fc1_out, dtype=torch.bfloat16, device=tokens.device)
-    paired = gated and config.fc1_paired_weights
-    if paired:  # [2 E, F, H]: box [2, BN, BK] holds an N-tile's gate rows and its linear rows
-        b_view, b_block = w1.view(2 * num_local_experts, ffn, hidden), [2, config.fc1_block_n, config.block_k]
-    else:
-        b_view, b_block = w1.view(-1, hidden), [config.fc1_block_n, config.block_k]
-    descriptors = _tma_descriptors(views.received(rows, hidden), b_view, [config.block_m, config.block_k], b_block)
+    descriptors = _tma_descriptors(
+        views.received(rows, hidden),
+        w1.view(-1, hidden),
+        [config.block_m, config.block_k],
+        [config.fc1_block_n, config.block_k],
+    )
     a_desc, b_desc = descriptors or (views.recv, w1)  # the pointer path ignores the descriptor arguments
     dispatch_fc1_kernel[(grid,)](
         tokens,
@@ -205,7 +205,6 @@ def dispatch_fc1(
         hidden,
         ffn,
         SAVE_PREACT=save_preact,
-        PAIRED_B=paired,
         **_dispatch_meta(
             views, config, ep, gated, activation, mode, debug, descriptors is not None, config.fc1_block_n
         ),

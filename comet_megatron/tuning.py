@@ -48,9 +48,6 @@ class KernelConfig:
     programs_per_sm: int = 1
     # fc2 ⊕ combine's persistent tile loop fused with its K loop, pipelined across tiles (kernels/fc2_combine.py)
     fc2_flatten: bool = False
-    # dispatch ⊕ fc1 (gated, TMA): an N-tile's gate and linear weight rows loaded as one 3-D box and multiplied by one
-    # 2*fc1_block_n-wide MMA, which reads each A tile from shared memory once per K step instead of twice
-    fc1_paired_weights: bool = False
 
     def persistent_grid(self, num_sms: int) -> int:
         """Programs of the persistent kernels on a GPU with ``num_sms`` SMs."""
@@ -65,8 +62,7 @@ class KernelConfig:
         if bad_types:
             fields = ", ".join(bad_types)
             raise ValueError(
-                f"KernelConfig: {fields}: wrong type "
-                "(integers; dgrad_fused_activation, fc2_flatten, fc1_paired_weights: bool)"
+                f"KernelConfig: {fields}: wrong type (integers; dgrad_fused_activation, fc2_flatten: bool)"
             )
         gemm_blocks = ("block_m", "fc1_block_n", "fc2_block_n", "dgrad_block_n", "block_k")
         blocks = {name: getattr(self, name) for name in (*gemm_blocks, "comm_rows", "comm_block_h")}
@@ -86,9 +82,6 @@ class KernelConfig:
         if self.programs_per_sm == 2 and self.num_warps != 4:
             # two 8-warp programs get at most 128 registers per thread: the accumulators alone need that many
             raise ValueError(f"KernelConfig: programs_per_sm=2 needs num_warps=4 (got {self.num_warps})")
-        if self.fc1_paired_weights and self.fc1_block_n > 128:
-            # the paired MMA is 2 * fc1_block_n wide: past 256 its fp32 accumulator outgrows the register file
-            raise ValueError(f"KernelConfig: fc1_paired_weights needs fc1_block_n <= 128 (got {self.fc1_block_n})")
         if self.comm_programs < 1 or self.num_warps not in (4, 8, 16) or self.num_stages < 1 or self.group_m < 1:
             raise ValueError(
                 f"KernelConfig: comm_programs={self.comm_programs} and group_m={self.group_m} must be >= 1, "

@@ -16,9 +16,7 @@ first in each expert) are computed first — COMET's rescheduling along M — th
 ``GROUP_M`` M-tiles at a time so that weight tiles are reused from L2.
 
 ``USE_TMA`` loads A/B tiles with tensor-memory-accelerator descriptors (row strides must be 16-byte
-aligned); otherwise masked pointer loads (also the interpreter's path). With ``PAIRED_B`` (TMA, gated) the B
-descriptor is 3-D over W1 viewed as ``[2 E, F, H]``, and a tile's gate and linear weight rows arrive in one box
-and feed one ``2 BN``-wide MMA. ``MODE`` (constexpr): 0 runs both
+aligned); otherwise masked pointer loads (also the interpreter's path). ``MODE`` (constexpr): 0 runs both
 queues (GPU), 1 only pushes, 2 only GEMM tiles — 1 then 2 lets the interpreter, which runs programs one
 after another, simulate several ranks in one process.
 """
@@ -158,53 +156,6 @@ def ready_tile(
 
 
 @triton.jit
-def _fc1_mainloop(
-    row0,
-    row1,
-    expert,
-    n,
-    recv_ptr,
-    a_desc,
-    w1_ptr,
-    b_desc,
-    H,
-    F,
-    GATED: tl.constexpr,
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    USE_TMA: tl.constexpr,
-    UPCAST: tl.constexpr,
-):
-    """The gate and linear accumulators ``[BM, BN]`` fp32 of one fc1 tile, from two BN-wide MMAs per K step."""
-    rm64 = (row0 + tl.arange(0, BM)).to(tl.int64)
-    m_mask = rm64 < row1
-    n_mask = n * BN + tl.arange(0, BN) < F
-    width = F * (2 if GATED else 1)
-    w_row0 = expert * width + n * BN  # first weight row of this N-tile (gate half; linear half is F further)
-    acc_gate = tl.zeros((BM, BN), dtype=tl.float32)
-    acc_lin = tl.zeros((BM, BN), dtype=tl.float32)
-    for k0 in range(0, H, BK):
-        if USE_TMA:
-            a = a_desc.load([row0, k0])
-            acc_gate = tl.dot(a, b_desc.load([w_row0, k0]).T, acc_gate)
-            if GATED:
-                acc_lin = tl.dot(a, b_desc.load([w_row0 + F, k0]).T, acc_lin)
-        else:
-            rk = k0 + tl.arange(0, BK)
-            k_mask = rk < H
-            a = tl.load(recv_ptr + rm64[:, None] * H + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-            b_mask = k_mask[:, None] & n_mask[None, :]
-            w_rows = (w_row0 + tl.arange(0, BN)).to(tl.int64)
-            b_gate = tl.load(w1_ptr + w_rows[None, :] * H + rk[:, None], mask=b_mask, other=0.0)
-            acc_gate = mma(a, b_gate, acc_gate, UPCAST)
-            if GATED:
-                b_lin = tl.load(w1_ptr + (w_rows + F)[None, :] * H + rk[:, None], mask=b_mask, other=0.0)
-                acc_lin = mma(a, b_lin, acc_lin, UPCAST)
-    return acc_gate, acc_lin
-
-
-@triton.jit
 def _fc1_tile(
     item,
     num_mtiles,
@@ -232,7 +183,6 @@ def _fc1_tile(
     BK: tl.constexpr,
     GROUP_M: tl.constexpr,
     USE_TMA: tl.constexpr,
-    PAIRED_B: tl.constexpr,
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -260,18 +210,26 @@ def _fc1_tile(
     rn = n * BN + tl.arange(0, BN)
     n_mask = rn < F
     width = F * (2 if GATED else 1)
-    if USE_TMA and GATED and PAIRED_B:
-        # b_desc views W1 as [2 E, F, H]: one box holds the N-tile's gate rows and its linear rows, so one
-        # 2*BN-wide MMA per K step reads each A tile from shared memory once instead of twice
-        acc = tl.zeros((BM, 2 * BN), dtype=tl.float32)
-        for k0 in range(0, H, BK):
-            b = b_desc.load([2 * expert, n * BN, k0]).reshape(2 * BN, BK)
-            acc = tl.dot(a_desc.load([row0, k0]), b.T, acc)
-        acc_gate, acc_lin = acc.reshape(BM, 2, BN).permute(0, 2, 1).split()
-    else:
-        acc_gate, acc_lin = _fc1_mainloop(
-            row0, row1, expert, n, recv_ptr, a_desc, w1_ptr, b_desc, H, F, GATED, BM, BN, BK, USE_TMA, UPCAST
-        )
+    w_row0 = expert * width + n * BN  # first weight row of this N-tile (gate half; linear half is F further)
+    acc_gate = tl.zeros((BM, BN), dtype=tl.float32)
+    acc_lin = tl.zeros((BM, BN), dtype=tl.float32)
+    for k0 in range(0, H, BK):
+        if USE_TMA:
+            a = a_desc.load([row0, k0])
+            acc_gate = tl.dot(a, b_desc.load([w_row0, k0]).T, acc_gate)
+            if GATED:
+                acc_lin = tl.dot(a, b_desc.load([w_row0 + F, k0]).T, acc_lin)
+        else:
+            rk = k0 + tl.arange(0, BK)
+            k_mask = rk < H
+            a = tl.load(recv_ptr + rm64[:, None] * H + rk[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+            b_mask = k_mask[:, None] & n_mask[None, :]
+            w_rows = (w_row0 + tl.arange(0, BN)).to(tl.int64)
+            b_gate = tl.load(w1_ptr + w_rows[None, :] * H + rk[:, None], mask=b_mask, other=0.0)
+            acc_gate = mma(a, b_gate, acc_gate, UPCAST)
+            if GATED:
+                b_lin = tl.load(w1_ptr + (w_rows + F)[None, :] * H + rk[:, None], mask=b_mask, other=0.0)
+                acc_lin = mma(a, b_lin, acc_lin, UPCAST)
     out_mask = m_mask[:, None] & n_mask[None, :]
     # round like the unfused path (fc1 output is bf16), then the activation in fp32
     gate = acc_gate.to(tl.bfloat16)
@@ -330,7 +288,6 @@ def dispatch_fc1_kernel(
     ROWS: tl.constexpr,
     BH: tl.constexpr,
     USE_TMA: tl.constexpr,
-    PAIRED_B: tl.constexpr,
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -388,7 +345,6 @@ def dispatch_fc1_kernel(
                 BK,
                 GROUP_M,
                 USE_TMA,
-                PAIRED_B,
                 DEBUG,
                 MAX_SPINS,
                 UPCAST,

@@ -31,8 +31,6 @@ CONFIGS = {
     "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
     # fc2 ⊕ combine's tile loop fused with its K loop (the pipeline runs across tiles)
     "fc2_flatten": KernelConfig(fc2_flatten=True),
-    # fc1's gate and linear weight rows in one 3-D TMA box, one 2*BN-wide MMA
-    "fc1_paired_weights": KernelConfig(fc1_paired_weights=True),
     # one warpgroup per program, two programs per SM: each must fit in half an SM (shared memory, registers)
     "two_programs_per_sm": KernelConfig(
         fc1_block_n=64, fc2_block_n=128, dgrad_block_n=128, num_warps=4, num_stages=3, programs_per_sm=2
@@ -108,9 +106,6 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
         "b_desc": f"tensordesc<bf16[{cfg.fc1_block_n},{cfg.block_k}]>" if use_tma else "*bf16",
     }
-    paired = use_tma and gated and cfg.fc1_paired_weights
-    if paired:
-        types["b_desc"] = f"tensordesc<bf16[2,{cfg.fc1_block_n},{cfg.block_k}]>"
     sig = {p: types[p] for p in ptrs}
     sig.update({n: "i32" for n in ("epoch", "my_rank", "H", "F")})
     constexprs = dict(
@@ -131,7 +126,6 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         MAX_SPINS=1 << 20,
         UPCAST=False,
         USE_TMA=use_tma,
-        PAIRED_B=paired,
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]

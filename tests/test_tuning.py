@@ -56,8 +56,6 @@ def test_default_tiles_follow_the_measured_shapes():
         ({"dgrad_fused_activation": "false"}, "dgrad_fused_activation='false': wrong type"),
         ({"programs_per_sm": 3}, "programs_per_sm=3 must be 1 or 2"),
         ({"programs_per_sm": 2}, "programs_per_sm=2 needs num_warps=4"),
-        ({"fc1_paired_weights": True, "fc1_block_n": 256}, "fc1_paired_weights needs fc1_block_n <= 128 (got 256)"),
-        ({"fc1_paired_weights": 1}, "fc1_paired_weights=1: wrong type"),
     ],
 )
 def test_bad_kernel_configs_are_refused_with_the_field_named(fields, message):
