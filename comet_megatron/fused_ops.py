@@ -172,17 +172,13 @@ def dispatch_fc1(
     preact = preact_out
     if save_preact and preact is None:
         preact = torch.empty(rows, fc1_out, dtype=torch.bfloat16, device=tokens.device)
-    received = views.received(rows, hidden)
     descriptors = _tma_descriptors(
-        received,
+        views.received(rows, hidden),
         w1.view(-1, hidden),
         [config.block_m, config.block_k],
         [config.fc1_block_n, config.block_k],
     )
     a_desc, b_desc = descriptors or (views.recv, w1)  # the pointer path ignores the descriptor arguments
-    a_half_desc = a_desc
-    if descriptors is not None and config.half_tail_tiles:
-        (a_half_desc,) = tma_descriptors((received, [config.block_m // 2, config.block_k]))
     dispatch_fc1_kernel[(grid,)](
         tokens,
         token_of_slot,
@@ -196,7 +192,6 @@ def dispatch_fc1(
         views.recv_probs,
         views.flags,
         a_desc,
-        a_half_desc,
         w1,
         b_desc,
         act,
@@ -210,7 +205,6 @@ def dispatch_fc1(
         hidden,
         ffn,
         SAVE_PREACT=save_preact,
-        HALF_TAIL=config.half_tail_tiles,
         **_dispatch_meta(
             views, config, ep, gated, activation, mode, debug, descriptors is not None, config.fc1_block_n
         ),

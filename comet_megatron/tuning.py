@@ -48,9 +48,6 @@ class KernelConfig:
     programs_per_sm: int = 1
     # fc2 ⊕ combine's persistent tile loop fused with its K loop, pipelined across tiles (kernels/fc2_combine.py)
     fc2_flatten: bool = False
-    # an M-tile holding at most block_m / 2 rows (an expert's last) runs a block_m / 2-row GEMM instead of a padded
-    # block_m-row one: with ~128-256 rows per expert (DeepSeek-V3-like) a third of the MMA work is padding otherwise
-    half_tail_tiles: bool = False
 
     def persistent_grid(self, num_sms: int) -> int:
         """Programs of the persistent kernels on a GPU with ``num_sms`` SMs."""
@@ -65,8 +62,7 @@ class KernelConfig:
         if bad_types:
             fields = ", ".join(bad_types)
             raise ValueError(
-                f"KernelConfig: {fields}: wrong type "
-                "(integers; dgrad_fused_activation, fc2_flatten, half_tail_tiles: bool)"
+                f"KernelConfig: {fields}: wrong type (integers; dgrad_fused_activation, fc2_flatten: bool)"
             )
         gemm_blocks = ("block_m", "fc1_block_n", "fc2_block_n", "dgrad_block_n", "block_k")
         blocks = {name: getattr(self, name) for name in (*gemm_blocks, "comm_rows", "comm_block_h")}
@@ -86,8 +82,6 @@ class KernelConfig:
         if self.programs_per_sm == 2 and self.num_warps != 4:
             # two 8-warp programs get at most 128 registers per thread: the accumulators alone need that many
             raise ValueError(f"KernelConfig: programs_per_sm=2 needs num_warps=4 (got {self.num_warps})")
-        if self.half_tail_tiles and self.block_m < 32:
-            raise ValueError(f"KernelConfig: half_tail_tiles needs block_m >= 32 (got {self.block_m})")
         if self.comm_programs < 1 or self.num_warps not in (4, 8, 16) or self.num_stages < 1 or self.group_m < 1:
             raise ValueError(
                 f"KernelConfig: comm_programs={self.comm_programs} and group_m={self.group_m} must be >= 1, "

@@ -11,9 +11,6 @@ Two task queues, each a counter in ``queues_ptr`` (the last program to finish ze
   ``act(x @ W_gate^T) * (x @ W_linear^T) * prob`` in its epilogue. All other programs start here, and the
   push programs join once the push queue is empty, so no SM idles after dispatch.
 
-With ``HALF_TAIL`` an M-tile holding at most ``BM / 2`` rows (an expert's last) runs a ``BM / 2``-row GEMM: with
-many small experts (DeepSeek-V3: ~128-256 rows each) a third of the 128-row tiles' MMA work is padding otherwise.
-
 Units and M-tiles are ordered so that the tiles made of local rows (every destination lists its own rows
 first in each expert) are computed first — COMET's rescheduling along M — then expert-major, grouped
 ``GROUP_M`` M-tiles at a time so that weight tiles are reused from L2.
@@ -160,10 +157,12 @@ def ready_tile(
 
 @triton.jit
 def _fc1_tile(
-    expert,
-    row0,
-    row1,
-    n,
+    item,
+    num_mtiles,
+    mtiles_ptr,
+    src_table_ptr,
+    flags_ptr,
+    error_ptr,
     recv_ptr,
     recv_probs_ptr,
     a_desc,
@@ -171,19 +170,40 @@ def _fc1_tile(
     b_desc,
     act_ptr,
     preact_ptr,
+    epoch,
     H,
     F,
+    WS: tl.constexpr,
+    MAX_T: tl.constexpr,
     GATED: tl.constexpr,
     ACT: tl.constexpr,
     SAVE_PREACT: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
+    GROUP_M: tl.constexpr,
     USE_TMA: tl.constexpr,
+    DEBUG: tl.constexpr,
+    MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
-    """Rows ``[row0, row1)`` (at most ``BM``) of expert ``expert`` times its fc1 N-tile ``n``, with the activation and
-    the router probability applied in the epilogue."""
+    expert, row0, row1, n = ready_tile(
+        item,
+        num_mtiles,
+        tl.cdiv(F, BN),
+        mtiles_ptr,
+        src_table_ptr,
+        flags_ptr,
+        error_ptr,
+        epoch,
+        WS,
+        MAX_T,
+        BM,
+        GROUP_M,
+        USE_TMA,
+        DEBUG,
+        MAX_SPINS,
+    )
     rm = row0 + tl.arange(0, BM)
     m_mask = rm < row1
     rm64 = rm.to(tl.int64)
@@ -241,7 +261,6 @@ def dispatch_fc1_kernel(
     recv_probs_ptr,
     flags_ptr,
     a_desc,
-    a_half_desc,  # A descriptor with BM // 2-row boxes (HALF_TAIL)
     w1_ptr,
     b_desc,
     act_ptr,
@@ -269,7 +288,6 @@ def dispatch_fc1_kernel(
     ROWS: tl.constexpr,
     BH: tl.constexpr,
     USE_TMA: tl.constexpr,
-    HALF_TAIL: tl.constexpr,
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -300,71 +318,36 @@ def dispatch_fc1_kernel(
         num_items = num_mtiles * tl.cdiv(F, BN)
         item = tl.atomic_add(queues_ptr + 1, 1)
         while item < num_items:
-            expert, row0, row1, n = ready_tile(
+            _fc1_tile(
                 item,
                 num_mtiles,
-                tl.cdiv(F, BN),
                 mtiles_ptr,
                 src_table_ptr,
                 flags_ptr,
                 error_ptr,
+                recv_ptr,
+                recv_probs_ptr,
+                a_desc,
+                w1_ptr,
+                b_desc,
+                act_ptr,
+                preact_ptr,
                 epoch,
+                H,
+                F,
                 WS,
                 MAX_T,
+                GATED,
+                ACT,
+                SAVE_PREACT,
                 BM,
+                BN,
+                BK,
                 GROUP_M,
                 USE_TMA,
                 DEBUG,
                 MAX_SPINS,
+                UPCAST,
             )
-            if HALF_TAIL and (row1 - row0 <= BM // 2):
-                # an expert's last M-tile, at most half full: a half-height GEMM does half the work
-                _fc1_tile(
-                    expert,
-                    row0,
-                    row1,
-                    n,
-                    recv_ptr,
-                    recv_probs_ptr,
-                    a_half_desc,
-                    w1_ptr,
-                    b_desc,
-                    act_ptr,
-                    preact_ptr,
-                    H,
-                    F,
-                    GATED,
-                    ACT,
-                    SAVE_PREACT,
-                    BM // 2,
-                    BN,
-                    BK,
-                    USE_TMA,
-                    UPCAST,
-                )
-            else:
-                _fc1_tile(
-                    expert,
-                    row0,
-                    row1,
-                    n,
-                    recv_ptr,
-                    recv_probs_ptr,
-                    a_desc,
-                    w1_ptr,
-                    b_desc,
-                    act_ptr,
-                    preact_ptr,
-                    H,
-                    F,
-                    GATED,
-                    ACT,
-                    SAVE_PREACT,
-                    BM,
-                    BN,
-                    BK,
-                    USE_TMA,
-                    UPCAST,
-                )
             item = tl.atomic_add(queues_ptr + 1, 1)
     release_queues(queues_ptr)

@@ -261,13 +261,6 @@ def simulate(
                     "queues_after": views[r].queues.tolist(),  # the last program of each launch zeroes them
                     "recv_rows": plans[r].recv_rows,
                     "units": int(plans[r].units.shape[0]),
-                    # experts whose last M-tile holds at most block_m / 2 rows (KernelConfig.half_tail_tiles)
-                    "half_tail_tiles": int(
-                        sum(0 < n % cfg.block_m <= cfg.block_m // 2 for n in plans[r].tokens_per_expert.tolist())
-                    ),
-                    "full_tail_tiles": int(
-                        sum(n % cfg.block_m > cfg.block_m // 2 for n in plans[r].tokens_per_expert.tolist())
-                    ),
                 }
             )
     return report

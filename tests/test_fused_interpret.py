@@ -47,16 +47,6 @@ CASES = {
     "ep2_fc2_flattened_tile_loop": dict(
         ws=2, experts=2, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"fc2_flatten": True}
     ),
-    # an expert's last M-tile, at most half full, runs a half-height GEMM (KernelConfig.half_tail_tiles)
-    "ep2_half_tail_tiles": dict(
-        ws=2,
-        experts=6,
-        topk=2,
-        tokens=50,
-        hidden=48,
-        ffn=24,
-        config_overrides={"half_tail_tiles": True, "block_m": 32},
-    ),
 }
 
 
@@ -73,8 +63,6 @@ def test_fused_kernels_match_reference(case):
         assert entry["error_flag"] == 0, entry
         assert entry["queues_after"] == [0, 0, 0], entry  # ready for the next launch without a host fill
         assert entry["rel_err"] < TOL, entry
-    if case == "ep2_half_tail_tiles":  # both kinds of last tile occur
-        assert sum(e["half_tail_tiles"] for e in report) > 0 and sum(e["full_tail_tiles"] for e in report) > 0
     if case == "ep2_top1_skewed_one_rank_empty":
         assert min(e["recv_rows"] for e in report) == 0  # one rank's experts got nothing
 

@@ -31,8 +31,6 @@ CONFIGS = {
     "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
     # fc2 ⊕ combine's tile loop fused with its K loop (the pipeline runs across tiles)
     "fc2_flatten": KernelConfig(fc2_flatten=True),
-    # an expert's last M-tile, at most half full, runs a half-height GEMM (a second A descriptor)
-    "half_tail_tiles": KernelConfig(half_tail_tiles=True),
     # one warpgroup per program, two programs per SM: each must fit in half an SM (shared memory, registers)
     "two_programs_per_sm": KernelConfig(
         fc1_block_n=64, fc2_block_n=128, dgrad_block_n=128, num_warps=4, num_stages=3, programs_per_sm=2
@@ -84,7 +82,6 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "queues_ptr",
         "error_ptr",
         "a_desc",
-        "a_half_desc",
         "b_desc",
     ]
     types = {
@@ -108,7 +105,6 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         "error_ptr": "*i32",
         "a_desc": f"tensordesc<bf16[{cfg.block_m},{cfg.block_k}]>" if use_tma else "*bf16",
         "b_desc": f"tensordesc<bf16[{cfg.fc1_block_n},{cfg.block_k}]>" if use_tma else "*bf16",
-        "a_half_desc": f"tensordesc<bf16[{cfg.block_m // 2},{cfg.block_k}]>" if use_tma else "*bf16",
     }
     sig = {p: types[p] for p in ptrs}
     sig.update({n: "i32" for n in ("epoch", "my_rank", "H", "F")})
@@ -130,7 +126,6 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         MAX_SPINS=1 << 20,
         UPCAST=False,
         USE_TMA=use_tma,
-        HALF_TAIL=cfg.half_tail_tiles,
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]

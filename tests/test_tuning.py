@@ -56,8 +56,6 @@ def test_default_tiles_follow_the_measured_shapes():
         ({"dgrad_fused_activation": "false"}, "dgrad_fused_activation='false': wrong type"),
         ({"programs_per_sm": 3}, "programs_per_sm=3 must be 1 or 2"),
         ({"programs_per_sm": 2}, "programs_per_sm=2 needs num_warps=4"),
-        ({"half_tail_tiles": True, "block_m": 16}, "half_tail_tiles needs block_m >= 32 (got 16)"),
-        ({"half_tail_tiles": 1}, "half_tail_tiles=1: wrong type"),
     ],
 )
 def test_bad_kernel_configs_are_refused_with_the_field_named(fields, message):
