@@ -7,7 +7,8 @@ inflates exactly these costs (2-5x per operator), so this times each step of ran
 ``time.perf_counter`` around the real launchers — the same calls ``backends/fused.py`` makes, in the same order,
 with the kernels running — and reports the median host microseconds of each, plus reference launches (an empty
 Triton kernel with 1 and with 40 arguments, the latter also through its compiled kernel's own launcher,
-``torch.empty``, ``torch.zeros``) to tell fixed launch costs from Python work. One rank (EP=1) on the device; the routing is random (softmax top-k of Gaussian logits).
+``torch.empty``, ``torch.zeros``) to tell fixed launch costs from Python work. One rank (EP=1) on the device; the
+routing is random (softmax top-k of Gaussian logits).
 
   python benchmarks/bench_host_path.py --case qwen1.5-moe-a2.7b --iters 200 --out DIR  # .json, .png
   python benchmarks/bench_host_path.py --replot A.json B.json --png chart.png
