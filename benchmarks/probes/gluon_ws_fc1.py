@@ -1,0 +1,317 @@
+"""Probe: the fc1 GEMM core as a warp-specialized Gluon kernel (Triton 3.6, sm_90).
+
+Question it answers: does a producer/consumer kernel — one loader warp issuing the TMA loads of the next tiles
+while two consumer warpgroups run the wgmma main loop and the SwiGLU·prob epilogue — close the gap between our
+Triton fc1 core (software-pipelined, no warp specialization: Triton 3.6 has none for sm_90) and cuBLAS?
+
+The kernel computes exactly what ``dispatch_fc1_kernel``'s GEMM programs compute (``MODE=2``): for each
+(M-tile, N-tile) of the expert-major receive buffer, ``gate = x @ W_gate^T``, ``lin = x @ W_lin^T`` (rounded to
+bf16 like the unfused path), ``act = silu(gate) * lin * prob``, with ``[gate | lin]`` saved for the backward.
+Tiles come from the plan's ``mtiles`` table ``[expert, first row, end row, tile]`` in the same grouped order
+(``kernels/tiles.grouped_tile``), assigned statically (``item = pid + i * programs``) so that the loader and the
+consumers walk the same sequence without exchanging tile ids. No flags are waited on: this is the GEMM core
+alone, as ``bench_gemm_core``'s ``fc1`` row times it.
+
+Not imported by the package: Gluon's API is experimental and differs between Triton releases.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+
+
+@gluon.jit
+def _item_coords(item, num_mtiles, num_n, GROUP_M: gl.constexpr):
+    # the same order as kernels/tiles.grouped_tile
+    per_group = GROUP_M * num_n
+    first_m = (item // per_group) * GROUP_M
+    group_rows = gl.minimum(num_mtiles - first_m, GROUP_M)
+    within = item % per_group
+    return first_m + within % group_rows, within // group_rows
+
+
+@gluon.jit
+def _load_partition(a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GROUP_M: gl.constexpr):
+    a_bufs, g_bufs, l_bufs = bufs
+    ready_bars, empty_bars = bars
+    STAGES: gl.constexpr = a_bufs.shape[0]
+    BN: gl.constexpr = w_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    nbytes: gl.constexpr = a_desc.block_type.nbytes + 2 * w_desc.block_type.nbytes
+    num_n = gl.cdiv(F, BN)
+    num_items = num_mtiles * num_n
+    step = 0
+    for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
+        mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
+        expert = gl.load(mtiles_ptr + mtile * 4)
+        row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
+        w_row0 = expert * (2 * F) + n * BN
+        for k in range(0, H, BK):
+            s = step % STAGES
+            # a stage is free once the consumers released its previous use (barriers start in phase 0, so the
+            # first pass over the ring waits on the completed "phase -1")
+            mbarrier.wait(empty_bars.index(s), ((step // STAGES) & 1) ^ 1)
+            bar = ready_bars.index(s)
+            mbarrier.expect(bar, nbytes)
+            tma.async_copy_global_to_shared(a_desc, [row0, k], bar, a_bufs.index(s))
+            tma.async_copy_global_to_shared(w_desc, [w_row0, k], bar, g_bufs.index(s))
+            tma.async_copy_global_to_shared(w_desc, [w_row0 + F, k], bar, l_bufs.index(s))
+            step += 1
+
+
+@gluon.jit
+def _mma_partition(
+    bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr, F, H,
+    BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, GROUP_M: gl.constexpr, num_warps: gl.constexpr,
+):  # fmt: skip
+    a_bufs, g_bufs, l_bufs = bufs
+    ready_bars, empty_bars = bars
+    STAGES: gl.constexpr = a_bufs.shape[0]
+    # two consumer warpgroups stacked along M: each runs m64nBNk16 wgmmas on its 64 rows
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BN, 16]
+    )
+    # epilogue stores: 8 consecutive bf16 (16 bytes) per thread along N
+    out_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BN // 8), BN // 8], [num_warps, 1], [1, 0])
+    num_n = gl.cdiv(F, BN)
+    num_items = num_mtiles * num_n
+    step = 0
+    for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
+        mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
+        row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
+        row1 = gl.load(mtiles_ptr + mtile * 4 + 2)
+        acc_g = gl.zeros((BM, BN), gl.float32, acc_layout)
+        acc_l = gl.zeros((BM, BN), gl.float32, acc_layout)
+        for k in range(0, H, BK):
+            s = step % STAGES
+            mbarrier.wait(ready_bars.index(s), (step // STAGES) & 1)
+            a = a_bufs.index(s)
+            acc_g = warpgroup_mma(a, g_bufs.index(s).permute((1, 0)), acc_g, is_async=True)
+            acc_l = warpgroup_mma(a, l_bufs.index(s).permute((1, 0)), acc_l, is_async=True)
+            # keep this stage's two wgmmas in flight; the previous stage's are done, so its buffers are free
+            acc_g, acc_l = warpgroup_mma_wait(2, deps=(acc_g, acc_l))
+            mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES), pred=k > 0)
+            step += 1
+        acc_g, acc_l = warpgroup_mma_wait(0, deps=(acc_g, acc_l))
+        mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES))
+
+        # epilogue, rounded like the unfused path: fc1 output in bf16, activation in fp32
+        gate = gl.convert_layout(acc_g.to(gl.bfloat16), out_layout)
+        lin = gl.convert_layout(acc_l.to(gl.bfloat16), out_layout)
+        rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, out_layout))
+        cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, out_layout))
+        row_ok = rows < row1
+        mask = row_ok[:, None] & (cols < F)[None, :]
+        rows64 = rows.to(gl.int64)
+        pre_off = rows64[:, None] * (2 * F) + cols[None, :]
+        gl.store(preact_ptr + pre_off, gate, mask=mask)
+        gl.store(preact_ptr + pre_off + F, lin, mask=mask)
+        prob = gl.load(probs_ptr + rows64, mask=row_ok, other=0.0)
+        g32 = gate.to(gl.float32)
+        activated = g32 / (1.0 + gl.exp(-g32)) * lin.to(gl.float32) * prob[:, None]
+        gl.store(act_ptr + rows64[:, None] * F + cols[None, :], activated.to(gl.bfloat16), mask=mask)
+
+
+@gluon.jit
+def ws_fc1_kernel(
+    a_desc,  # TMA over the receive buffer [R_cap, H] bf16, block [BM, BK]
+    w_desc,  # TMA over W1 viewed [E * 2F, H] bf16 (gate rows then linear rows per expert), block [BN, BK]
+    mtiles_ptr,  # [num_mtiles, 4] int32: expert, first row, end row, tile
+    num_mtiles,
+    probs_ptr,  # [R] fp32
+    act_ptr,  # [R, F] bf16 out
+    preact_ptr,  # [R, 2F] bf16 out
+    F,
+    H,
+    STAGES: gl.constexpr,
+    GROUP_M: gl.constexpr,
+    num_warps: gl.constexpr,
+):
+    BM: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    BN: gl.constexpr = w_desc.block_type.shape[0]
+    dtype: gl.constexpr = a_desc.dtype
+    a_bufs = gl.allocate_shared_memory(dtype, [STAGES, BM, BK], a_desc.layout)
+    g_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
+    l_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
+    ready_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready_bars.index(i), count=1)
+        mbarrier.init(empty_bars.index(i), count=1)
+    fence_async_shared()
+    bufs = (a_bufs, g_bufs, l_bufs)
+    bars = (ready_bars, empty_bars)
+    gl.warp_specialize(
+        [
+            (
+                _mma_partition,
+                (
+                    bufs,
+                    bars,
+                    mtiles_ptr,
+                    num_mtiles,
+                    probs_ptr,
+                    act_ptr,
+                    preact_ptr,
+                    F,
+                    H,
+                    BM,
+                    BN,
+                    BK,
+                    GROUP_M,
+                    num_warps,
+                ),
+            ),  # fmt: skip
+            (_load_partition, (a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GROUP_M)),
+        ],
+        [1],
+        [40],
+    )
+
+
+def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, block_n=128, block_k=64, stages=4,
+           group_m=8, num_sms=None, maxnreg=168):  # fmt: skip
+    """Run :func:`ws_fc1_kernel` on the receive buffer ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16)."""
+    import torch
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    e, two_f, h = w1.shape
+    a_layout = gl.NVMMASharedLayout.get_default_for([block_m, block_k], gl.bfloat16)
+    w_layout = gl.NVMMASharedLayout.get_default_for([block_n, block_k], gl.bfloat16)
+    a_desc = TensorDescriptor.from_tensor(recv, [block_m, block_k], a_layout)
+    w_desc = TensorDescriptor.from_tensor(w1.view(e * two_f, h), [block_n, block_k], w_layout)
+    num_sms = num_sms or torch.cuda.get_device_properties(recv.device).multi_processor_count
+    ws_fc1_kernel[(num_sms,)](
+        a_desc, w_desc, mtiles, num_mtiles, probs, act, preact, two_f // 2, h,
+        STAGES=stages, GROUP_M=group_m, num_warps=8, maxnreg=maxnreg,
+    )  # fmt: skip
+
+
+def run_case(name: str, args, variants: list[dict]) -> dict:
+    """One case: our Triton fc1 core (``dispatch_fc1`` with ``MODE=2``, as ``bench_gemm_core``'s ``fc1`` row),
+    ``torch._grouped_mm`` and each Gluon variant on the same received rows, timed in ``args.rounds`` interleaved
+    rounds; outputs checked against the PyTorch path and compared with the Triton kernel's bit for bit."""
+    import torch
+    import torch.nn.functional as F
+    from bench_gemm_core import CASES, Problem, rel_err, time_ms
+
+    from comet_megatron.fused_ops import dispatch_fc1
+    from comet_megatron.tuning import ShapeKey, default_config
+
+    dev = torch.device("cuda", 0)
+    props = torch.cuda.get_device_properties(dev)
+    case = CASES[name]
+    tokens = args.tokens or case.tokens
+    prob = Problem(case, tokens, args.ep, dev, seed=0)
+    key = ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, args.ep, props.name,
+                   props.multi_processor_count)  # fmt: skip
+    cfg = default_config(key)
+    plans, tables = prob.plans(cfg.block_m)
+    plan, f, h = plans[0], case.ffn, case.hidden
+    rows = plan.recv_rows
+    common = dict(ep=args.ep, gated=True, activation="silu", config=cfg,
+                  grid=cfg.persistent_grid(props.multi_processor_count))  # fmt: skip
+    act_t = torch.full((rows, f), float("nan"), dtype=torch.bfloat16, device=dev)
+    pre_t = torch.full((rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=dev)
+
+    def triton_fc1(mode, r=0):
+        out = dict(act_out=act_t, preact_out=pre_t) if r == 0 else {}
+        return dispatch_fc1(
+            prob.views[r], plans[r], tables[r], prob.x[r], prob.token_of_slot[r], prob.probs_of_slot[r],
+            prob.w1[r], epoch=1, ep_rank=r, mode=mode, save_preact=True, **out, **common,
+        )  # fmt: skip
+
+    for r in range(args.ep):
+        triton_fc1(1, r)
+    triton_fc1(2)
+    torch.cuda.synchronize()
+    recv, probs, w1 = prob.views[0].recv, prob.views[0].recv_probs, prob.w1[0]
+    x_e, p_e = prob.views[0].received(rows, h), probs[:rows]
+    mtiles, num_mtiles = tables[0]["mtiles"], plan.mtiles.shape[0]
+    offs = torch.cumsum(plan.tokens_per_expert.to(dev), 0).to(torch.int32)
+    ref_pre = torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs)
+    gate, lin = ref_pre.chunk(2, dim=-1)
+    ref_act = (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
+    res = {"rows": rows, "tokens": tokens, "ep_simulated": args.ep, "block_m": cfg.block_m, "group_m": cfg.group_m,
+           "triton_config": str(cfg), "flops": 4 * rows * h * f, "rel_err": {}, "ms": {}, "variants": {}}  # fmt: skip
+    res["rel_err"]["triton_act"] = rel_err(act_t, ref_act)
+    res["rel_err"]["triton_preact"] = rel_err(pre_t, ref_pre)
+    timed = {
+        "triton": lambda: triton_fc1(2),
+        "grouped_mm": lambda: torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs),
+    }
+    for i, v in enumerate(variants):
+        v = {"group_m": cfg.group_m} | v
+        act_g = torch.full_like(act_t, float("nan"))
+        pre_g = torch.full_like(pre_t, float("nan"))
+        label = f"gluon{i}"
+        try:
+            launch(recv, w1, mtiles, num_mtiles, probs, act_g, pre_g, **v)
+            torch.cuda.synchronize()
+        except Exception as exc:  # a variant that does not compile or fit: reported, the others still run
+            res[f"{label}_error"] = f"{type(exc).__name__}: {exc}"[:400]
+            continue
+        res["variants"][label] = v
+        res["rel_err"][f"{label}_act"] = rel_err(act_g, ref_act)
+        res["rel_err"][f"{label}_preact"] = rel_err(pre_g, ref_pre)
+        res["rel_err"][f"{label}_act_equal_triton"] = float((act_g == act_t).float().mean())
+        res["rel_err"][f"{label}_preact_equal_triton"] = float((pre_g == pre_t).float().mean())
+        timed[label] = lambda v=v, a=act_g, q=pre_g: launch(recv, w1, mtiles, num_mtiles, probs, a, q, **v)
+    for _ in range(args.rounds):
+        for label, fn in timed.items():
+            res["ms"].setdefault(label, []).append(time_ms(fn, args.iters, args.warmup))
+    return res
+
+
+def main(argv=None) -> None:
+    import argparse
+    import json
+    import os
+    import sys
+
+    import torch
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.dirname(here))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(here)))
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", default="mixtral-8x7b,phi3.5-moe,qwen2-57b-a14b,dsv3-like,qwen1.5-moe-a2.7b")
+    p.add_argument("--tokens", type=int, default=None, help="tokens per simulated rank (default: the case's)")
+    p.add_argument("--ep", type=int, default=2)
+    p.add_argument("--variants", default='[{"stages": 4}, {"stages": 3}]', help="JSON list of launch() overrides")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (each times every kernel once)")
+    p.add_argument("--iters", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    variants = json.loads(args.variants)
+    report = {"device": torch.cuda.get_device_name(0), "command": " ".join(sys.argv), "cases": {}}
+    for name in args.cases.split(","):
+        res = run_case(name, args, variants)
+        report["cases"][name] = res
+        torch.cuda.empty_cache()
+        ms = {k: sum(v) / len(v) for k, v in res["ms"].items()}
+        print(f"{name} rows {res['rows']}: " + ", ".join(
+            f"{k} {m:.3f} ms {res['flops'] / m / 1e9:.0f} TF" for k, m in ms.items()))  # fmt: skip
+        print("   errors: " + ", ".join(f"{k} {v:.2e}" for k, v in res["rel_err"].items()))
+        for k, v in res.items():
+            if k.endswith("_error"):
+                print(f"   {k}: {v}")
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            with open(os.path.join(args.out, "probe_gluon_ws_fc1.json"), "w") as fh:
+                json.dump(report, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
