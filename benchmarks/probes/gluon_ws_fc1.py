@@ -40,7 +40,7 @@ def _item_coords(item, num_mtiles, num_n, GROUP_M: gl.constexpr):
 
 @gluon.jit
 def _load_partition(a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GROUP_M: gl.constexpr):
-    a_bufs, g_bufs, l_bufs = bufs
+    a_bufs, g_bufs, l_bufs, _ = bufs
     ready_bars, empty_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
     BN: gl.constexpr = w_desc.block_type.shape[0]
@@ -68,11 +68,58 @@ def _load_partition(a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GR
 
 
 @gluon.jit
+def _swiglu_prob(gate, lin, prob):
+    g32 = gate.to(gl.float32)
+    return (g32 / (1.0 + gl.exp(-g32)) * lin.to(gl.float32) * prob[:, None]).to(gl.bfloat16)
+
+
+@gluon.jit
+def _epilogue_tma(acc_g, acc_l, c_smem, act_desc, preact_desc, probs_ptr, row0, n, F,
+                  BM: gl.constexpr, BN: gl.constexpr, acc_layout: gl.constexpr):  # fmt: skip
+    gate = acc_g.to(gl.bfloat16)
+    lin = acc_l.to(gl.bfloat16)
+    prob = gl.load(probs_ptr + (row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, acc_layout))).to(gl.int64))
+    activated = _swiglu_prob(gate, lin, prob)
+    tma.store_wait(0)  # the previous tile's last store has read the staging buffer
+    c_smem.store(gate)
+    fence_async_shared()
+    tma.async_copy_shared_to_global(preact_desc, [row0, n * BN], c_smem)
+    tma.store_wait(0)
+    c_smem.store(lin)
+    fence_async_shared()
+    tma.async_copy_shared_to_global(preact_desc, [row0, F + n * BN], c_smem)
+    tma.store_wait(0)
+    c_smem.store(activated)
+    fence_async_shared()
+    tma.async_copy_shared_to_global(act_desc, [row0, n * BN], c_smem)
+
+
+@gluon.jit
+def _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F,
+                     BM: gl.constexpr, BN: gl.constexpr, out_layout: gl.constexpr):  # fmt: skip
+    # out_layout == the accumulator's: stores straight from the MMA registers (no shared-memory scratch)
+    gate = gl.convert_layout(acc_g.to(gl.bfloat16), out_layout)
+    lin = gl.convert_layout(acc_l.to(gl.bfloat16), out_layout)
+    rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, out_layout))
+    cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, out_layout))
+    row_ok = rows < row1
+    mask = row_ok[:, None] & (cols < F)[None, :]
+    rows64 = rows.to(gl.int64)
+    pre_off = rows64[:, None] * (2 * F) + cols[None, :]
+    gl.store(preact_ptr + pre_off, gate, mask=mask)
+    gl.store(preact_ptr + pre_off + F, lin, mask=mask)
+    prob = gl.load(probs_ptr + rows64, mask=row_ok, other=0.0)
+    gl.store(act_ptr + rows64[:, None] * F + cols[None, :], _swiglu_prob(gate, lin, prob), mask=mask)
+
+
+@gluon.jit
 def _mma_partition(
-    bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr, F, H,
-    BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, GROUP_M: gl.constexpr, num_warps: gl.constexpr,
+    bufs, bars, out_descs, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr, F, H,
+    BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, GROUP_M: gl.constexpr, EPILOGUE: gl.constexpr,
+    num_warps: gl.constexpr,
 ):  # fmt: skip
-    a_bufs, g_bufs, l_bufs = bufs
+    a_bufs, g_bufs, l_bufs, c_smem = bufs
+    act_desc, preact_desc = out_descs
     ready_bars, empty_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
     # two consumer warpgroups stacked along M: each runs m64nBNk16 wgmmas on its 64 rows
@@ -104,20 +151,16 @@ def _mma_partition(
         mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES))
 
         # epilogue, rounded like the unfused path: fc1 output in bf16, activation in fp32
-        gate = gl.convert_layout(acc_g.to(gl.bfloat16), out_layout)
-        lin = gl.convert_layout(acc_l.to(gl.bfloat16), out_layout)
-        rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, out_layout))
-        cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, out_layout))
-        row_ok = rows < row1
-        mask = row_ok[:, None] & (cols < F)[None, :]
-        rows64 = rows.to(gl.int64)
-        pre_off = rows64[:, None] * (2 * F) + cols[None, :]
-        gl.store(preact_ptr + pre_off, gate, mask=mask)
-        gl.store(preact_ptr + pre_off + F, lin, mask=mask)
-        prob = gl.load(probs_ptr + rows64, mask=row_ok, other=0.0)
-        g32 = gate.to(gl.float32)
-        activated = g32 / (1.0 + gl.exp(-g32)) * lin.to(gl.float32) * prob[:, None]
-        gl.store(act_ptr + rows64[:, None] * F + cols[None, :], activated.to(gl.bfloat16), mask=mask)
+        if EPILOGUE == 2 and (row1 - row0 == BM) and (F % BN == 0):
+            # a full tile: through shared memory and TMA stores, which drain while the next tile's MMAs run (a
+            # partial tile must not: its last rows belong to the next expert's tiles)
+            _epilogue_tma(acc_g, acc_l, c_smem, act_desc, preact_desc, probs_ptr, row0, n, F, BM, BN, acc_layout)
+        elif EPILOGUE == 2:  # the rare partial tile, without the 32 KB conversion scratch the TMA path cannot spare
+            _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, acc_layout)
+        elif EPILOGUE == 1:
+            _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, out_layout)
+    if EPILOGUE == 2:
+        tma.store_wait(0)
 
 
 @gluon.jit
@@ -129,10 +172,13 @@ def ws_fc1_kernel(
     probs_ptr,  # [R] fp32
     act_ptr,  # [R, F] bf16 out
     preact_ptr,  # [R, 2F] bf16 out
+    act_desc,  # TMA over act, block [BM, BN] (EPILOGUE 2)
+    preact_desc,  # TMA over preact, block [BM, BN] (EPILOGUE 2)
     F,
     H,
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,
+    EPILOGUE: gl.constexpr,  # 0: none (the main loop alone), 1: masked stores, 2: TMA stores for full tiles
     num_warps: gl.constexpr,
 ):
     BM: gl.constexpr = a_desc.block_type.shape[0]
@@ -147,39 +193,27 @@ def ws_fc1_kernel(
     for i in gl.static_range(STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=1)
+    if EPILOGUE == 2:
+        c_smem = gl.allocate_shared_memory(dtype, [BM, BN], act_desc.layout)
+    else:
+        c_smem = a_bufs.index(0)  # unused
     fence_async_shared()
-    bufs = (a_bufs, g_bufs, l_bufs)
+    bufs = (a_bufs, g_bufs, l_bufs, c_smem)
     bars = (ready_bars, empty_bars)
+    # (the argument tuples are written inline: a tuple assigned to a variable first turns its constexprs into tensors)
     gl.warp_specialize(
         [
-            (
-                _mma_partition,
-                (
-                    bufs,
-                    bars,
-                    mtiles_ptr,
-                    num_mtiles,
-                    probs_ptr,
-                    act_ptr,
-                    preact_ptr,
-                    F,
-                    H,
-                    BM,
-                    BN,
-                    BK,
-                    GROUP_M,
-                    num_warps,
-                ),
-            ),  # fmt: skip
+            (_mma_partition, (bufs, bars, (act_desc, preact_desc), mtiles_ptr, num_mtiles, probs_ptr, act_ptr,
+                              preact_ptr, F, H, BM, BN, BK, GROUP_M, EPILOGUE, num_warps)),
             (_load_partition, (a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GROUP_M)),
         ],
         [1],
         [40],
-    )
+    )  # fmt: skip
 
 
 def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, block_n=128, block_k=64, stages=4,
-           group_m=8, num_sms=None, maxnreg=168):  # fmt: skip
+           group_m=8, epilogue=1, num_sms=None, maxnreg=168):  # fmt: skip
     """Run :func:`ws_fc1_kernel` on the receive buffer ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -189,10 +223,13 @@ def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, blo
     w_layout = gl.NVMMASharedLayout.get_default_for([block_n, block_k], gl.bfloat16)
     a_desc = TensorDescriptor.from_tensor(recv, [block_m, block_k], a_layout)
     w_desc = TensorDescriptor.from_tensor(w1.view(e * two_f, h), [block_n, block_k], w_layout)
+    c_layout = gl.NVMMASharedLayout.get_default_for([block_m, block_n], gl.bfloat16)
+    act_desc = TensorDescriptor.from_tensor(act, [block_m, block_n], c_layout)
+    preact_desc = TensorDescriptor.from_tensor(preact, [block_m, block_n], c_layout)
     num_sms = num_sms or torch.cuda.get_device_properties(recv.device).multi_processor_count
     ws_fc1_kernel[(num_sms,)](
-        a_desc, w_desc, mtiles, num_mtiles, probs, act, preact, two_f // 2, h,
-        STAGES=stages, GROUP_M=group_m, num_warps=8, maxnreg=maxnreg,
+        a_desc, w_desc, mtiles, num_mtiles, probs, act, preact, act_desc, preact_desc, two_f // 2, h,
+        STAGES=stages, GROUP_M=group_m, EPILOGUE=epilogue, num_warps=8, maxnreg=maxnreg,
     )  # fmt: skip
 
 
