@@ -39,9 +39,11 @@ def _item_coords(item, num_mtiles, num_n, GROUP_M: gl.constexpr):
 
 
 @gluon.jit
-def _load_partition(a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GROUP_M: gl.constexpr):
+def _load_partition(
+    a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr, F, H, GROUP_M: gl.constexpr
+):
     a_bufs, g_bufs, l_bufs, _ = bufs
-    ready_bars, empty_bars = bars
+    ready_bars, empty_bars, _ = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
     BN: gl.constexpr = w_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
@@ -120,7 +122,7 @@ def _mma_partition(
 ):  # fmt: skip
     a_bufs, g_bufs, l_bufs, c_smem = bufs
     act_desc, preact_desc = out_descs
-    ready_bars, empty_bars = bars
+    ready_bars, empty_bars, hand_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
     # two consumer warpgroups stacked along M: each runs m64nBNk16 wgmmas on its 64 rows
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
@@ -131,6 +133,7 @@ def _mma_partition(
     num_n = gl.cdiv(F, BN)
     num_items = num_mtiles * num_n
     step = 0
+    tile = 0
     for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
         mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
         row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
@@ -151,7 +154,13 @@ def _mma_partition(
         mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES))
 
         # epilogue, rounded like the unfused path: fc1 output in bf16, activation in fp32
-        if EPILOGUE == 2 and (row1 - row0 == BM) and (F % BN == 0):
+        if EPILOGUE == 3:
+            # hand the bf16 tile to the epilogue warpgroup and go on with the next tile's MMAs
+            mbarrier.wait(hand_bars.index(1), (tile & 1) ^ 1)
+            c_smem.index(0).store(acc_g.to(gl.bfloat16))
+            c_smem.index(1).store(acc_l.to(gl.bfloat16))
+            mbarrier.arrive(hand_bars.index(0))
+        elif EPILOGUE == 2 and (row1 - row0 == BM) and (F % BN == 0):
             # a full tile: through shared memory and TMA stores, which drain while the next tile's MMAs run (a
             # partial tile must not: its last rows belong to the next expert's tiles)
             _epilogue_tma(acc_g, acc_l, c_smem, act_desc, preact_desc, probs_ptr, row0, n, F, BM, BN, acc_layout)
@@ -159,8 +168,47 @@ def _mma_partition(
             _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, acc_layout)
         elif EPILOGUE == 1:
             _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, out_layout)
+        tile += 1
     if EPILOGUE == 2:
         tma.store_wait(0)
+
+
+@gluon.jit
+def _epilogue_partition(
+    a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr, F, H, GROUP_M: gl.constexpr
+):
+    """EPILOGUE 3: a warpgroup of its own takes each finished tile's ``[gate | lin]`` (bf16) from shared memory and
+    writes preact and act, while the consumer warpgroups run the next tile's main loop."""
+    _, _, _, hand_bufs = bufs
+    _, _, hand_bars = bars
+    BM: gl.constexpr = hand_bufs.shape[1]
+    BN: gl.constexpr = hand_bufs.shape[2]
+    CHUNK: gl.constexpr = 32  # rows per pass: 32 values of each tensor per thread
+    layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BN // 8), BN // 8], [4, 1], [1, 0])
+    num_n = gl.cdiv(F, BN)
+    num_items = num_mtiles * num_n
+    tile = 0
+    for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
+        mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
+        row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
+        row1 = gl.load(mtiles_ptr + mtile * 4 + 2)
+        cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
+        col_ok = cols < F
+        mbarrier.wait(hand_bars.index(0), tile & 1)
+        for c in gl.static_range(BM // CHUNK):
+            gate = hand_bufs.index(0).slice(c * CHUNK, CHUNK).load(layout)
+            lin = hand_bufs.index(1).slice(c * CHUNK, CHUNK).load(layout)
+            rows = row0 + c * CHUNK + gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
+            row_ok = rows < row1
+            mask = row_ok[:, None] & col_ok[None, :]
+            rows64 = rows.to(gl.int64)
+            pre_off = rows64[:, None] * (2 * F) + cols[None, :]
+            gl.store(preact_ptr + pre_off, gate, mask=mask)
+            gl.store(preact_ptr + pre_off + F, lin, mask=mask)
+            prob = gl.load(probs_ptr + rows64, mask=row_ok, other=0.0)
+            gl.store(act_ptr + rows64[:, None] * F + cols[None, :], _swiglu_prob(gate, lin, prob), mask=mask)
+        mbarrier.arrive(hand_bars.index(1))
+        tile += 1
 
 
 @gluon.jit
@@ -178,7 +226,9 @@ def ws_fc1_kernel(
     H,
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,
-    EPILOGUE: gl.constexpr,  # 0: none (the main loop alone), 1: masked stores, 2: TMA stores for full tiles
+    EPILOGUE: gl.constexpr,  # 0: none (the main loop alone), 1: masked stores, 2: TMA stores for full tiles,
+    # 3: an epilogue warpgroup of its own (overlapped with the next tile's main loop)
+    EPI_REGS: gl.constexpr,  # registers per thread of the EPILOGUE 3 warpgroup
     num_warps: gl.constexpr,
 ):
     BM: gl.constexpr = a_desc.block_type.shape[0]
@@ -193,27 +243,48 @@ def ws_fc1_kernel(
     for i in gl.static_range(STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=1)
-    if EPILOGUE == 2:
+    hand_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # EPILOGUE 3: full, free
+    for i in gl.static_range(2):
+        mbarrier.init(hand_bars.index(i), count=1)
+    if EPILOGUE == 3:
+        c_smem = gl.allocate_shared_memory(dtype, [2, BM, BN], act_desc.layout)  # the tile's gate and linear halves
+    elif EPILOGUE == 2:
         c_smem = gl.allocate_shared_memory(dtype, [BM, BN], act_desc.layout)
     else:
         c_smem = a_bufs.index(0)  # unused
     fence_async_shared()
     bufs = (a_bufs, g_bufs, l_bufs, c_smem)
-    bars = (ready_bars, empty_bars)
-    # (the argument tuples are written inline: a tuple assigned to a variable first turns its constexprs into tensors)
-    gl.warp_specialize(
-        [
-            (_mma_partition, (bufs, bars, (act_desc, preact_desc), mtiles_ptr, num_mtiles, probs_ptr, act_ptr,
-                              preact_ptr, F, H, BM, BN, BK, GROUP_M, EPILOGUE, num_warps)),
-            (_load_partition, (a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, F, H, GROUP_M)),
-        ],
-        [1],
-        [40],
-    )  # fmt: skip
+    bars = (ready_bars, empty_bars, hand_bars)
+    # (the argument tuples are written inline: a tuple assigned to a variable first turns its constexprs into tensors;
+    # worker partitions must share one signature)
+    if EPILOGUE == 3:
+        gl.warp_specialize(
+            [
+                (_mma_partition, (bufs, bars, (act_desc, preact_desc), mtiles_ptr, num_mtiles, probs_ptr, act_ptr,
+                                  preact_ptr, F, H, BM, BN, BK, GROUP_M, EPILOGUE, num_warps)),
+                (_load_partition, (a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr,
+                                   F, H, GROUP_M)),
+                (_epilogue_partition, (a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr,
+                                       preact_ptr, F, H, GROUP_M)),
+            ],
+            [1, 4],
+            [24, EPI_REGS],
+        )  # fmt: skip
+    else:
+        gl.warp_specialize(
+            [
+                (_mma_partition, (bufs, bars, (act_desc, preact_desc), mtiles_ptr, num_mtiles, probs_ptr, act_ptr,
+                                  preact_ptr, F, H, BM, BN, BK, GROUP_M, EPILOGUE, num_warps)),
+                (_load_partition, (a_desc, w_desc, bufs, bars, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr,
+                                   F, H, GROUP_M)),
+            ],
+            [1],
+            [40],
+        )  # fmt: skip
 
 
 def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, block_n=128, block_k=64, stages=4,
-           group_m=8, epilogue=1, num_sms=None, maxnreg=168):  # fmt: skip
+           group_m=8, epilogue=1, epi_regs=96, num_sms=None, maxnreg=None):  # fmt: skip
     """Run :func:`ws_fc1_kernel` on the receive buffer ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -229,7 +300,8 @@ def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, blo
     num_sms = num_sms or torch.cuda.get_device_properties(recv.device).multi_processor_count
     ws_fc1_kernel[(num_sms,)](
         a_desc, w_desc, mtiles, num_mtiles, probs, act, preact, act_desc, preact_desc, two_f // 2, h,
-        STAGES=stages, GROUP_M=group_m, EPILOGUE=epilogue, num_warps=8, maxnreg=maxnreg,
+        STAGES=stages, GROUP_M=group_m, EPILOGUE=epilogue, EPI_REGS=epi_regs, num_warps=8,
+        maxnreg=maxnreg or (128 if epilogue == 3 else 168),
     )  # fmt: skip
 
 
