@@ -13,6 +13,15 @@ consumers walk the same sequence without exchanging tile ids. No flags are waite
 alone, as ``bench_gemm_core``'s ``fc1`` row times it.
 
 Not imported by the package: Gluon's API is experimental and differs between Triton releases.
+
+Measured (session 13, one H200, EP=2 simulated; ``benchmarks/results/s13/``, ``notes/perf-log.md``): correct — act
+and preact bit-identical to the Triton kernel's on all five issue cases, for every epilogue — but only 0-5% faster
+than the Triton core and still 5-10% behind ``torch._grouped_mm``; neither TMA stores (``EPILOGUE=2``) nor an
+epilogue warpgroup of its own (``EPILOGUE=3``) moved it. ``EPILOGUE=0`` is no main-loop bound: with the accumulators
+unused, ptxas keeps 2 of the 8 HGMMA instructions (``cuobjdump -sass``), hence its impossible ~925 TFLOP/s.
+
+  python benchmarks/probes/gluon_ws_fc1.py --cases mixtral-8x7b --tokens 4096 \
+      --variants '[{"epilogue": 1}, {"epilogue": 3, "stages": 3}]' --out DIR
 """
 
 from __future__ import annotations
@@ -226,8 +235,9 @@ def ws_fc1_kernel(
     H,
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,
-    EPILOGUE: gl.constexpr,  # 0: none (the main loop alone), 1: masked stores, 2: TMA stores for full tiles,
-    # 3: an epilogue warpgroup of its own (overlapped with the next tile's main loop)
+    # 0: none (diagnostic; ptxas then drops MMAs), 1: masked stores, 2: TMA stores for full tiles, 3: an epilogue
+    # warpgroup of its own (overlapped with the next tile's main loop)
+    EPILOGUE: gl.constexpr,
     EPI_REGS: gl.constexpr,  # registers per thread of the EPILOGUE 3 warpgroup
     num_warps: gl.constexpr,
 ):
