@@ -15,7 +15,7 @@ alone, as ``bench_gemm_core``'s ``fc1`` row times it.
 Not imported by the package: Gluon's API is experimental and differs between Triton releases.
 
 Measured (session 13, one H200, EP=2 simulated; ``benchmarks/results/s13/``, ``notes/perf-log.md``): correct — act
-and preact bit-identical to the Triton kernel's on all five issue cases, for every epilogue — but only 0-5% faster
+and preact bit-identical to the Triton kernel's on all five issue cases, for every epilogue — but only 0-7% faster
 (means of 8 rounds, Gluon / Triton core: Qwen2-57B 0.93, Qwen1.5 0.94, Mixtral 0.98, DSv3 0.99, Phi 1.01) and
 still 7-19% behind ``torch._grouped_mm``; neither TMA stores (``EPILOGUE=2``) nor an
 epilogue warpgroup of its own (``EPILOGUE=3``) moved it. ``EPILOGUE=0`` is no main-loop bound: with the accumulators
