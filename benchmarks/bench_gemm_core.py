@@ -161,6 +161,14 @@ def combined_rows(prob: Problem, plan, epoch: int) -> torch.Tensor:
     return out
 
 
+def fc1_reference(x_e: torch.Tensor, p_e: torch.Tensor, w1: torch.Tensor, offs: torch.Tensor):
+    """PyTorch's fc1 on expert-major rows ``x_e [R, H]`` with weights ``w1 [E, 2F, H]`` and probabilities ``p_e [R]``:
+    ``(preact [R, 2F] bf16, act [R, F] bf16)``, act = silu(gate)·linear·prob in fp32 from the bf16 fc1 output."""
+    pre = torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs)
+    gate, lin = pre.chunk(2, dim=-1)
+    return pre, (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
+
+
 def swiglu_backward(d_a: torch.Tensor, pre: torch.Tensor, p: torch.Tensor):
     """PyTorch's SwiGLU·prob backward in fp32 from ``dA [R, F]``, the fc1 output ``pre = [gate | linear]`` and the
     probabilities ``p [R]``: ``(d_gate, d_linear, d_prob)`` — the baseline's elementwise work and the reference."""
@@ -232,9 +240,7 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     torch.cuda.synchronize()
     fc1_dgrad_err = rel_err(combined_rows(prob, plans[0], bwd), torch._grouped_mm(d_fc1, prob.w1[0], offs=offs))
     # correctness of what was timed, against the PyTorch path on the same rows (the pushes: exactly)
-    ref_pre = torch._grouped_mm(x_e, prob.w1[0].transpose(1, 2), offs=offs)
-    gate, lin = ref_pre.chunk(2, dim=-1)
-    ref_act = (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
+    ref_pre, ref_act = fc1_reference(x_e, p_e, prob.w1[0], offs)
     ref_d_gate, ref_d_lin, ref_d_prob = swiglu_backward(torch._grouped_mm(d_y, prob.w2[0], offs=offs), ref_pre, p_e)
     out["pushed_rows_exact"] = pushed_ok
     out["rel_err"] = {

@@ -37,15 +37,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 
-
-@gluon.jit
-def _item_coords(item, num_mtiles, num_n, GROUP_M: gl.constexpr):
-    # the same order as kernels/tiles.grouped_tile
-    per_group = GROUP_M * num_n
-    first_m = (item // per_group) * GROUP_M
-    group_rows = gl.minimum(num_mtiles - first_m, GROUP_M)
-    within = item % per_group
-    return first_m + within % group_rows, within // group_rows
+from comet_megatron.kernels.tiles import grouped_tile
 
 
 @gluon.jit
@@ -62,7 +54,7 @@ def _load_partition(
     num_items = num_mtiles * num_n
     step = 0
     for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
+        mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         expert = gl.load(mtiles_ptr + mtile * 4)
         row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
         w_row0 = expert * (2 * F) + n * BN
@@ -107,13 +99,9 @@ def _epilogue_tma(acc_g, acc_l, c_smem, act_desc, preact_desc, probs_ptr, row0, 
 
 
 @gluon.jit
-def _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F,
-                     BM: gl.constexpr, BN: gl.constexpr, out_layout: gl.constexpr):  # fmt: skip
-    # out_layout == the accumulator's: stores straight from the MMA registers (no shared-memory scratch)
-    gate = gl.convert_layout(acc_g.to(gl.bfloat16), out_layout)
-    lin = gl.convert_layout(acc_l.to(gl.bfloat16), out_layout)
-    rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, out_layout))
-    cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, out_layout))
+def _store_rows(gate, lin, rows, cols, row1, F, probs_ptr, act_ptr, preact_ptr):
+    """Masked stores of one block of a tile (``rows``, ``cols`` in ``gate``'s layout): ``[gate | lin]`` into preact,
+    ``silu(gate) * lin * prob`` into act; rows from ``row1`` on belong to the next expert."""
     row_ok = rows < row1
     mask = row_ok[:, None] & (cols < F)[None, :]
     rows64 = rows.to(gl.int64)
@@ -122,6 +110,17 @@ def _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n
     gl.store(preact_ptr + pre_off + F, lin, mask=mask)
     prob = gl.load(probs_ptr + rows64, mask=row_ok, other=0.0)
     gl.store(act_ptr + rows64[:, None] * F + cols[None, :], _swiglu_prob(gate, lin, prob), mask=mask)
+
+
+@gluon.jit
+def _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F,
+                     BM: gl.constexpr, BN: gl.constexpr, out_layout: gl.constexpr):  # fmt: skip
+    # with out_layout = the accumulator's layout the conversion is a no-op: stores straight from the MMA registers
+    gate = gl.convert_layout(acc_g.to(gl.bfloat16), out_layout)
+    lin = gl.convert_layout(acc_l.to(gl.bfloat16), out_layout)
+    rows = row0 + gl.arange(0, BM, layout=gl.SliceLayout(1, out_layout))
+    cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, out_layout))
+    _store_rows(gate, lin, rows, cols, row1, F, probs_ptr, act_ptr, preact_ptr)
 
 
 @gluon.jit
@@ -145,7 +144,7 @@ def _mma_partition(
     step = 0
     tile = 0
     for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
+        mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
         row1 = gl.load(mtiles_ptr + mtile * 4 + 2)
         acc_g = gl.zeros((BM, BN), gl.float32, acc_layout)
@@ -199,24 +198,16 @@ def _epilogue_partition(
     num_items = num_mtiles * num_n
     tile = 0
     for item in range(gl.program_id(0), num_items, gl.num_programs(0)):
-        mtile, n = _item_coords(item, num_mtiles, num_n, GROUP_M)
+        mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
         row1 = gl.load(mtiles_ptr + mtile * 4 + 2)
         cols = n * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, layout))
-        col_ok = cols < F
         mbarrier.wait(hand_bars.index(0), tile & 1)
         for c in gl.static_range(BM // CHUNK):
             gate = hand_bufs.index(0).slice(c * CHUNK, CHUNK).load(layout)
             lin = hand_bufs.index(1).slice(c * CHUNK, CHUNK).load(layout)
             rows = row0 + c * CHUNK + gl.arange(0, CHUNK, layout=gl.SliceLayout(1, layout))
-            row_ok = rows < row1
-            mask = row_ok[:, None] & col_ok[None, :]
-            rows64 = rows.to(gl.int64)
-            pre_off = rows64[:, None] * (2 * F) + cols[None, :]
-            gl.store(preact_ptr + pre_off, gate, mask=mask)
-            gl.store(preact_ptr + pre_off + F, lin, mask=mask)
-            prob = gl.load(probs_ptr + rows64, mask=row_ok, other=0.0)
-            gl.store(act_ptr + rows64[:, None] * F + cols[None, :], _swiglu_prob(gate, lin, prob), mask=mask)
+            _store_rows(gate, lin, rows, cols, row1, F, probs_ptr, act_ptr, preact_ptr)
         mbarrier.arrive(hand_bars.index(1))
         tile += 1
 
@@ -321,8 +312,7 @@ def run_case(name: str, args, variants: list[dict]) -> dict:
     ``torch._grouped_mm`` and each Gluon variant on the same received rows, timed in ``args.rounds`` interleaved
     rounds; outputs checked against the PyTorch path and compared with the Triton kernel's bit for bit."""
     import torch
-    import torch.nn.functional as F
-    from bench_gemm_core import CASES, Problem, rel_err, time_ms
+    from bench_gemm_core import CASES, Problem, fc1_reference, rel_err, time_ms
 
     from comet_megatron.fused_ops import dispatch_fc1
     from comet_megatron.tuning import ShapeKey, default_config
@@ -358,9 +348,7 @@ def run_case(name: str, args, variants: list[dict]) -> dict:
     x_e, p_e = prob.views[0].received(rows, h), probs[:rows]
     mtiles, num_mtiles = tables[0]["mtiles"], plan.mtiles.shape[0]
     offs = torch.cumsum(plan.tokens_per_expert.to(dev), 0).to(torch.int32)
-    ref_pre = torch._grouped_mm(x_e, w1.transpose(1, 2), offs=offs)
-    gate, lin = ref_pre.chunk(2, dim=-1)
-    ref_act = (F.silu(gate.float()) * lin.float() * p_e[:, None]).bfloat16()
+    ref_pre, ref_act = fc1_reference(x_e, p_e, w1, offs)
     res = {"rows": rows, "tokens": tokens, "ep_simulated": args.ep, "block_m": cfg.block_m, "group_m": cfg.group_m,
            "triton_config": str(cfg), "flops": 4 * rows * h * f, "rel_err": {}, "ms": {}, "variants": {}}  # fmt: skip
     res["rel_err"]["triton_act"] = rel_err(act_t, ref_act)
