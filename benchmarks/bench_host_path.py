@@ -6,11 +6,13 @@ the host works; before that read, on the fine-grained cases, the host's small la
 inflates exactly these costs (2-5x per operator), so this times each step of rank 0's forward with
 ``time.perf_counter`` around the real launchers — the same calls ``backends/fused.py`` makes, in the same order,
 with the kernels running — and reports the median host microseconds of each, plus reference launches (an empty
-Triton kernel with 1 and with 40 arguments, the latter also through its compiled kernel's own launcher,
-``torch.empty``, ``torch.zeros``) to tell fixed launch costs from Python work. One rank (EP=1) on the device; the
-routing is random (softmax top-k of Gaussian logits).
+Triton kernel with 1 and with 40 arguments, the latter also through its compiled kernel's own launcher and through
+``comet_megatron/launcher.py``; ``torch.empty``, ``torch.zeros``) to tell fixed launch costs from Python work. One
+rank (EP=1) on the device; the routing is random (softmax top-k of Gaussian logits).
 
   python benchmarks/bench_host_path.py --case qwen1.5-moe-a2.7b --iters 200 --out DIR  # .json, .png
+  python benchmarks/bench_host_path.py --launch both ...  # iterations alternate the fast launch path
+                                                          # (comet_megatron/launcher.py) and Triton's own
   python benchmarks/bench_host_path.py --replot A.json B.json --png chart.png
 """
 
@@ -38,6 +40,7 @@ from bench_layer import CASES  # noqa: E402
 from comet_megatron import fused_ops  # noqa: E402
 from comet_megatron.backends.fused import _start_copy_to_host  # noqa: E402
 from comet_megatron.fused_plan import HostPlan, check_device_plan, device_plan  # noqa: E402
+from comet_megatron.launcher import launch  # noqa: E402
 from comet_megatron.routing import build_local_routing  # noqa: E402
 from comet_megatron.tuning import ShapeKey, default_config  # noqa: E402
 from tests.fused_simulation import random_routing  # noqa: E402
@@ -169,6 +172,8 @@ def reference_steps(clock: HostClock, dev) -> None:
     # the compiled kernel's own launcher: no argument specialization, cache key or global-value check
     compiled_40 = _empty_kernel_40[(1,)](*args_40)
     clock.step("ref: compiled-kernel launch, 40 args", lambda: compiled_40[(1, 1, 1)](*args_40))
+    # comet_megatron/launcher.py's cache: the compiled launcher plus its own key (COMET_FAST_LAUNCH=0: Triton's path)
+    clock.step("ref: comet launch, 40 args", lambda: launch(_empty_kernel_40, (1,), *args_40))
 
 
 def plot(reports: list[dict], path: str) -> str:
@@ -207,9 +212,17 @@ def main(argv=None) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--replot", nargs="+", default=None, metavar="JSON", help="only draw these results into --png")
     p.add_argument("--png", default=None, help="chart path (default: next to the JSON)")
+    p.add_argument(
+        "--launch",
+        choices=("fast", "triton", "both"),
+        default="fast",
+        help="Triton launches through comet_megatron/launcher.py's cache (fast), Triton's own path "
+        "(COMET_FAST_LAUNCH=0), or both in alternating iterations, reported side by side",
+    )
     args = p.parse_args(argv)
     if args.replot:
-        reports = [json.load(open(path)) for path in args.replot]
+        loaded = [json.load(open(path)) for path in args.replot]
+        reports = [r for d in loaded for r in d.get("reports", [d])]
         print(plot(reports, args.png or os.path.splitext(args.replot[0])[0] + ".png"))
         return
     case = CASES[args.case]
@@ -245,8 +258,12 @@ def main(argv=None) -> None:
         max_tiles_per_expert=-(-rows // 16),
         device=dev,
     )[0]
-    clock = HostClock()
-    for i in range(args.warmup + args.iters):
+    modes = ("fast", "triton") if args.launch == "both" else (args.launch,)
+    clocks = {mode: HostClock() for mode in modes}
+    for i in range(args.warmup + args.iters * len(modes)):
+        mode = modes[i % len(modes)]
+        os.environ["COMET_FAST_LAUNCH"] = "1" if mode == "fast" else "0"  # read at every launch
+        clock = clocks[mode]
         clock.enabled = i >= args.warmup
         torch.cuda.synchronize()
         forward_steps(clock, inputs, views, epoch=i + 1)
@@ -254,36 +271,45 @@ def main(argv=None) -> None:
         reference_steps(clock, dev)
         clock.end_iteration()
     torch.cuda.synchronize()
-    means = clock.medians()
-    forward_total = sum(v for k, v in means.items() if not k.startswith(("ref:", "  ", "routing, sorted")))
+    medians = {mode: clock.medians() for mode, clock in clocks.items()}
+    totals = {
+        mode: sum(v for k, v in m.items() if not k.startswith(("ref:", "  ", "routing, sorted")))
+        for mode, m in medians.items()
+    }
     print(f"{args.case}, {tokens} tokens, EP=1, {props.name}, triton {triton.__version__}, torch {torch.__version__}")
-    print(f"{'step':40s} host us (median of {args.iters})")
-    for label, us in means.items():
-        print(f"{label:40s} {us:8.1f}")
-    print(f"{'forward total (rank 0, without router)':40s} {forward_total:8.1f}  (the routing kernel's path)")
+    print(
+        f"{'step':40s} "
+        + " ".join(f"{mode + ' launch':>14s}" for mode in modes)
+        + f"  host us (median of {args.iters})"
+    )
+    for label in medians[modes[0]]:
+        print(f"{label:40s} " + " ".join(f"{medians[mode].get(label, float('nan')):14.1f}" for mode in modes))
+    total_label = "forward total (rank 0, without router)"
+    print(f"{total_label:40s} " + " ".join(f"{totals[mode]:14.1f}" for mode in modes) + "  (the routing kernel's path)")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, f"bench_host_path_{args.case}.json")
+        reports = [
+            {
+                "bench": "bench_host_path",
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "device": props.name,
+                "torch": torch.__version__,
+                "triton": triton.__version__,
+                "case": args.case if len(modes) == 1 else f"{args.case}, {mode} launch",
+                "launch": mode,
+                "tokens": tokens,
+                "iters": args.iters,
+                "host_us_median": medians[mode],
+                "forward_total_us": totals[mode],
+                "command": " ".join(sys.argv),
+            }
+            for mode in modes
+        ]
         with open(path, "w") as fh:
-            json.dump(
-                {
-                    "bench": "bench_host_path",
-                    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                    "device": props.name,
-                    "torch": torch.__version__,
-                    "triton": triton.__version__,
-                    "case": args.case,
-                    "tokens": tokens,
-                    "iters": args.iters,
-                    "host_us_median": means,
-                    "forward_total_us": forward_total,
-                    "command": " ".join(sys.argv),
-                },
-                fh,
-                indent=1,
-            )
+            json.dump(reports[0] if len(reports) == 1 else {"reports": reports}, fh, indent=1)
         print(f"json written: {path}")
-        print(plot([json.load(open(path))], args.png or os.path.splitext(path)[0] + ".png"))
+        print(plot(reports, args.png or os.path.splitext(path)[0] + ".png"))
 
 
 if __name__ == "__main__":

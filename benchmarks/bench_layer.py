@@ -14,6 +14,8 @@ Variants (same router weights, expert weights and inputs within a case; identica
   comet            comet_megatron.CometMoELayer from get_comet_moe_module_spec(backend=--comet-backend).
   comet_torch_bwd  The same layer as "comet" with the PyTorch backward (COMET_FUSED_BACKWARD=0) instead of the
                    fused backward kernels.
+  comet_triton_launch  The same layer as "comet" with every Triton kernel launched through Triton's own path
+                   (COMET_FAST_LAUNCH=0) instead of comet_megatron/launcher.py's cache (host-cost A/B).
   comet_reference  The same with backend="reference" (skipped when "comet" already resolved to it).
 
 Usage (EP size = world size):
@@ -77,8 +79,16 @@ CASES = {
     "qwen3-30b-a3b": Case(2048, 768, 128, 8, 4096),  # the fine-grained training example's layer
 }
 DEFAULT_CASES = ("smoke", "mixtral-8x7b", "qwen1.5-moe-a2.7b", "qwen2-57b-a14b", "phi3.5-moe", "dsv3-like")
-VARIANTS = ("megatron", "nccl_grouped_mm", "symm_vdev2d", "comet", "comet_torch_bwd", "comet_reference")
-PHASE1 = ("megatron", "nccl_grouped_mm", "comet", "comet_torch_bwd", "comet_reference")
+VARIANTS = (
+    "megatron",
+    "nccl_grouped_mm",
+    "symm_vdev2d",
+    "comet",
+    "comet_triton_launch",
+    "comet_torch_bwd",
+    "comet_reference",
+)
+PHASE1 = ("megatron", "nccl_grouped_mm", "comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")
 PHASE2 = ("symm_vdev2d",)
 VDEV_MAX_GROUPS = 16  # all_to_all_vdev_2d: experts per rank <= NUM_TILES = 512 / 32 (torch <= 2.13)
 VDEV_MAX_WORLD = 16  # all_to_all_vdev_2d_offset: world_size <= NUM_TILES
@@ -93,6 +103,7 @@ DESCRIPTIONS = {
     "contiguous groups, op limit) -> gather to expert-major -> torch._grouped_mm SwiGLU -> scatter -> "
     "all_to_all_vdev_2d_offset back; backward = the mirror ops",
     "comet": "comet_megatron CometMoELayer from get_comet_moe_module_spec(use_te=False, backend=--comet-backend)",
+    "comet_triton_launch": "the 'comet' layer with Triton's own launch path for every kernel (COMET_FAST_LAUNCH=0)",
     "comet_torch_bwd": "the 'comet' layer with the PyTorch backward: NCCL all_to_all + torch grouped GEMMs",
     "comet_reference": "comet_megatron CometMoELayer, backend='reference' (pure PyTorch EP)",
 }
@@ -847,7 +858,7 @@ def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
         info["experts_class"] = type(layer.experts).__name__
         info["dispatcher_class"] = type(layer.token_dispatcher).__name__
         return layer, info
-    if name in ("comet", "comet_torch_bwd", "comet_reference"):
+    if name in ("comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference"):
         from comet_megatron.megatron import get_comet_moe_module_spec
 
         backend = "reference" if name == "comet_reference" else env.args.comet_backend
@@ -1053,12 +1064,20 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
 
 def run_variant_safe(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None) -> dict | str:
     ok, result = True, None
+    saved_launch = os.environ.get("COMET_FAST_LAUNCH")
+    if name == "comet_triton_launch":
+        os.environ["COMET_FAST_LAUNCH"] = "0"  # read at every launch (comet_megatron/launcher.py)
     try:
         result = run_variant(name, data, env, ctx, ref)
     except Exception as exc:  # noqa: BLE001
         ok, result = False, f"FAIL {short_error(exc)}"
         if env.rank == 0:
             traceback.print_exc()
+    finally:
+        if saved_launch is None:
+            os.environ.pop("COMET_FAST_LAUNCH", None)
+        else:
+            os.environ["COMET_FAST_LAUNCH"] = saved_launch
     try:
         free_memory(env)  # the variant's locals are gone now
     except Exception as exc:  # noqa: BLE001
@@ -1112,7 +1131,7 @@ def case_line(name: str, entry: dict, variants: tuple) -> str:
 
 def table(results: dict) -> str:
     head = (
-        f"{'case':<18} {'variant':<16} {'fwd ms':>8} {'f+b ms':>8} {'x-floor f/fb':>13} "
+        f"{'case':<18} {'variant':<19} {'fwd ms':>8} {'f+b ms':>8} {'x-floor f/fb':>13} "
         f"{'vs mega f/fb':>13} {'peak GiB':>8} {'max err':>8}"
     )
     lines = [head, "-" * len(head)]
@@ -1121,10 +1140,10 @@ def table(results: dict) -> str:
             lines.append(f"{cname:<18} {entry['skipped']}")
             continue
         fl = entry.get("floor", {})
-        lines.append(f"{cname:<18} {'floor':<16} {fmt(fl.get('floor_fwd_ms')):>8} {fmt(fl.get('floor_fwdbwd_ms')):>8}")
+        lines.append(f"{cname:<18} {'floor':<19} {fmt(fl.get('floor_fwd_ms')):>8} {fmt(fl.get('floor_fwdbwd_ms')):>8}")
         for vname, r in entry.get("variants", {}).items():
             if isinstance(r, str):
-                lines.append(f"{'':<18} {vname:<16} {r[:90]}")
+                lines.append(f"{'':<18} {vname:<19} {r[:90]}")
                 continue
             xf = f"{fmt(r.get('x_floor_fwd'))}/{fmt(r.get('x_floor_fwdbwd'))}"
             sp = f"{fmt(r.get('speedup_fwd_vs_megatron'))}/{fmt(r.get('speedup_fwdbwd_vs_megatron'))}"
@@ -1133,7 +1152,7 @@ def table(results: dict) -> str:
             if r.get("rel_err_flag"):
                 err += "!"
             lines.append(
-                f"{'':<18} {vname:<16} {fmt(r.get('fwd_ms')):>8} {fmt(r.get('fwdbwd_ms')):>8} {xf:>13} {sp:>13} "
+                f"{'':<18} {vname:<19} {fmt(r.get('fwd_ms')):>8} {fmt(r.get('fwdbwd_ms')):>8} {xf:>13} {sp:>13} "
                 f"{fmt(r.get('peak_GiB')):>8} {err:>8}"
             )
     return "\n".join(lines)
@@ -1477,7 +1496,7 @@ def main(argv=None) -> None:
                     entry["variants"][v] = f"FAIL inputs: {short_error(exc)}"
                 continue
             for v in wanted:
-                needs_megatron = ("megatron", "comet", "comet_torch_bwd", "comet_reference")
+                needs_megatron = ("megatron", "comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")
                 if "megatron_init" in results and (v in needs_megatron or v.startswith(SWEEP_PREFIX)):
                     entry["variants"][v] = "FAIL Megatron initialisation failed"
                     continue

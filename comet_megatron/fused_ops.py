@@ -16,6 +16,7 @@ from comet_megatron.kernels.activation_backward import activation_backward_kerne
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
+from comet_megatron.launcher import launch
 from comet_megatron.triton_support import interpreting, tma_descriptors
 from comet_megatron.tuning import KernelConfig
 
@@ -179,7 +180,9 @@ def dispatch_fc1(
         [config.fc1_block_n, config.block_k],
     )
     a_desc, b_desc = descriptors or (views.recv, w1)  # the pointer path ignores the descriptor arguments
-    dispatch_fc1_kernel[(grid,)](
+    launch(
+        dispatch_fc1_kernel,
+        (grid,),
         tokens,
         token_of_slot,
         probs_of_slot,
@@ -239,7 +242,9 @@ def fc2_combine(
         b_block = [config.fc2_block_n, config.block_k]
     descriptors = _tma_descriptors(act, w2.view(-1, w2.shape[-1]), [config.block_m, config.block_k], b_block)
     a_desc, b_desc = descriptors or (act, w2)
-    fc2_combine_kernel[(grid,)](
+    launch(
+        fc2_combine_kernel,
+        (grid,),
         act,
         a_desc,
         w2,
@@ -325,7 +330,9 @@ def dispatch_dgrad(
         [config.block_k, config.dgrad_block_n],
     )
     a_desc, b_desc = descriptors or (views.recv, w2)
-    dispatch_dgrad_kernel[(grid,)](
+    launch(
+        dispatch_dgrad_kernel,
+        (grid,),
         grad_out,
         token_of_slot,
         probs_of_slot,
@@ -358,7 +365,9 @@ def dispatch_dgrad(
         ),
     )
     if not config.dgrad_fused_activation and mode != 1 and rows:
-        activation_backward_kernel[(triton.cdiv(rows, _ACT_BWD_ROWS),)](
+        launch(
+            activation_backward_kernel,
+            (triton.cdiv(rows, _ACT_BWD_ROWS),),
             d_fc1,
             preact,
             views.recv_probs,
@@ -396,7 +405,9 @@ def combine_reduce(
     if out is None:
         out = torch.empty(tokens, hidden, dtype=torch.bfloat16, device=slot_of_token.device)
     grid = (max(triton.cdiv(tokens, block_t), 1), triton.cdiv(hidden, block_h))
-    combine_reduce_kernel[grid](
+    launch(
+        combine_reduce_kernel,
+        grid,
         views.combine_slots(epoch, tokens * topk, hidden),
         slot_of_token,
         out,

@@ -168,12 +168,15 @@ def device_plan(
     (:func:`table_capacities`); ``sizes`` holds how many are used. Call :func:`check_device_plan` once the host
     has the counts."""
     from comet_megatron.kernels.plan import build_plan_kernel
+    from comet_megatron.launcher import launch
 
     ep = counts.shape[0]
     units_cap, mtiles_cap = table_capacities(tokens, topk, ep, num_local_experts, block_m)
     shapes = _table_shapes(units_cap, mtiles_cap, ep, num_local_experts)
     tables = _packed_views(torch.empty(_packed_size(shapes), dtype=torch.int32, device=counts.device), shapes)
-    build_plan_kernel[(1,)](
+    launch(
+        build_plan_kernel,
+        (1,),
         counts.contiguous(),
         tables["units"],
         tables["mtiles"],

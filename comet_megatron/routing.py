@@ -113,6 +113,7 @@ def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int
     import triton
 
     from comet_megatron.kernels.routing import routing_block_counts_kernel, routing_slots_kernel
+    from comet_megatron.launcher import launch
 
     num_tokens, num_experts = routing_map.shape
     device = routing_map.device
@@ -126,8 +127,12 @@ def _routing_by_kernel(routing_map: torch.Tensor, probs: torch.Tensor, topk: int
         routing_bytes = routing_map.contiguous().view(torch.uint8)
         block_counts = torch.empty(num_blocks, num_experts, dtype=torch.int32, device=device)
         common = dict(BT=rows_per_block, E_P2=e_p2, num_warps=4)
-        routing_block_counts_kernel[(num_blocks,)](routing_bytes, block_counts, num_tokens, num_experts, **common)
-        routing_slots_kernel[(num_blocks,)](
+        launch(
+            routing_block_counts_kernel, (num_blocks,), routing_bytes, block_counts, num_tokens, num_experts, **common
+        )
+        launch(
+            routing_slots_kernel,
+            (num_blocks,),
             routing_bytes,
             block_counts,
             indices[0],

@@ -151,6 +151,7 @@ def add_weight_grad_to_main_grad_by_kernel(
     """
     cfg = _wgrad_kernel_config(config)
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
+    from comet_megatron.launcher import launch
 
     num_experts, out_features, in_features = main_grad.shape
     if grad_out.stride(1) != 1:
@@ -169,7 +170,9 @@ def add_weight_grad_to_main_grad_by_kernel(
     if cfg.pop("REDUCE_BY_TMA", True):
         reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"])
     tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
-    grouped_wgrad_accumulate_kernel[(num_experts * tiles,)](
+    launch(
+        grouped_wgrad_accumulate_kernel,
+        (num_experts * tiles,),
         dy_desc,
         x_desc,
         reduce_desc if reduce_desc is not None else main_grad,
