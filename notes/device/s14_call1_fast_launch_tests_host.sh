@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T0=$SECONDS
 COMET_TEST_DEVICE=cuda COMET_DEBUG=1 timeout 330 python -m pytest -q -p no:cacheprovider tests/test_launcher.py \
   tests/test_routing_kernel.py tests/test_wgrad_kernel.py tests/test_grouped_linear.py tests/test_fused_gpu.py \
-  -k 'not ep2' > $OUT/gpu_tests.log 2>&1
+  -m gpu -k 'not ep2' > $OUT/gpu_tests.log 2>&1
 echo "tests exit $? ($((SECONDS-T0)) s)"; tail -3 $OUT/gpu_tests.log
 for c in qwen1.5-moe-a2.7b dsv3-like; do
   timeout 90 python benchmarks/bench_host_path.py --case $c --launch both --iters 150 --out $OUT > $OUT/host_$c.log 2>&1
