@@ -79,28 +79,42 @@ def argument_key(value: Any, specialize: bool = True) -> Any:
     raise _UnkeyedArgument(kind.__name__)
 
 
+_SCALARS = (int, float, bool, str, type(None))
+
+
 @dataclass
 class KernelLaunchCache:
-    """One Triton kernel's compiled binaries under :func:`launch`'s key, and how often the key hit."""
+    """One Triton kernel's compiled binaries under :func:`launch`'s key, and how often the key hit.
+
+    The key of a call: the device, the compile knobs, the keyword arguments' items and types in call order (the call
+    sites pass constexprs and launch options by keyword, always the same names in the same order, so this is one
+    cheap tuple), then one entry per positional argument (:func:`argument_key`, or type and value for a
+    constexpr). Keyword arguments whose values are not plain scalars are not cached (every such call takes Triton's
+    path). Each entry keeps the binary and the values of the parameters after the positional ones (fixed by the
+    key: keyword values and defaults), so a hit passes ``*args, *tail`` to the binary's launcher without binding
+    anything.
+    """
 
     kernel: Any
     names: list[str] = field(init=False)
-    constexpr: list[bool] = field(init=False)
-    specialized: list[bool] = field(init=False)
+    kinds: list[int] = field(init=False)  # per parameter: _SPECIALIZED, _UNSPECIALIZED or _CONSTEXPR
     defaults: dict[str, Any] = field(init=False)
-    compiled: dict[tuple, Any] = field(default_factory=dict)
+    compiled: dict[tuple, tuple[Any, list]] = field(default_factory=dict)
     hits: int = 0
     misses: int = 0
 
     def __post_init__(self) -> None:
         params = self.kernel.params
         self.names = [p.name for p in params]
-        self.constexpr = [p.is_constexpr for p in params]
-        self.specialized = [not p.do_not_specialize for p in params]
+        self.kinds = [
+            _CONSTEXPR if p.is_constexpr else _UNSPECIALIZED if p.do_not_specialize else _SPECIALIZED for p in params
+        ]
         self.defaults = {p.name: p.default for p in params if p.has_default}
 
     def bind(self, args: tuple, kwargs: dict) -> tuple[list, dict]:
         """Every parameter's value in signature order, and the remaining keyword arguments (launch options)."""
+        if len(args) > len(self.names):
+            raise _UnkeyedArgument("too many positional arguments")  # Triton's path raises the real error
         values = list(args)
         options = dict(kwargs)
         for name in self.names[len(args) :]:
@@ -109,24 +123,56 @@ class KernelLaunchCache:
             elif name in self.defaults:
                 values.append(self.defaults[name])
             else:
-                raise _UnkeyedArgument(f"missing argument {name}")  # Triton's path raises the real error
+                raise _UnkeyedArgument(f"missing argument {name}")
         return values, options
 
-    def key(self, device: int, knob_state: Any, values: list, options: dict) -> tuple:
-        parts = [
-            value if is_constexpr else argument_key(value, specialize)
-            for value, is_constexpr, specialize in zip(values, self.constexpr, self.specialized)
-        ]
+    def key(self, device: int, knob_state: Any, args: tuple, kwargs: dict) -> tuple:
         try:
-            return (device, knob_state, tuple(sorted(options.items())), *parts)
-        except TypeError as error:  # an unhashable constexpr or option
+            return (
+                device,
+                knob_state,
+                tuple(kwargs.items()),
+                tuple(map(type, kwargs.values())),  # True == 1 == 1.0: Triton types a runtime bool, int, float apart
+                *[
+                    # tensors inline (most arguments): argument_key's tensor entry without the call
+                    ("tensor", value.dtype, value.data_ptr() & 15)
+                    if isinstance(value, torch.Tensor)
+                    else (type(value), value)
+                    if kind == _CONSTEXPR
+                    else argument_key(value, kind == _SPECIALIZED)
+                    for value, kind in zip(args, self.kinds)
+                ],
+            )
+        except TypeError as error:  # an unhashable constexpr or keyword value
             raise _UnkeyedArgument(str(error)) from error
+
+    def remember(self, key: tuple, compiled: Any, args: tuple, kwargs: dict) -> None:
+        """Keep ``compiled`` (what Triton's path launched for this call) for ``key``, when it can be reused."""
+        if not all(isinstance(v, _SCALARS) for v in kwargs.values()):
+            return
+        if not all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")) or hasattr(compiled, "result"):
+            return  # not a finished CompiledKernel (another Triton version, or an asynchronous compile)
+        values, _ = self.bind(args, kwargs)
+        self.compiled[key] = (compiled, values[len(args) :])
+
+
+_SPECIALIZED, _UNSPECIALIZED, _CONSTEXPR = 0, 1, 2
 
 
 _caches: dict[int, KernelLaunchCache] = {}
 
 # Triton's launch path calls these when set (profilers, stage inspection): such launches take that path.
 _HOOKS = ("launch_enter_hook", "launch_exit_hook", "add_stages_inspection_hook")
+
+
+def hooks_active(knobs) -> bool:
+    """Whether a launch or stage hook is installed. Triton 3.6+ keeps the launch hooks as ``HookChain`` objects that
+    are never ``None`` (empty chains call nothing); older versions use ``None``."""
+    for name in _HOOKS:
+        hook = getattr(knobs.runtime, name, None)
+        if hook is not None and getattr(hook, "calls", True):
+            return True
+    return False
 
 
 def _compile_knobs(knobs) -> tuple:
@@ -162,31 +208,44 @@ def launch(kernel, grid: tuple[int, ...], *args, **kwargs) -> None:
     if not fast_launch_enabled():
         kernel[grid](*args, **kwargs)
         return
-    from triton import knobs
-    from triton.runtime import driver
-
-    if any(getattr(knobs.runtime, hook, None) is not None for hook in _HOOKS):
+    knobs, active = _triton()
+    if hooks_active(knobs):
         kernel[grid](*args, **kwargs)
         return
     cache = launch_cache(kernel)
-    active = driver.active
     device = active.get_current_device()
     try:
-        values, options = cache.bind(args, kwargs)
-        key = cache.key(device, _compile_knobs(knobs), values, options)
+        key = cache.key(device, _compile_knobs(knobs), args, kwargs)
     except _UnkeyedArgument:
         kernel[grid](*args, **kwargs)
         return
-    compiled = cache.compiled.get(key)
-    if compiled is None or not _globals_unchanged(kernel):
+    entry = cache.compiled.get(key)
+    if entry is None or (kernel.used_global_vals and not _globals_unchanged(kernel)):
         cache.misses += 1
         compiled = kernel[grid](*args, **kwargs)
-        if all(hasattr(compiled, a) for a in ("run", "function", "packed_metadata")) and not hasattr(
-            compiled, "result"
-        ):
-            cache.compiled[key] = compiled
+        try:
+            cache.remember(key, compiled, args, kwargs)
+        except _UnkeyedArgument:
+            pass
         return
     cache.hits += 1
+    compiled, tail = entry
     grid_x, grid_y, grid_z = (tuple(grid) + (1, 1))[:3]
     stream = active.get_current_stream(device)
-    compiled.run(grid_x, grid_y, grid_z, stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
+    compiled.run(
+        grid_x, grid_y, grid_z, stream, compiled.function, compiled.packed_metadata, None, None, None, *args, *tail
+    )
+
+
+def _triton():
+    """Triton's knobs and active driver (imported on the first launch, not at import time)."""
+    global _TRITON
+    if _TRITON is None:
+        from triton import knobs
+        from triton.runtime import driver
+
+        _TRITON = (knobs, driver.active)
+    return _TRITON
+
+
+_TRITON: tuple | None = None

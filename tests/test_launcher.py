@@ -118,16 +118,37 @@ def test_keys_separate_options_and_constexprs():
     out, src = torch.empty(16), torch.empty(16)
     args = (out, src, 16, 2.0, False, 0.0)
 
-    def key(**kwargs):
-        return cache.key(0, False, *cache.bind(args, kwargs))
+    def key(*positional, device=0, knobs=(False,), **kwargs):
+        return cache.key(device, knobs, positional or args, kwargs)
 
     base = key(BLOCK=16)
     assert key(BLOCK=16) == base
     assert key(BLOCK=32) != base
     assert key(BLOCK=16, SHIFT=1) != base
     assert key(BLOCK=16, num_warps=8) != base
-    assert cache.key(1, False, *cache.bind(args, {"BLOCK": 16})) != base  # another device
-    assert cache.key(0, (True,), *cache.bind(args, {"BLOCK": 16})) != base  # Triton's debug knob
+    assert key(BLOCK=16, device=1) != base
+    assert key(BLOCK=16, knobs=(True,)) != base  # Triton's debug knob
+    # runtime arguments passed by keyword: True == 1 == 1.0, but Triton types them u1 / constexpr 1 / fp32
+    by_keyword = [key(*args[:4], negate=v, offset=0.0, BLOCK=16) for v in (True, 1, 1.0)]
+    assert len(set(by_keyword)) == 3
+    # positional constexprs by type and value
+    assert len({key(*args, v) for v in (True, 1, 16)}) == 3
+
+
+def test_installed_hooks_take_tritons_path(monkeypatch):
+    knobs = triton.knobs
+    assert not launcher.hooks_active(knobs)  # Triton's defaults: empty hook chains (3.6+) or None
+    hook = knobs.runtime.launch_enter_hook
+    if hasattr(hook, "add"):
+        hook.add(print)
+        try:
+            assert launcher.hooks_active(knobs)
+        finally:
+            hook.remove(print)
+    else:
+        monkeypatch.setattr(knobs.runtime, "launch_enter_hook", print)
+        assert launcher.hooks_active(knobs)
+    assert not launcher.hooks_active(knobs)
 
 
 def test_interpreter_and_switch_take_tritons_path(monkeypatch):
@@ -169,6 +190,6 @@ def test_cached_launches_match_tritons_path():
             expected = (-expected if negate else expected).to(dtype)
             torch.testing.assert_close(out, expected, rtol=0, atol=0)
             # Triton's own path, same arguments: the binary the cache holds for this key
-            bound = cache.bind(args, {"BLOCK": block, "num_warps": 4})
-            key = cache.key(torch.cuda.current_device(), launcher._compile_knobs(triton.knobs), *bound)
-            assert _scale_kernel[(triton.cdiv(n, block),)](*args, BLOCK=block, num_warps=4) is cache.compiled[key]
+            knobs = launcher._compile_knobs(triton.knobs)
+            key = cache.key(torch.cuda.current_device(), knobs, args, {"BLOCK": block, "num_warps": 4})
+            assert _scale_kernel[(triton.cdiv(n, block),)](*args, BLOCK=block, num_warps=4) is cache.compiled[key][0]
