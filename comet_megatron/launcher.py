@@ -49,14 +49,16 @@ class _UnkeyedArgument(Exception):
     """An argument kind the key does not cover: this call takes Triton's path."""
 
 
-def _int_key(value: int, specialize: bool) -> tuple:
+def _width(value: int) -> int:
     if _INT32[0] <= value <= _INT32[1]:
-        width = 32
-    elif _INT64[0] <= value <= _INT64[1]:
-        width = 64
-    else:
-        width = 65  # Triton's u64 (or an overflow, which Triton's path reports)
-    return ("int", value == 1, value & 15, width) if specialize else ("int", width)
+        return 32
+    if _INT64[0] <= value <= _INT64[1]:
+        return 64
+    return 65  # Triton's u64 (or an overflow, which Triton's path reports)
+
+
+def _int_key(value: int, specialize: bool) -> tuple:
+    return ("int", value == 1, value & 15, _width(value)) if specialize else ("int", _width(value))
 
 
 def argument_key(value: Any, specialize: bool = True) -> Any:
@@ -134,9 +136,11 @@ class KernelLaunchCache:
                 tuple(kwargs.items()),
                 tuple(map(type, kwargs.values())),  # True == 1 == 1.0: Triton types a runtime bool, int, float apart
                 *[
-                    # tensors inline (most arguments): argument_key's tensor entry without the call
+                    # tensors and specialized ints inline (most arguments): argument_key's entries without the call
                     ("tensor", value.dtype, value.data_ptr() & 15)
                     if isinstance(value, torch.Tensor)
+                    else ("int", value == 1, value & 15, _width(value))
+                    if type(value) is int and kind == _SPECIALIZED
                     else (type(value), value)
                     if kind == _CONSTEXPR
                     else argument_key(value, kind == _SPECIALIZED)

@@ -31,6 +31,21 @@ def _scale_kernel(out, src, n, scale, negate, offset, BLOCK: tl.constexpr, SHIFT
     tl.store(out + idx, x.to(out.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _one_argument(x):
+    pass
+
+
+@triton.jit(do_not_specialize=["x"])
+def _one_unspecialized_argument(x):
+    pass
+
+
+@triton.jit(do_not_specialize_on_alignment=["x"])
+def _one_unaligned_argument(x):
+    pass
+
+
 def _argument_values() -> list:
     base = torch.empty(64, dtype=torch.float32)
     values: list = []
@@ -72,26 +87,30 @@ def _argument_values() -> list:
 
 
 @pytest.mark.parametrize(
-    "specialize,align", [(True, True), (True, False), (False, True)], ids=["default", "no_align", "no_specialize"]
+    "kernel,specialize,align",
+    [(_one_argument, True, True), (_one_unaligned_argument, True, False), (_one_unspecialized_argument, False, True)],
+    ids=["default", "no_align", "no_specialize"],
 )
-def test_launch_key_determines_triton_specialization(specialize, align):
+def test_launch_key_determines_triton_specialization(kernel, specialize, align):
+    """Through the key a launch computes (its inline entries and :func:`argument_key`), for one parameter of each
+    specialization setting: equal keys never cover different Triton specializations."""
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import CUDABackend
     from triton.runtime.jit import native_specialize_impl
 
     backend = CUDABackend(GPUTarget("cuda", 90, 32))
+    cache = launcher.KernelLaunchCache(kernel)
     seen: dict = {}
-    groups = 0
     for value in _argument_values():
         spec = tuple(native_specialize_impl(type(backend), value, False, specialize, align))
-        key = launcher.argument_key(value, specialize)
+        key = cache.key(0, (), (value,), {})
+        assert key[4:] == (launcher.argument_key(value, specialize),)  # the inline entries are argument_key's
         if key in seen:
             assert seen[key][0] == spec, f"key {key} covers {seen[key][1]!r} ({seen[key][0]}) and {value!r} ({spec})"
         else:
             seen[key] = (spec, value)
-            groups += 1
     # every address residue and integer class got a key of its own: the check above compared real groups
-    assert groups > 40
+    assert len(seen) > 40
 
 
 def test_unkeyed_arguments_are_refused():
