@@ -22,6 +22,14 @@ from pathlib import Path
 CACHE_VERSION = 4
 
 
+GEMM_TILE_SIDES = (16, 256)  # a GEMM tile side: tensor-core tile minimum, TMA box maximum (powers of two between)
+
+
+def is_gemm_tile_side(value) -> bool:
+    """An integer power of two within :data:`GEMM_TILE_SIDES`: what Triton's MMA and a TMA box accept."""
+    return type(value) is int and GEMM_TILE_SIDES[0] <= value <= GEMM_TILE_SIDES[1] and not value & (value - 1)
+
+
 @dataclass(frozen=True)
 class KernelConfig:
     comm_programs: int = 16
@@ -71,12 +79,14 @@ class KernelConfig:
             raise ValueError(f"KernelConfig: {', '.join(bad)} must be powers of two (Triton block shapes)")
         if self.epilogue_split not in (1, 2):
             raise ValueError(f"KernelConfig: epilogue_split={self.epilogue_split} must be 1 or 2")
-        small = [f"{n}={blocks[n]}" for n in gemm_blocks if blocks[n] < 16]
+        small = [f"{n}={blocks[n]}" for n in gemm_blocks if blocks[n] < GEMM_TILE_SIDES[0]]
         if small:
-            raise ValueError(f"KernelConfig: {', '.join(small)} must be at least 16 (tensor-core tile minimum)")
-        wide = [f"{n}={blocks[n]}" for n in gemm_blocks if blocks[n] > 256]
+            raise ValueError(
+                f"KernelConfig: {', '.join(small)} must be at least {GEMM_TILE_SIDES[0]} (tensor-core tile minimum)"
+            )
+        wide = [f"{n}={blocks[n]}" for n in gemm_blocks if blocks[n] > GEMM_TILE_SIDES[1]]
         if wide:
-            raise ValueError(f"KernelConfig: {', '.join(wide)} must be at most 256 (a TMA box side)")
+            raise ValueError(f"KernelConfig: {', '.join(wide)} must be at most {GEMM_TILE_SIDES[1]} (a TMA box side)")
         if self.programs_per_sm not in (1, 2):
             raise ValueError(f"KernelConfig: programs_per_sm={self.programs_per_sm} must be 1 or 2")
         if self.programs_per_sm == 2 and self.num_warps != 4:

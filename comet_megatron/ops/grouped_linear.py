@@ -21,6 +21,7 @@ import os
 import torch
 
 from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_descriptors
+from comet_megatron.tuning import GEMM_TILE_SIDES, is_gemm_tile_side
 
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
@@ -119,14 +120,11 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
         known = ", ".join([*WGRAD_KERNEL_CONFIG, *_WGRAD_PATH_FLAGS])
         raise ValueError(f"weight-gradient kernel config: unknown field(s) {', '.join(unknown)} (known: {known})")
     cfg = {**WGRAD_KERNEL_CONFIG, **overrides}
-    bad = [
-        f"{k}={cfg[k]!r}"
-        for k in ("BM", "BN", "BK")
-        if type(cfg[k]) is not int or not 16 <= cfg[k] <= 256 or cfg[k] & (cfg[k] - 1)
-    ]
+    bad = [f"{k}={cfg[k]!r}" for k in ("BM", "BN", "BK") if not is_gemm_tile_side(cfg[k])]
     if bad:
+        low, high = GEMM_TILE_SIDES
         raise ValueError(
-            f"weight-gradient kernel config: {', '.join(bad)}: tile sides must be powers of two in [16, 256]"
+            f"weight-gradient kernel config: {', '.join(bad)}: tile sides must be powers of two in [{low}, {high}]"
         )
     if cfg["num_warps"] not in (4, 8) or type(cfg["num_stages"]) is not int or cfg["num_stages"] < 1:
         raise ValueError(
