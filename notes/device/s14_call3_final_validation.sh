@@ -23,4 +23,4 @@ timeout 200 python -m torch.distributed.run --standalone --nproc-per-node=1 benc
   --variants megatron,comet,comet_triton_launch --out $OUT > $OUT/layer.log 2>&1
 echo "layer exit $? ($((SECONDS-T0)) s)"
 grep -v -i warn $OUT/layer.log | grep -A22 "^case " | head -24
-ls $OUT
+rm -f $OUT/*.png; ls $OUT
