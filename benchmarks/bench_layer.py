@@ -89,6 +89,8 @@ VARIANTS = (
     "comet_reference",
 )
 PHASE1 = ("megatron", "nccl_grouped_mm", "comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")
+COMET_LAYER_VARIANTS = ("comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")  # CometMoELayer builds
+VARIANT_ENV = {"comet_triton_launch": {"COMET_FAST_LAUNCH": "0"}}  # set while the variant runs (read at every launch)
 PHASE2 = ("symm_vdev2d",)
 VDEV_MAX_GROUPS = 16  # all_to_all_vdev_2d: experts per rank <= NUM_TILES = 512 / 32 (torch <= 2.13)
 VDEV_MAX_WORLD = 16  # all_to_all_vdev_2d_offset: world_size <= NUM_TILES
@@ -858,7 +860,7 @@ def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
         info["experts_class"] = type(layer.experts).__name__
         info["dispatcher_class"] = type(layer.token_dispatcher).__name__
         return layer, info
-    if name in ("comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference"):
+    if name in COMET_LAYER_VARIANTS:
         from comet_megatron.megatron import get_comet_moe_module_spec
 
         backend = "reference" if name == "comet_reference" else env.args.comet_backend
@@ -1064,9 +1066,9 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
 
 def run_variant_safe(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None) -> dict | str:
     ok, result = True, None
-    saved_launch = os.environ.get("COMET_FAST_LAUNCH")
-    if name == "comet_triton_launch":
-        os.environ["COMET_FAST_LAUNCH"] = "0"  # read at every launch (comet_megatron/launcher.py)
+    variant_env = VARIANT_ENV.get(name, {})
+    saved_env = {k: os.environ.get(k) for k in variant_env}
+    os.environ.update(variant_env)
     try:
         result = run_variant(name, data, env, ctx, ref)
     except Exception as exc:  # noqa: BLE001
@@ -1074,10 +1076,11 @@ def run_variant_safe(name: str, data: CaseData, env: Env, ctx: dict, ref: dict |
         if env.rank == 0:
             traceback.print_exc()
     finally:
-        if saved_launch is None:
-            os.environ.pop("COMET_FAST_LAUNCH", None)
-        else:
-            os.environ["COMET_FAST_LAUNCH"] = saved_launch
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     try:
         free_memory(env)  # the variant's locals are gone now
     except Exception as exc:  # noqa: BLE001
@@ -1496,7 +1499,7 @@ def main(argv=None) -> None:
                     entry["variants"][v] = f"FAIL inputs: {short_error(exc)}"
                 continue
             for v in wanted:
-                needs_megatron = ("megatron", "comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")
+                needs_megatron = ("megatron", *COMET_LAYER_VARIANTS)
                 if "megatron_init" in results and (v in needs_megatron or v.startswith(SWEEP_PREFIX)):
                     entry["variants"][v] = "FAIL Megatron initialisation failed"
                     continue
