@@ -2,8 +2,9 @@
 
 Holds, in symmetric memory (every rank can store into every other rank's copy over NVLink):
 ``recv`` (expert-major token rows, bf16), ``recv_probs`` (fp32), ``flags`` (int32: layer0's per
-(expert, M-tile, source) flags, then layer1's per-source done flags) and ``combine`` (bf16 top-k slots,
-two copies selected by epoch parity); with one rank (EP=1), ordinary device memory. Growth is decided from
+(expert, M-tile, source) flags, then layer1's per-source done flags), ``combine`` (bf16 top-k slots,
+two copies selected by epoch parity) and ``combine_probs`` (fp32, one per slot and parity: the backward's
+router-probability gradients); with one rank (EP=1), ordinary device memory. Growth is decided from
 the counts matrix, which every rank holds identically, so all ranks grow together; growth ends with a
 barrier before any peer can write.
 """
@@ -99,7 +100,7 @@ class CometBuffer:
         if dist.get_world_size(group) == dist.get_world_size():
             group = dist.group.WORLD  # same ranks; some symmetric-memory backends only know the world group
 
-        needed = recv_rows * hidden * 2 + recv_rows * 4 + flags_len * 4 + 2 * slots * hidden * 2
+        needed = recv_rows * hidden * 2 + recv_rows * 4 + flags_len * 4 + 2 * slots * hidden * 2 + 2 * slots * 4
 
         def symmetric(shape, dtype):
             if ep == 1:  # no peer to share with (symmetric-memory rendezvous needs two ranks): plain device memory
@@ -122,15 +123,17 @@ class CometBuffer:
         recv_probs, h2, probs_table = symmetric((recv_rows,), torch.float32)
         flags, h3, flags_table = symmetric((flags_len,), torch.int32)
         combine, h4, combine_table = symmetric((2, slots, hidden), torch.bfloat16)
+        combine_probs, h5, combine_probs_table = symmetric((2, slots), torch.float32)
         flags.zero_()
         torch.cuda.synchronize(self.device)
         dist.barrier(group=self.group)  # every rank's flags are zero before anyone publishes
-        self._handles = [h1, h2, h3, h4]
+        self._handles = [h1, h2, h3, h4, h5]
         self.views = RankViews(
             recv=recv,
             recv_probs=recv_probs,
             flags=flags,
             combine=combine,
+            combine_probs=combine_probs,
             counter=torch.zeros(1, dtype=torch.int32, device=self.device),
             queues=torch.zeros(3, dtype=torch.int32, device=self.device),
             error=torch.zeros(1, dtype=torch.int32, device=self.device),
@@ -138,6 +141,7 @@ class CometBuffer:
             recv_probs_table=probs_table,
             flags_table=flags_table,
             combine_table=combine_table,
+            combine_probs_table=combine_probs_table,
             max_tiles_per_expert=max_tiles,
         )
         self.tokens_capacity, self.hidden = tokens, hidden

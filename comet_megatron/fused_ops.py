@@ -42,6 +42,8 @@ class RankViews:
         recv_probs: ``fp32 [R_cap]`` (symmetric).
         flags: ``int32 [E_local * MAX_T * ep + ep]`` layer0 flags then layer1 done flags (symmetric).
         combine: ``bf16 [2, S_cap, H]`` combine slots, double-buffered by epoch parity (symmetric).
+        combine_probs: ``fp32 [2, S_cap]`` the router-probability gradient of every combine slot, pushed with the
+            backward's fc1 data-gradient rows (symmetric, same parity).
         counter: ``int32 [1]`` local completion counter of the fc2 grid.
         queues: ``int32 [3]`` the dispatch kernels' task counters (push units, GEMM tiles, programs done), zero
             between launches (each launch's last program resets them).
@@ -53,6 +55,7 @@ class RankViews:
     recv_probs: torch.Tensor
     flags: torch.Tensor
     combine: torch.Tensor
+    combine_probs: torch.Tensor
     counter: torch.Tensor
     queues: torch.Tensor
     error: torch.Tensor
@@ -60,6 +63,7 @@ class RankViews:
     recv_probs_table: torch.Tensor
     flags_table: torch.Tensor
     combine_table: torch.Tensor
+    combine_probs_table: torch.Tensor
     max_tiles_per_expert: int
 
     def done_offset(self, num_local_experts: int, ep: int) -> int:
@@ -76,6 +80,13 @@ class RankViews:
     def combine_slots(self, epoch: int, slots: int, hidden: int) -> torch.Tensor:
         start = self.combine_offset(epoch)
         return self.combine.view(-1)[start : start + slots * hidden].view(slots, hidden)
+
+    def combine_probs_offset(self, epoch: int) -> int:
+        return (epoch % 2) * self.combine_probs.shape[1]
+
+    def combine_probs_slots(self, epoch: int, slots: int) -> torch.Tensor:
+        """``fp32 [slots]``: the probability gradients pushed to this rank's slots in ``epoch``."""
+        return self.combine_probs[epoch % 2, :slots]
 
 
 def single_process_views(
@@ -101,6 +112,7 @@ def single_process_views(
         "combine": [
             torch.full((2, slot_capacity, hidden), nan, dtype=torch.bfloat16, device=device) for _ in range(ws)
         ],
+        "combine_probs": [torch.full((2, slot_capacity), nan, device=device) for _ in range(ws)],
     }
     tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64, device=device) for k, v in bufs.items()}
     return [
@@ -113,6 +125,7 @@ def single_process_views(
             recv_probs_table=tables["recv_probs"],
             flags_table=tables["flags"],
             combine_table=tables["combine"],
+            combine_probs_table=tables["combine_probs"],
             max_tiles_per_expert=max_tiles_per_expert,
         )
         for r in range(ws)
@@ -228,12 +241,22 @@ def fc2_combine(
     config: KernelConfig,
     grid: int,
     weight_kn: bool = False,
+    push_probs: torch.Tensor | None = None,
 ):
     """layer1 on this rank: ``act @ W[e]`` per expert and the push of every row to its token owner's slot.
 
     ``w2`` is ``[E, N, K]`` (fc2: ``[E, H, F]``), or ``[E, K, N]`` with ``weight_kn`` (the backward's fc1
-    data-gradient multiplies by fc1's ``[E, 2F, H]``).
+    data-gradient multiplies by fc1's ``[E, 2F, H]``). ``push_probs``: ``fp32 [R]`` expert-major values (the
+    router-probability gradients of the rows) pushed to the same owner slots, in the owners'
+    ``combine_probs_slots(epoch, ...)``.
     """
+    if push_probs is not None and (
+        push_probs.dtype != torch.float32 or push_probs.shape != (act.shape[0],) or not push_probs.is_contiguous()
+    ):
+        raise ValueError(
+            f"fc2_combine: push_probs must be a contiguous fp32 [{act.shape[0]}] tensor (one value per row of act), "
+            f"got {push_probs.dtype} {tuple(push_probs.shape)}"
+        )
     if weight_kn:
         num_local_experts, k_dim, hidden = w2.shape
         b_block = [config.block_k, config.fc2_block_n]
@@ -258,6 +281,9 @@ def fc2_combine(
         views.flags_table,
         views.done_offset(num_local_experts, ep),
         views.counter,
+        act if push_probs is None else push_probs,  # not read without PUSH_PROBS
+        views.combine_probs_table,
+        views.combine_probs_offset(epoch),
         epoch,
         ep_rank,
         hidden,
@@ -272,6 +298,7 @@ def fc2_combine(
         UPCAST=interpreting(),
         EPI_SPLIT=config.epilogue_split,
         FLATTEN=config.fc2_flatten,
+        PUSH_PROBS=push_probs is not None,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

@@ -6,7 +6,10 @@ expert-major activated rows — ``[R, K] @ W[e]`` with ``W[e]`` stored ``[N, K]`
 Its epilogue **pushes** each finished tile straight to the ranks that own the rows' tokens — row ``r`` of local
 expert ``e`` came from source rank ``s`` (the segment it lies in) and lands in ``s``'s combine buffer at
 ``s``'s slot for it. Every finished tile's bytes leave while the next tiles compute. When the last
-program of the grid finishes, it publishes ``done[my_rank] = epoch`` on every rank.
+program of the grid finishes, it publishes ``done[my_rank] = epoch`` on every rank. With ``PUSH_PROBS`` (the
+backward's fc1 data-gradient) the epilogue of each M-tile's first column block also stores the rows' router-
+probability gradients (fp32, expert-major ``d_prob``) at the same owner slots of the owners' ``combine_probs``:
+they travel with the rows and are covered by the same done flag, so no separate exchange synchronizes the ranks.
 
 ``combine_reduce_kernel``: at the token owner, waits for ``done`` from every rank, then sums each token's
 ``topk`` slot rows in fp32, in a fixed (expert) order — deterministic — and writes the bf16 output.
@@ -44,6 +47,9 @@ def fc2_combine_kernel(
     flags_table_ptr,
     done_offset,
     counter_ptr,
+    d_prob_ptr,
+    combine_probs_table_ptr,
+    combine_probs_offset,
     epoch,
     my_rank,
     H,
@@ -58,6 +64,7 @@ def fc2_combine_kernel(
     UPCAST: tl.constexpr,
     EPI_SPLIT: tl.constexpr,
     FLATTEN: tl.constexpr = False,
+    PUSH_PROBS: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -119,6 +126,12 @@ def fc2_combine_kernel(
             _push_rows(hi, row_start, m_mask, n * BN + BN // 2, H, BN // 2)
         else:
             _push_rows(acc, row_start, m_mask, n * BN, H, BN)
+        if PUSH_PROBS:
+            if n == 0:  # once per row: its probability gradient to the same owner slot
+                d_prob = tl.load(d_prob_ptr + rm64, mask=m_mask, other=0.0)
+                probs_base = tl.load(combine_probs_table_ptr + owner, mask=m_mask, other=0)
+                probs_at = probs_base.to(tl.pointer_type(tl.float32)) + combine_probs_offset + slot
+                tl.store(probs_at, d_prob, mask=m_mask)
     # the last program to finish tells every owner that this rank's rows have all been written
     tl.debug_barrier()
     finished = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="sys")

@@ -370,6 +370,7 @@ def simulate_backward(
             config=cfg,
             grid=3,
             weight_kn=True,
+            push_probs=d_prob[r],
         )
     grad_x, grad_p = [], [torch.zeros(routings[r].num_slots) for r in range(ws)]
     for r in range(ws):
@@ -377,7 +378,7 @@ def simulate_backward(
         grad_x.append(
             combine_reduce(views[r], slot_of_token, e_local, hidden, epoch=2, ep=ws, topk=topk, block_t=8, block_h=32)
         )
-        # d_prob rows back to their owners' slots (the fused backend does this with one all_to_all)
+        # d_prob rows back to their owners' slots, by the host from the plan (the kernel pushed them: compared below)
         src, first = plans[r].src_table, plans[r].src_first_slot
         start = 0
         for e, n_rows in enumerate(plans[r].tokens_per_expert.tolist()):
@@ -386,6 +387,7 @@ def simulate_backward(
                 slot0 = int(first[e, s])
                 grad_p[s][slot0 : slot0 + count] = d_prob[r][start + offset : start + offset + count]
             start += n_rows
+    pushed_p = [views[r].combine_probs_slots(2, routings[r].num_slots) for r in range(ws)]
     # fp32 autograd reference of the same function
     w1_ref = w1_all.float().requires_grad_(True)
     w2_ref = w2_all.float().requires_grad_(True)
@@ -407,7 +409,9 @@ def simulate_backward(
 
     return {
         "input_grad": max(rel(grad_x[r], ref_x[r]) for r in range(ws)),
-        "probs_grad": max(rel(grad_p[r], ref_p[r]) for r in range(ws)),
+        "probs_grad": max(rel(pushed_p[r], ref_p[r]) for r in range(ws)),
+        # the kernel's pushed probability gradients against the host's scatter of the same d_prob: bit-identical
+        "pushed_probs_equal": all(torch.equal(pushed_p[r], grad_p[r]) for r in range(ws)),
         "fc1_grad": rel(grad_w1, w1_ref.grad),
         "fc2_grad": rel(grad_w2, w2_ref.grad),
         "finite": all(bool(torch.isfinite(g.float()).all()) for g in grad_x + d_fc1),
@@ -430,6 +434,7 @@ def debug_spin_gives_up() -> dict:
         recv_probs=torch.zeros(1),
         flags=torch.zeros(2, dtype=torch.int32),
         combine=torch.zeros(2, tokens, hidden, dtype=torch.bfloat16),
+        combine_probs=torch.zeros(2, tokens),
         counter=torch.zeros(1, dtype=torch.int32),
         queues=torch.zeros(3, dtype=torch.int32),
         error=torch.zeros(1, dtype=torch.int32),
@@ -437,6 +442,7 @@ def debug_spin_gives_up() -> dict:
         recv_probs_table=torch.zeros(1, dtype=torch.int64),
         flags_table=torch.zeros(1, dtype=torch.int64),
         combine_table=torch.zeros(1, dtype=torch.int64),
+        combine_probs_table=torch.zeros(1, dtype=torch.int64),
         max_tiles_per_expert=1,
     )
     slot_of_token = torch.arange(tokens).view(tokens, topk)

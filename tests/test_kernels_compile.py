@@ -215,6 +215,9 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
         "flags_table_ptr": "*i64",
         "done_offset": "i32",
         "counter_ptr": "*i32",
+        "d_prob_ptr": "*fp32",
+        "combine_probs_table_ptr": "*i64",
+        "combine_probs_offset": "i32",
         "epoch": "i32",
         "my_rank": "i32",
         "H": "i32",
@@ -231,6 +234,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
         UPCAST=False,
         EPI_SPLIT=cfg.epilogue_split,
         FLATTEN=cfg.fc2_flatten,
+        PUSH_PROBS=weight_kn,  # the backward's fc1 data-gradient pushes the probability gradients too
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]

@@ -326,11 +326,11 @@ class _FusedMoE(torch.autograd.Function):
         plan, routing = handle.plan, handle.routing
         group, me = backend.ep_group, backend.ep_rank
         rows = plan.recv_rows
-        to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
         counts_host = plan.tokens_per_expert.tolist()
         counts = handle.tables["tokens_per_expert"]
         if backend.fused_backward:
-            return _FusedMoE._fused_backward(ctx, grad_out, to_expert_major, counts, counts_host)
+            return _FusedMoE._fused_backward(ctx, grad_out, counts, counts_host)
+        to_expert_major = rank_major_to_expert_major(handle.counts, me, backend.num_local_experts, rows, rotate=True)
         grad_slots = grad_out.contiguous().index_select(0, routing.token_of_slot)
         grad_rank_major = all_to_all(grad_slots, plan.recv_splits, plan.send_splits, group)
         grad_y = grad_rank_major.index_select(0, inverse_permutation(to_expert_major))
@@ -359,9 +359,11 @@ class _FusedMoE(torch.autograd.Function):
         return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
 
     @staticmethod
-    def _fused_backward(ctx, grad_out, to_expert_major, counts, counts_host):
+    def _fused_backward(ctx, grad_out, counts, counts_host):
         """grad_out dispatch ⊕ fc2-dgrad ⊕ activation backward, fc1-dgrad ⊕ combine push, weight gradients, reduce.
 
+        The router-probability gradients are pushed with the fc1 data-gradient rows to the same owner slots and
+        read after the reduce: no separate exchange, so no rank waits there for a busier peer's weight gradients.
         Both weight gradients run after the combine push and before the top-k reduce: a rank with fewer rows
         computes them while the busier rank is still pushing, instead of idling in the reduce. Every saved
         activation is freed as soon as its last reader is queued (as autograd frees Megatron's per-op ones); fc1's
@@ -421,8 +423,18 @@ class _FusedMoE(torch.autograd.Function):
                 grad_y = grad_y.clone()
         ctx.activations_released = True
         _release(preact)  # (the names stay bound to empty storages)
-        with timed(timer, "bwd.fc1_dgrad_combine"):
-            fused_ops.fc2_combine(views, plan, handle.tables, d_fc1, w1.detach(), weight_kn=True, **common)
+        wants_probs = ctx.needs_input_grad[1]
+        with timed(timer, "bwd.fc1_dgrad_combine"):  # the probability gradients travel with the rows
+            fused_ops.fc2_combine(
+                views,
+                plan,
+                handle.tables,
+                d_fc1,
+                w1.detach(),
+                weight_kn=True,
+                push_probs=d_prob if wants_probs else None,
+                **common,
+            )
         grad_w1 = grad_w2 = None
         if wants_w1:
             with timed(timer, "bwd.fc1_wgrad"):
@@ -445,10 +457,9 @@ class _FusedMoE(torch.autograd.Function):
                 topk=backend.topk,
                 debug=debug,
             ).to(grad_out.dtype)
-        with timed(timer, "bwd.probs_all_to_all"):
-            grad_probs = all_to_all(
-                d_prob.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, backend.ep_group
-            ).to(ctx.probs_dtype)
+        grad_probs = None
+        if wants_probs:  # pushed to this rank's slots with the rows the reduce waited for: a copy, no exchange
+            grad_probs = views.combine_probs_slots(epoch, routing.num_slots).to(ctx.probs_dtype, copy=True)
         if debug:
             _raise_if_a_wait_gave_up(views, epoch)
         return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
