@@ -126,12 +126,13 @@ def fc2_combine_kernel(
             _push_rows(hi, row_start, m_mask, n * BN + BN // 2, H, BN // 2)
         else:
             _push_rows(acc, row_start, m_mask, n * BN, H, BN)
-        if PUSH_PROBS:
-            if n == 0:  # once per row: its probability gradient to the same owner slot
-                d_prob = tl.load(d_prob_ptr + rm64, mask=m_mask, other=0.0)
-                probs_base = tl.load(combine_probs_table_ptr + owner, mask=m_mask, other=0)
-                probs_at = probs_base.to(tl.pointer_type(tl.float32)) + combine_probs_offset + slot
-                tl.store(probs_at, d_prob, mask=m_mask)
+        if PUSH_PROBS:  # once per row (first column block): its probability gradient to the same owner slot
+            # a mask, not an `if n == 0` block: Triton 3.6 cannot lower a data-dependent branch in a flattened loop
+            first_block = m_mask & (n == 0)
+            d_prob = tl.load(d_prob_ptr + rm64, mask=first_block, other=0.0)
+            probs_base = tl.load(combine_probs_table_ptr + owner, mask=first_block, other=0)
+            probs_at = probs_base.to(tl.pointer_type(tl.float32)) + combine_probs_offset + slot
+            tl.store(probs_at, d_prob, mask=first_block)
     # the last program to finish tells every owner that this rank's rows have all been written
     tl.debug_barrier()
     finished = tl.atomic_add(counter_ptr, 1, sem="acq_rel", scope="sys")
