@@ -128,7 +128,7 @@ def fc2_combine_kernel(
             _push_rows(acc, row_start, m_mask, n * BN, H, BN)
         if PUSH_PROBS:  # once per row (first column block): its probability gradient to the same owner slot
             # a mask, not an `if n == 0` block: Triton 3.6 cannot lower a data-dependent branch in a flattened loop
-            first_block = m_mask & (n == 0)
+            first_block = m_mask & ((tl.zeros((BM,), dtype=tl.int32) + n) == 0)  # [BM] (interpreter: no scalar)
             d_prob = tl.load(d_prob_ptr + rm64, mask=first_block, other=0.0)
             probs_base = tl.load(combine_probs_table_ptr + owner, mask=first_block, other=0)
             probs_at = probs_base.to(tl.pointer_type(tl.float32)) + combine_probs_offset + slot
