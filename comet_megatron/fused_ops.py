@@ -177,11 +177,20 @@ def dispatch_fc1(
     debug: bool = False,
     act_out: torch.Tensor | None = None,
     preact_out: torch.Tensor | None = None,
+    rows: int | None = None,
+    guarded: bool = False,
 ):
-    """layer0 on this rank; returns ``(act [R, F] bf16, preact [R, (2)F] bf16 or None)``."""
+    """layer0 on this rank; returns ``(act [R, F] bf16, preact [R, (2)F] bf16 or None)``.
+
+    ``rows``: the outputs' rows, ``plan.recv_rows`` unless given (``plan`` may then be ``None``). ``guarded``: an
+    early launch before the host has read the counts, with ``rows`` a guess — a no-op unless ``tables``' verdict
+    (:func:`comet_megatron.fused_plan.device_plan` with ``rows_limit=rows``) says everything fits."""
     num_local_experts, fc1_out, hidden = w1.shape
     ffn = fc1_out // 2 if gated else fc1_out
-    rows = plan.recv_rows
+    if rows is None:
+        rows = plan.recv_rows
+    if rows > views.recv.shape[0]:
+        raise ValueError(f"dispatch_fc1: {rows} rows exceed the workspace's {views.recv.shape[0]} receive rows")
     act = act_out if act_out is not None else torch.empty(rows, ffn, dtype=torch.bfloat16, device=tokens.device)
     preact = preact_out
     if save_preact and preact is None:
@@ -224,6 +233,7 @@ def dispatch_fc1(
         **_dispatch_meta(
             views, config, ep, gated, activation, mode, debug, descriptors is not None, config.fc1_block_n
         ),
+        GUARDED=guarded,
     )
     return act, preact
 

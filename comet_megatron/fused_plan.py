@@ -42,7 +42,7 @@ def _table_shapes(units_rows: int, mtiles_rows: int, ep: int, num_local_experts:
         "src_table": (num_local_experts, ep, 2),
         "src_first_slot": (num_local_experts, ep),
         "tokens_per_expert": (num_local_experts,),
-        "sizes": (2,),
+        "sizes": (3,),  # units, M-tiles, early-launch verdict (kernels/plan.py)
     }
 
 
@@ -138,13 +138,13 @@ class FusedPlan(HostPlan):
 
     def device_tables(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The tables :func:`device_plan` returns — ``units``, ``mtiles``, ``src_table``, ``src_first_slot``,
-        ``tokens_per_expert`` and ``sizes`` (``[2]``: units, M-tiles) — as int32 tensors on ``device``, moved in
+        ``tokens_per_expert`` and ``sizes`` (``[3]``: units, M-tiles, 1) — as int32 tensors on ``device``, moved in
         one asynchronous copy from pinned host memory (CUDA)."""
         shapes = _table_shapes(self.units.shape[0], self.mtiles.shape[0], self.counts.shape[0], self.num_local_experts)
         pinned = device.type == "cuda"
         host = torch.empty(_packed_size(shapes), dtype=torch.int32, pin_memory=pinned)
         for name, view in _packed_views(host, shapes).items():
-            values = [self.units.shape[0], self.mtiles.shape[0]] if name == "sizes" else getattr(self, name).numpy()
+            values = [self.units.shape[0], self.mtiles.shape[0], 1] if name == "sizes" else getattr(self, name).numpy()
             view.numpy()[...] = values
         return _packed_views(host.to(device, non_blocking=pinned), shapes)
 
@@ -160,13 +160,27 @@ def table_capacities(tokens: int, topk: int, ep: int, num_local_experts: int, bl
     return units, mtiles
 
 
+_NO_LIMIT = (1 << 31) - 1
+
+
 def device_plan(
-    counts: torch.Tensor, ep_rank: int, num_local_experts: int, block_m: int, tokens: int, topk: int
+    counts: torch.Tensor,
+    ep_rank: int,
+    num_local_experts: int,
+    block_m: int,
+    tokens: int,
+    topk: int,
+    *,
+    rows_limit: int = _NO_LIMIT,
+    tokens_limit: int = _NO_LIMIT,
+    tiles_limit: int = _NO_LIMIT,
 ) -> dict[str, torch.Tensor]:
     """The kernels' tables (as :meth:`FusedPlan.device_tables` returns them) built on ``counts``' device from the
     ``[ep, E]`` counts matrix there, without reading it on the host. ``units`` and ``mtiles`` have capacity rows
-    (:func:`table_capacities`); ``sizes`` holds how many are used. Call :func:`check_device_plan` once the host
-    has the counts."""
+    (:func:`table_capacities`); ``sizes`` holds how many are used and, third, whether an early (guarded) layer0
+    launch may run: the tables fit, this rank receives at most ``rows_limit`` rows, no rank holds more than
+    ``tokens_limit`` tokens and no expert needs more than ``tiles_limit`` M-tiles. Call :func:`check_device_plan`
+    once the host has the counts."""
     from comet_megatron.kernels.plan import build_plan_kernel
     from comet_megatron.launcher import launch
 
@@ -187,6 +201,10 @@ def device_plan(
         ep_rank,
         units_cap,
         mtiles_cap,
+        min(rows_limit, _NO_LIMIT),
+        min(tokens_limit, _NO_LIMIT),
+        min(tiles_limit, _NO_LIMIT),
+        topk,
         ep,
         num_local_experts,
         block_m,

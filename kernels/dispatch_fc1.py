@@ -19,6 +19,10 @@ first in each expert) are computed first — COMET's rescheduling along M — th
 aligned); otherwise masked pointer loads (also the interpreter's path). ``MODE`` (constexpr): 0 runs both
 queues (GPU), 1 only pushes, 2 only GEMM tiles — 1 then 2 lets the interpreter, which runs programs one
 after another, simulate several ranks in one process.
+
+``GUARDED`` (an early launch, queued before the host has read the counts, into outputs sized from a guess) makes
+the launch a no-op — no push, no flag, no tile — unless the plan's verdict ``sizes[2]`` says everything fits
+(``kernels/plan.py``); the host then launches again, unguarded, with the same epoch.
 """
 
 import triton
@@ -252,7 +256,7 @@ def dispatch_fc1_kernel(
     token_of_slot_ptr,
     probs_of_slot_ptr,
     units_ptr,
-    sizes_ptr,  # [2] int32: units, M-tiles (written by the plan step on the device)
+    sizes_ptr,  # [3] int32: units, M-tiles, early-launch verdict (written by the plan step on the device)
     recv_table_ptr,
     recv_probs_table_ptr,
     flags_table_ptr,
@@ -291,10 +295,15 @@ def dispatch_fc1_kernel(
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
+    GUARDED: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     num_units = tl.load(sizes_ptr)
     num_mtiles = tl.load(sizes_ptr + 1)
+    if GUARDED:  # no work at all unless the verdict allows it; the queues still end at zero (release_queues)
+        allowed = tl.load(sizes_ptr + 2) != 0
+        num_units = tl.where(allowed, num_units, 0)
+        num_mtiles = tl.where(allowed, num_mtiles, 0)
     if (pid < N_COMM) & (MODE != 2):
         push_units(
             queues_ptr,

@@ -3,6 +3,12 @@
 The same tables as :func:`comet_megatron.fused_plan.build_plan` (the host specification this kernel is tested
 against, entry for entry), computed by one program so that they can be queued before the host reads the counts:
 the host then only needs the receive size to allocate before it launches the first fused kernel.
+
+``sizes[2]`` is the verdict on an **early launch** of layer0 (queued before the host has read the counts, into
+outputs sized from a guess): 1 when the tables fit their capacities, this rank receives at most ``rows_limit``
+rows, no rank holds more than ``tokens_limit`` tokens and no expert needs more than ``tiles_limit`` M-tiles (the
+workspace's capacities: every peer's buffers and flags fit).
+A guarded launch reads it and does nothing when it is 0; the host reads it with the counts and launches again.
 """
 
 import triton
@@ -31,10 +37,14 @@ def build_plan_kernel(
     src_table_ptr,  # [EL, EP, 2] int32
     src_first_slot_ptr,  # [EL, EP] int32
     tokens_per_expert_ptr,  # [EL] int32
-    sizes_ptr,  # [2] int32: units, M-tiles (those past a capacity are counted, not written)
+    sizes_ptr,  # [3] int32: units, M-tiles (those past a capacity are counted, not written), early-launch verdict
     me,
     units_cap,
     mtiles_cap,
+    rows_limit,
+    tokens_limit,
+    tiles_limit,
+    topk,
     EP,  # sizes are runtime values: one compilation serves every EP size and expert count up to the padded sizes
     EL,
     BM,
@@ -115,3 +125,10 @@ def build_plan_kernel(
             expert_start += rows
     tl.store(sizes_ptr, u)
     tl.store(sizes_ptr + 1, m)
+    mine = (g_all >= me * EL) & (g_all < (me + 1) * EL)
+    my_rows = tl.sum(tl.where(mine, tl.sum(block, axis=0), 0))
+    most_tokens = tl.max(tl.sum(block, axis=1)) // topk  # the workspace's growth decision (HostPlan)
+    most_tiles = tl.max((tl.sum(block, axis=0) + BM - 1) // BM)  # any expert's, at any rank: the flags' stride
+    fits = (u <= units_cap) & (m <= mtiles_cap) & (my_rows <= rows_limit) & (most_tokens <= tokens_limit)
+    fits = fits & (most_tiles <= tiles_limit)
+    tl.store(sizes_ptr + 2, fits.to(tl.int32))

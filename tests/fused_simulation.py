@@ -9,6 +9,7 @@ Run as ``python -m tests.fused_simulation`` with ``TRITON_INTERPRET=1`` (the tes
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import gc
@@ -27,7 +28,7 @@ from comet_megatron.fused_ops import (
     fc2_combine,
     single_process_views,
 )
-from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan
+from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan, table_capacities
 from comet_megatron.routing import build_local_routing
 from comet_megatron.tuning import KernelConfig
 
@@ -103,7 +104,7 @@ def device_tables_checked(counts, plan, block_m: int, tokens: int, topk: int) ->
 
 def plan_mismatches(tables: dict, plan) -> list[str]:
     """Names of the tables where the device plan differs from the host plan (only the used rows compared)."""
-    n_units, n_mtiles = (int(v) for v in tables["sizes"].tolist())
+    n_units, n_mtiles, _verdict = (int(v) for v in tables["sizes"].tolist())
     used = {"units": tables["units"][:n_units], "mtiles": tables["mtiles"][:n_mtiles]}
     bad = []
     if (n_units, n_mtiles) != (plan.units.shape[0], plan.mtiles.shape[0]):
@@ -121,7 +122,7 @@ def plan_equivalence(cases: int = 60, seed: int = 0, device: str = "cpu") -> dic
     counts matrices (empty ranks, empty and crowded experts, several EP sizes and tile heights), and a source rank
     with more tokens than this one (capacity rebuild)."""
     gen = torch.Generator().manual_seed(seed)
-    checked, failures = 0, []
+    checked, verdicts, failures = 0, 0, []
     for case in range(cases):
         ep = [1, 2, 3, 4, 8][case % 5]
         e_local = [1, 2, 3, 5][(case // 5) % 4]
@@ -142,7 +143,38 @@ def plan_equivalence(cases: int = 60, seed: int = 0, device: str = "cpu") -> dic
             if bad := plan_mismatches(tables, plan):
                 failures.append({"case": case, "ep": ep, "e_local": e_local, "block_m": block_m, "me": me, "bad": bad})
             checked += 1
-    report = {"checked": checked, "failures": failures}
+            # the early-launch verdict: tables within capacity, rows, tokens and M-tiles within their limits
+            units_cap, mtiles_cap = table_capacities(tokens, topk, ep, e_local, block_m)
+            fit = plan.units.shape[0] <= units_cap and plan.mtiles.shape[0] <= mtiles_cap
+            most = int(counts.sum(1).max()) // topk
+            if int(tables["sizes"][2]) != int(fit):  # no limits: the tables' capacities alone
+                failures.append({"case": case, "me": me, "limits": None, "verdict": fit})
+            verdicts += 1
+            most_tiles = int((-(-counts.sum(0) // block_m)).max())
+            limit_cases = [(plan.recv_rows, most, most_tiles)]
+            if case % 3 == 0:  # one below each limit (the interpreter's time): a verdict of 0
+                limit_cases += [
+                    (plan.recv_rows - 1, most, most_tiles),
+                    (plan.recv_rows, most - 1, most_tiles),
+                    (plan.recv_rows, most, most_tiles - 1),
+                ]
+            for rows_limit, tokens_limit, tiles_limit in limit_cases:
+                limited = device_plan(
+                    counts.to(device),
+                    me,
+                    e_local,
+                    block_m,
+                    tokens,
+                    topk,
+                    rows_limit=rows_limit,
+                    tokens_limit=tokens_limit,
+                    tiles_limit=tiles_limit,
+                )
+                want = fit and plan.recv_rows <= rows_limit and most <= tokens_limit and most_tiles <= tiles_limit
+                verdicts += 1
+                if int(limited["sizes"][2]) != int(want):
+                    failures.append({"case": case, "me": me, "limits": [rows_limit, tokens_limit, tiles_limit]})
+    report = {"checked": checked, "failures": failures, "verdicts": verdicts}
     # rank 0 holds 3 tokens, rank 1 holds 200, all to rank 0's expert: the M-tile capacity rank 0 guessed from its
     # own tokens is too small; the kernel writes only what fits and check_device_plan rebuilds
     mtiles_case = torch.tensor([[3, 0], [200, 0]])
@@ -160,8 +192,93 @@ def _capacity_overflow_rebuilt(counts, table: str, device: str) -> tuple[bool, l
     overflowed the capacity, and where the tables check_device_plan rebuilt differ from build_plan's."""
     small = device_plan(counts.to(device), 0, 1, 16, 3, 1)
     overflowed = int(small["sizes"][0 if table == "units" else 1]) > small[table].shape[0]
+    overflowed &= int(small["sizes"][2]) == 0  # and no early launch may run on these tables
     rebuilt = check_device_plan(small, HostPlan(counts, 0, 1, 1), counts.to(device), 16, 3, 10**6)
     return overflowed, plan_mismatches(rebuilt, build_plan(counts, 0, 1, 16, 10**6))
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits (NaN poison compares equal to itself)."""
+    return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def guarded_launch(ws=2, experts=4, topk=2, tokens=12, hidden=32, ffn=16, seed=3) -> dict:
+    """The early (guarded) layer0 launch on simulated ranks: rank 0 guesses one row too few (verdict 0), the others
+    exactly. Rank 0's guarded launch must change nothing anywhere (peers' receive rows, probs and flags, its own
+    queues and outputs); every rank's guarded launch with a verdict of 1, plus rank 0's unguarded relaunch, must
+    produce exactly what unguarded launches produce."""
+    gen = torch.Generator().manual_seed(seed)
+    e_local = experts // ws
+    cfg = TEST_CONFIG
+    w1_all = (torch.randn(experts, 2 * ffn, hidden, generator=gen) * 0.1).bfloat16()
+    xs, routings = [], []
+    for _ in range(ws):
+        xs.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
+        routing_map, probs = random_routing(gen, tokens, experts, topk)
+        routings.append(build_local_routing(routing_map, probs, topk))
+    counts = torch.stack([r.tokens_per_expert for r in routings])
+
+    def run(guarded: bool) -> tuple[list, list, list]:
+        views = simulated_workspaces(ws, tokens, hidden, e_local, topk)
+        plans = [build_plan(counts, r, e_local, cfg.block_m, views[0].max_tiles_per_expert) for r in range(ws)]
+        guesses = [p.recv_rows - (r == 0) for r, p in enumerate(plans)]
+        limits = [
+            dict(rows_limit=g, tokens_limit=tokens, tiles_limit=views[0].max_tiles_per_expert) if guarded else {}
+            for g in guesses
+        ]
+        tables = [device_plan(counts, r, e_local, cfg.block_m, tokens, topk, **limits[r]) for r in range(ws)]
+        verdicts = [int(t["sizes"][2]) for t in tables]
+        rows = [max(g, p.recv_rows) for g, p in zip(guesses, plans)]  # rank 0's outputs: large enough to compare
+        acts = [torch.full((n, ffn), float("nan"), dtype=torch.bfloat16) for n in rows]
+        untouched = True
+
+        def launch(r, mode, guard):
+            dispatch_fc1(
+                views[r],
+                plans[r],
+                tables[r],
+                xs[r],
+                routings[r].token_of_slot,
+                routings[r].probs_of_slot.float(),
+                w1_all[r * e_local : (r + 1) * e_local].contiguous(),
+                epoch=1,
+                ep_rank=r,
+                ep=ws,
+                gated=True,
+                activation="silu",
+                config=cfg,
+                grid=5,
+                mode=mode,
+                act_out=acts[r],
+                rows=guesses[r] if guard else plans[r].recv_rows,
+                guarded=guard,
+            )
+
+        if guarded:  # rank 0's no-op, checked before anything else runs
+            before = [(v.recv.clone(), v.recv_probs.clone(), v.flags.clone()) for v in views]
+            for mode in (1, 2):
+                launch(0, mode, True)
+            after = [(v.recv, v.recv_probs, v.flags) for v in views]
+            untouched = all(
+                torch.equal(_bits(a), _bits(b)) for pair in zip(before, after) for a, b in zip(*pair)
+            ) and bool(acts[0].isnan().all())
+            untouched &= views[0].queues.tolist() == [0, 0, 0]
+        for mode in (1, 2):
+            for r in range(ws):
+                relaunch = guarded and r == 0  # the host saw verdict 0: unguarded, the same epoch
+                launch(r, mode, guarded and not relaunch)
+        outs = [a[: p.recv_rows] for a, p in zip(acts, plans)]
+        return outs, verdicts, [untouched, [v.queues.tolist() for v in views]]
+
+    plain, _, _ = run(False)
+    early, verdicts, (untouched, queues) = run(True)
+    return {
+        "verdicts": verdicts,
+        "noop_untouched": untouched,
+        "queues_after": queues,
+        "equal": all(torch.equal(a, b) for a, b in zip(plain, early)),
+        "finite": all(bool(torch.isfinite(a.float()).all()) for a in early),
+    }
 
 
 def simulate(
@@ -458,6 +575,7 @@ class _CpuWorkspace:
     def __init__(self, tokens, hidden, e_local, topk):
         self.views = simulated_workspaces(1, tokens, hidden, e_local, topk)[0]
         self.epoch = 0
+        self.tokens_capacity, self.hidden, self.num_local_experts, self.topk = tokens, hidden, e_local, topk
 
     def ensure(self, *args):
         return self.views
@@ -491,6 +609,11 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     fused.fused_backward = os.environ.get("COMET_FUSED_BACKWARD", "1") != "0"  # what __init__ reads
     fused.defer_gc, fused._gc_deferred = True, False  # COMET_DEFER_GC=1: collection off from counts read to launch
     fused.host_plan = os.environ.get("COMET_HOST_PLAN", "0") != "0"  # what __init__ reads
+    # COMET_EARLY_LAUNCH: "0" off; "1" the guess of a previous call (exact here); "small": a guess one row short,
+    # so the guarded launch is a no-op and the experts' forward launches again with the same epoch
+    early_mode = os.environ.get("COMET_EARLY_LAUNCH", "1")
+    fused.early_launch = early_mode != "0"
+    fused._recent_rows = collections.deque([tokens * topk - (early_mode == "small")], maxlen=8)
     fused._buffer = _CpuWorkspace(tokens, hidden, experts, topk)
     reference = ReferenceBackend(group, experts)
     gen = torch.Generator().manual_seed(5)
@@ -507,8 +630,10 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
         routing = build_local_routing(routing_map, pi, topk)
         counts = routing.tokens_per_expert.unsqueeze(0)
         weights = ExpertWeights(w1i, w2i, ExpertActivation(F.silu, True))
-        dispatched = backend.dispatch(xi, routing, counts)
+        dispatched = backend.dispatch(xi, routing, counts, weights=weights)
         gc_during_dispatch = gc.isenabled()
+        if backend is fused:
+            early_used = dispatched.handle.early is not None
         saved: list[torch.Tensor] = []  # what autograd keeps for the backward, to see what the backward frees
         with torch.autograd.graph.saved_tensors_hooks(functools.partial(_keep, saved), lambda t: t):
             out = backend.combine(backend.experts(dispatched, weights), dispatched.handle)
@@ -533,6 +658,7 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
         "gc_enabled_after_dispatch_and_after_forward": gc_states,
         "saved_freed_by_backward": freed,
         "second_backward": second_backward,
+        "early_launch_used": early_used,
     }
 
 
@@ -544,6 +670,8 @@ if __name__ == "__main__":
         print(json.dumps(simulate_backward(**json.loads(sys.argv[1][len("backward:") :]))))
     elif sys.argv[1] == "plan_equivalence":
         print(json.dumps(plan_equivalence()))
+    elif sys.argv[1] == "guarded_launch":
+        print(json.dumps(guarded_launch()))
     elif sys.argv[1] == "backend_glue_ep1":
         print(json.dumps(backend_glue_ep1()))
     else:

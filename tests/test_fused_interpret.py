@@ -73,27 +73,47 @@ def test_device_plan_equals_the_host_specification():
     which is detected and rebuilt."""
     report = _interpret("plan_equivalence")
     assert report["checked"] >= 100 and report["failures"] == [], report
+    assert report["verdicts"] >= 2 * report["checked"], report  # the early-launch verdict under limits
     assert report["overflow_detected"] and report["rebuilt_matches"] == [], report
     assert report["units_overflow_detected"] and report["units_rebuilt_matches"] == [], report
+
+
+def test_guarded_early_launch_is_a_noop_or_exact():
+    """An early layer0 launch with too few rows guessed does nothing on any rank; the others' guarded launches and
+    the host's relaunch give exactly the unguarded results (two simulated ranks)."""
+    report = _interpret("guarded_launch")
+    assert report["verdicts"] == [0, 1], report
+    assert report["noop_untouched"] and report["equal"] and report["finite"], report
+    assert report["queues_after"] == [[0, 0, 0], [0, 0, 0]], report
 
 
 def test_debug_spin_wait_gives_up_instead_of_hanging():
     assert _interpret("debug_spin") == {"error_flag": 1}
 
 
-@pytest.mark.parametrize("fused_backward,host_plan", [("0", "0"), ("1", "0"), ("1", "1")])
-def test_fused_backend_glue_ep1_matches_reference_backend(fused_backward, host_plan):
+@pytest.mark.parametrize(
+    "fused_backward,host_plan,early",
+    [("0", "0", "1"), ("1", "0", "1"), ("1", "1", "1"), ("1", "0", "0"), ("1", "0", "small")],
+)
+def test_fused_backend_glue_ep1_matches_reference_backend(fused_backward, host_plan, early):
     """FusedBackend dispatch -> experts -> autograd backward on one rank (CPU workspace) vs ReferenceBackend,
     with the PyTorch backward and with the fused backward kernels (COMET_FUSED_BACKWARD=1); tables from the plan
-    kernel, and from the host (COMET_HOST_PLAN=1)."""
-    errors = _interpret("backend_glue_ep1", COMET_FUSED_BACKWARD=fused_backward, COMET_HOST_PLAN=host_plan)
+    kernel, and from the host (COMET_HOST_PLAN=1); layer0 launched early from the dispatch (COMET_EARLY_LAUNCH=1),
+    from the experts' forward (0), and early with too few rows guessed (a no-op launch, then the normal one)."""
+    errors = _interpret(
+        "backend_glue_ep1", COMET_FUSED_BACKWARD=fused_backward, COMET_HOST_PLAN=host_plan, COMET_EARLY_LAUNCH=early
+    )
+    # the early launch runs only with the device plan and a large enough guess
+    assert errors["early_launch_used"] == (early == "1" and host_plan == "0"), errors
     assert errors["output"] < TOL, errors
     for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):
         # the backward starts from the kernel's saved fc1 output, which the interpreter rounds to bf16 by
         # truncation (1 ulp); the reference rounds to nearest — ~0.5-1% apart, wrong indexing is O(1)
         assert errors[grad] < 2.5e-2, errors
-    # COMET_DEFER_GC: collection off from the counts read until the first kernel is queued, then on again
-    assert errors["gc_enabled_after_dispatch_and_after_forward"] == [False, True], errors
+    # COMET_DEFER_GC: collection off from the counts read until the first kernel is queued, then on again (an early
+    # launch queues it inside the dispatch)
+    early_used = errors["early_launch_used"]
+    assert errors["gc_enabled_after_dispatch_and_after_forward"] == [early_used, True], errors
     if fused_backward == "1":  # the fc1 output [R, 2F] and the dispatched rows [R, H] are freed as soon as used
         rows = 24 * 2
         assert errors["saved_freed_by_backward"] == [[rows, 40], [rows, 2 * 24]], errors

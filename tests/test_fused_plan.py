@@ -73,7 +73,7 @@ def test_device_tables_are_the_plan_in_one_buffer():
     assert len(storage) == 1  # one host-to-device copy
     for name, t in tables.items():
         assert t.dtype == torch.int32 and t.data_ptr() % 16 == 0, name
-    assert tables.pop("sizes").tolist() == [plan.units.shape[0], plan.mtiles.shape[0]]
+    assert tables.pop("sizes").tolist() == [plan.units.shape[0], plan.mtiles.shape[0], 1]
     for name, t in tables.items():
         assert torch.equal(t.long(), getattr(plan, name).long()), name
 

@@ -126,6 +126,7 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         MAX_SPINS=1 << 20,
         UPCAST=False,
         USE_TMA=use_tma,
+        GUARDED=gated,  # the early launch's guard (a verdict read; both settings compiled over the parametrization)
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
@@ -276,7 +277,8 @@ def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type):
     sig = {"counts_ptr": counts_type}
     sig.update({n: "*i32" for n in ("units_ptr", "mtiles_ptr", "src_table_ptr", "src_first_slot_ptr")})
     sig.update({"tokens_per_expert_ptr": "*i32", "sizes_ptr": "*i32", "me": "i32", "units_cap": "i32"})
-    sig.update({"mtiles_cap": "i32", "EP": "i32", "EL": "i32", "BM": "i32"})
+    sig.update({"mtiles_cap": "i32", "rows_limit": "i32", "tokens_limit": "i32", "tiles_limit": "i32", "topk": "i32"})
+    sig.update({"EP": "i32", "EL": "i32", "BM": "i32"})
     constexprs = dict(
         EP_P2=triton.next_power_of_2(ep),
         E_P2=triton.next_power_of_2(ep * e_local),

@@ -70,13 +70,21 @@ class MoEBackend(ABC):
         self.num_local_experts = num_local_experts
 
     @abstractmethod
-    def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor) -> Dispatched:
+    def dispatch(
+        self,
+        tokens: torch.Tensor,
+        routing: LocalRouting,
+        counts: torch.Tensor,
+        weights: ExpertWeights | None = None,
+    ) -> Dispatched:
         """Send token rows towards their experts.
 
         Args:
             tokens: ``[T, H]`` this rank's tokens.
             routing: this rank's slots (see :mod:`comet_megatron.routing`).
             counts: ``int64 [ep, E]`` counts matrix, identical on every rank of the EP group.
+            weights: the experts' weights, when known already (a fused backend may then start the experts'
+                first kernel here); :meth:`experts` must then receive the same ones.
         """
 
     @abstractmethod

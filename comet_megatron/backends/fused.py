@@ -10,6 +10,7 @@ backward (default, ``FusedBackend.fused_backward``): on what the forward saved â
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import importlib
@@ -54,6 +55,16 @@ def _host_plan() -> bool:
     """``COMET_HOST_PLAN=1``: build the kernels' tables on the host after the counts read (numpy, one pinned copy)
     instead of on the GPU before it â€” the previous path, kept to compare and as a fallback."""
     return os.environ.get("COMET_HOST_PLAN", "0") not in ("", "0")
+
+
+def _early_launch() -> bool:
+    """``COMET_EARLY_LAUNCH=0``: queue layer0 only after the host has read the counts (as before session 15). By
+    default it is queued before the read, into outputs sized by the largest receive size of the layer's recent
+    calls, guarded by the plan's verdict (``kernels/plan.py``): the GPU computes while the host plans."""
+    return os.environ.get("COMET_EARLY_LAUNCH", "1") not in ("", "0")
+
+
+_RECENT_CALLS = 8  # the early launch's row guess: the most rows of this layer's last calls
 
 
 def _start_copy_to_host(t: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -126,11 +137,50 @@ def _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host):
     return weight_grad(w1, grad_fc1_out, x_e, counts, counts_host, ctx.weights.fuse_wgrad_into_main_grad)
 
 
+def _rows(tensor: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+    return None if tensor is None else tensor[:rows]
+
+
+def _check_early_inputs(early: EarlyLayer0, x: torch.Tensor, probs: torch.Tensor, fc1: torch.Tensor) -> None:
+    """The experts' forward got what the early layer0 launch read (same storage, not modified since)."""
+    same = (
+        x.data_ptr() == early.tokens.data_ptr()
+        and x.shape == early.tokens.shape
+        and probs.data_ptr() == early.probs_of_slot.data_ptr()
+        and probs.shape == early.probs_of_slot.shape
+        and fc1.data_ptr() == early.fc1.data_ptr()
+        and (x._version, probs._version, fc1._version) == early.versions
+    )
+    if not same:
+        raise RuntimeError(
+            "comet fused MoE: the experts received other tokens, router probabilities or fc1 weights than the token "
+            "dispatch, where layer0 was already launched on them (a hook or wrapper between Megatron's dispatch and "
+            "experts changed them); set COMET_EARLY_LAUNCH=0 to launch layer0 from the experts' forward"
+        )
+
+
 def _release(tensor: torch.Tensor) -> None:
     """Free a saved activation's memory now rather than when autograd drops the node (Megatron frees its
     pipeline outputs the same way). Later kernels on this stream may reuse the block: stream order keeps
     the kernels already queued on it reading the old contents."""
     tensor.untyped_storage().resize_(0)
+
+
+@dataclass
+class EarlyLayer0:
+    """layer0 queued by :meth:`FusedBackend.dispatch` before the counts were read (the plan's verdict said it ran).
+
+    ``act`` / ``preact``: the kernel's outputs, ``[rows guessed, F]`` / ``[rows guessed, (2)F]`` (views of their
+    first ``recv_rows`` rows are the results); the inputs it read and their versions, which the experts' forward
+    checks: the kernel cannot be taken back once peers have consumed its rows."""
+
+    act: torch.Tensor
+    preact: torch.Tensor | None
+    tokens: torch.Tensor
+    probs_of_slot: torch.Tensor
+    probs32: torch.Tensor
+    fc1: torch.Tensor
+    versions: tuple[int, int, int]
 
 
 @dataclass
@@ -142,6 +192,8 @@ class FusedHandle:
     config: KernelConfig
     tables: dict[str, torch.Tensor]  # the plan's tables on the device (FusedPlan.device_tables)
     slot_of_token: torch.Tensor  # int64 [T, topk]: the slots of every token (the top-k reduce's gather order)
+    epoch: int  # the forward's call number (the early launch, if any, used it already)
+    early: EarlyLayer0 | None = None
 
 
 class FusedBackend(MoEBackend):
@@ -162,6 +214,8 @@ class FusedBackend(MoEBackend):
         self.fused_backward = _fused_backward()  # COMET_FUSED_BACKWARD at construction; settable per layer
         self.defer_gc = _defer_gc()  # COMET_DEFER_GC at construction; settable per layer
         self.host_plan = _host_plan()  # COMET_HOST_PLAN at construction; settable per layer
+        self.early_launch = _early_launch()  # COMET_EARLY_LAUNCH at construction; settable per layer
+        self._recent_rows: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)
         self._gc_deferred = False
 
     def resume_gc(self) -> None:
@@ -192,9 +246,16 @@ class FusedBackend(MoEBackend):
             config = dataclasses.replace(config, **json.loads(overrides))
         return config
 
-    def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor) -> Dispatched:
+    def dispatch(
+        self,
+        tokens: torch.Tensor,
+        routing: LocalRouting,
+        counts: torch.Tensor,
+        weights: ExpertWeights | None = None,
+    ) -> Dispatched:
         # Between the counts read (which drains the GPU's queue) and the first kernel the GPU idles for as long as
-        # the host works, so everything that does not need the counts is done - and queued on the GPU - before it.
+        # the host works, so everything that does not need the counts is done - and queued on the GPU - before it,
+        # layer0 included when its outputs can be sized from this layer's recent calls (the early launch).
         timer = process_timer("fused")  # COMET_LAYER_TIMING: phases of the fused layer, in situ
         self.resume_gc()  # a previous call whose forward never ran must not leave collection off
         if self.defer_gc and gc.isenabled():
@@ -203,28 +264,53 @@ class FusedBackend(MoEBackend):
         config = self.kernel_config(tokens.shape[0], tokens.shape[-1])
         slot_of_token = routing.slot_of_token()
         num_tokens, e_local = tokens.shape[0], self.num_local_experts
+        epoch = self.buffer.next_epoch()
+        rows_guess = self._early_rows_guess(tokens, weights, config)
         # exact sizes and the collective growth decision: one copy to the host, whose wait drains the GPU's queue
         counts_host, copied = _start_copy_to_host(counts)
+        early = verdict = None
         if not self.host_plan:
             # the kernels' tables: built on the GPU while the host waits for the counts and then sizes the workspace
-            tables = device_plan(counts, self.ep_rank, e_local, config.block_m, num_tokens, self.topk)
+            limits = {}
+            if rows_guess is not None:
+                views = self.buffer.views
+                limits = dict(
+                    rows_limit=rows_guess,
+                    tokens_limit=self.buffer.tokens_capacity,
+                    tiles_limit=views.max_tiles_per_expert,
+                )
+            tables = device_plan(counts, self.ep_rank, e_local, config.block_m, num_tokens, self.topk, **limits)
+            if rows_guess is not None:
+                verdict, copied = _start_copy_to_host(tables["sizes"][2:])  # queued after the counts' copy
+                with timed(timer, "fwd.dispatch_fc1"):
+                    early = self._launch_early(tokens, routing, weights, tables, config, epoch, rows_guess)
         with timed(timer, "fwd.counts_sync"):
             if copied is not None:
                 copied.synchronize()
         with timed(timer, "fwd.plan"):
             plan = HostPlan(counts_host, self.ep_rank, e_local, self.topk)
-            views = self.buffer.ensure(plan.max_tokens_per_rank, tokens.shape[-1], e_local, self.topk)
-            if self.host_plan:
-                plan = build_plan(
-                    counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert, self.topk
-                )
-                # one pinned copy, queued now: no later step (the backward included) needs a host-to-device copy
-                tables = plan.device_tables(tokens.device)
-            else:
-                tables = check_device_plan(tables, plan, counts, config.block_m, num_tokens, views.max_tiles_per_expert)
+            if early is not None and int(verdict[0]) == 1:  # it ran: everything fitted (no growth, tables held)
+                views = self.buffer.views
+                early.act, early.preact = early.act[: plan.recv_rows], _rows(early.preact, plan.recv_rows)
+                self.resume_gc()  # the GPU has layer0 to run while the host goes on
+            else:  # not launched, or a no-op: the experts' forward launches layer0 with this same epoch
+                early = None
+                views = self.buffer.ensure(plan.max_tokens_per_rank, tokens.shape[-1], e_local, self.topk)
+                if self.host_plan:
+                    plan = build_plan(
+                        counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert, self.topk
+                    )
+                    # one pinned copy, queued now: no later step (the backward included) needs a host-to-device copy
+                    tables = plan.device_tables(tokens.device)
+                else:
+                    tables = check_device_plan(
+                        tables, plan, counts, config.block_m, num_tokens, views.max_tiles_per_expert
+                    )
+            self._recent_rows.append(plan.recv_rows)
         if timer is not None:  # this rank's rows and the busiest rank's: routing imbalance sets the pace
             timer.note("rows", plan.recv_rows)
             timer.note("rows_busiest_rank", max(plan.recv_rows_per_rank))
+            timer.note("early_launch", float(early is not None))
         handle = FusedHandle(
             routing=routing,
             counts=counts,
@@ -233,9 +319,70 @@ class FusedBackend(MoEBackend):
             config=config,
             tables=tables,
             slot_of_token=slot_of_token,
+            epoch=epoch,
+            early=early,
         )
         return Dispatched(
             hidden=tokens, probs=routing.probs_of_slot, tokens_per_expert=plan.tokens_per_expert, handle=handle
+        )
+
+    def _early_rows_guess(self, tokens: torch.Tensor, weights: ExpertWeights | None, config: KernelConfig):
+        """Rows to size an early layer0 launch by (the most of this layer's recent calls), or ``None`` when it
+        cannot be queued before the counts are read: switched off, no weights yet, the host builds the plan, no
+        call seen yet, or a workspace that must grow for this rank's own tokens."""
+        if not (self.early_launch and weights is not None and self._recent_rows) or self.host_plan:
+            return None
+        buffer = self.buffer
+        views = buffer.views
+        if (
+            views is None
+            or tokens.shape[0] > buffer.tokens_capacity
+            or tokens.shape[-1] > buffer.hidden
+            or self.num_local_experts != buffer.num_local_experts
+            or self.topk > buffer.topk
+        ):
+            return None
+        return min(max(self._recent_rows), views.recv.shape[0])
+
+    def _launch_early(self, tokens, routing, weights, tables, config, epoch, rows_guess) -> EarlyLayer0:
+        """layer0, guarded by ``tables``' verdict, into outputs of ``rows_guess`` rows."""
+        from comet_megatron import fused_ops
+
+        x = tokens.contiguous()
+        probs = routing.probs_of_slot
+        probs32 = probs.detach().float().contiguous()
+        fc1 = weights.fc1.detach()
+        save_preact = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (tokens, probs, weights.fc1, weights.fc2)
+        )
+        act, preact = fused_ops.dispatch_fc1(
+            self.buffer.views,
+            None,
+            tables,
+            x,
+            routing.token_of_slot,
+            probs32,
+            fc1,
+            epoch=epoch,
+            ep_rank=self.ep_rank,
+            ep=self.ep_size,
+            gated=self.gated,
+            activation=self.activation_name,
+            config=config,
+            grid=config.persistent_grid(self.num_sms),
+            debug=_debug(),
+            save_preact=save_preact,
+            rows=rows_guess,
+            guarded=True,
+        )
+        return EarlyLayer0(
+            act=act,
+            preact=preact,
+            tokens=tokens,
+            probs_of_slot=probs,
+            probs32=probs32,
+            fc1=weights.fc1,
+            versions=(tokens._version, probs._version, weights.fc1._version),
         )
 
     def experts(self, dispatched: Dispatched, weights: ExpertWeights) -> torch.Tensor:
@@ -257,32 +404,42 @@ class _FusedMoE(torch.autograd.Function):
         config = handle.config
         buffer = backend.buffer
         views = buffer.views
-        epoch = buffer.next_epoch()
+        epoch = handle.epoch
         tables = handle.tables
-        x = tokens.contiguous()
-        probs32 = probs_of_slot.detach().float().contiguous()
         debug = _debug()
         needs_grad = any(ctx.needs_input_grad[:4])
         timer = process_timer("fused")
-        with timed(timer, "fwd.dispatch_fc1"):
-            act, preact = fused_ops.dispatch_fc1(
-                views,
-                plan,
-                tables,
-                x,
-                routing.token_of_slot,
-                probs32,
-                w1.detach(),
-                epoch=epoch,
-                ep_rank=me,
-                ep=ep,
-                gated=backend.gated,
-                activation=backend.activation_name,
-                config=config,
-                grid=config.persistent_grid(backend.num_sms),
-                debug=debug,
-                save_preact=needs_grad,
-            )
+        early = handle.early
+        if early is not None:  # queued by dispatch before the counts read, and it ran
+            _check_early_inputs(early, tokens, probs_of_slot, w1)
+            if needs_grad and early.preact is None:
+                raise RuntimeError(
+                    "comet fused MoE: gradients are needed but the token dispatch ran with grad disabled and did not "
+                    "keep the fc1 output; set COMET_EARLY_LAUNCH=0"
+                )
+            probs32, act, preact = early.probs32, early.act, early.preact if needs_grad else None
+            handle.early = None  # the outputs belong to this call's autograd graph from here
+        else:
+            probs32 = probs_of_slot.detach().float().contiguous()
+            with timed(timer, "fwd.dispatch_fc1"):
+                act, preact = fused_ops.dispatch_fc1(
+                    views,
+                    plan,
+                    tables,
+                    tokens.contiguous(),
+                    routing.token_of_slot,
+                    probs32,
+                    w1.detach(),
+                    epoch=epoch,
+                    ep_rank=me,
+                    ep=ep,
+                    gated=backend.gated,
+                    activation=backend.activation_name,
+                    config=config,
+                    grid=config.persistent_grid(backend.num_sms),
+                    debug=debug,
+                    save_preact=needs_grad,
+                )
         backend.resume_gc()  # the GPU has work queued again
         if needs_grad:  # what Megatron's experts keep: dispatched rows (copied before the buffer is reused), fc1 output
             rows = plan.recv_rows

@@ -48,7 +48,7 @@ class ReferenceBackend(MoEBackend):
     name = "reference"
     fuses_communication = False
 
-    def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor) -> Dispatched:
+    def dispatch(self, tokens: torch.Tensor, routing: LocalRouting, counts: torch.Tensor, weights=None) -> Dispatched:
         e_local, ep, me = self.num_local_experts, self.ep_size, self.ep_rank
         counts_host = counts.tolist()  # the split sizes: the one host sync of this backend
         send_splits = [sum(counts_host[me][d * e_local : (d + 1) * e_local]) for d in range(ep)]

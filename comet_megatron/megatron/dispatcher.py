@@ -16,6 +16,7 @@ combine_postprocess    restores the input's shape
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from megatron.core.transformer.moe.token_dispatcher import MoETokenDispatcher
@@ -47,6 +48,8 @@ class CometTokenDispatcher(MoETokenDispatcher):
         self._routing: LocalRouting | None = None
         self._counts: torch.Tensor | None = None
         self._dispatched: Dispatched | None = None
+        # set by CometGroupedMLP.bind_dispatcher: the weights its forward will pass to run_experts
+        self.expert_weights: Callable[[], ExpertWeights] | None = None
 
     def get_expert_zero_copy_buffers(self):
         """Megatron >= 0.19 asks every dispatcher for zero-copy expert buffers; Comet has none."""
@@ -67,7 +70,8 @@ class CometTokenDispatcher(MoETokenDispatcher):
         routing = self._routing
         if probs is not routing.probs_of_slot:
             routing = dataclasses.replace(routing, probs_of_slot=probs)
-        self._dispatched = self.backend.dispatch(hidden_states, routing, self._counts)
+        weights = self.expert_weights() if self.expert_weights is not None else None
+        self._dispatched = self.backend.dispatch(hidden_states, routing, self._counts, weights=weights)
         return self._dispatched.hidden, self._dispatched.probs
 
     def dispatch_postprocess(self, hidden_states: torch.Tensor, probs: torch.Tensor):

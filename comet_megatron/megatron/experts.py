@@ -97,6 +97,7 @@ class CometGroupedMLP(MegatronModule):
     def bind_dispatcher(self, dispatcher) -> None:
         """Run through ``dispatcher``'s backend (set by :class:`CometMoELayer`)."""
         self._comet_dispatcher = dispatcher
+        dispatcher.expert_weights = self.expert_weights  # known before the experts run: a fused launch may start early
 
     def expert_weights(self) -> ExpertWeights:
         return ExpertWeights(
