@@ -16,6 +16,8 @@ Variants (same router weights, expert weights and inputs within a case; identica
                    fused backward kernels.
   comet_triton_launch  The same layer as "comet" with every Triton kernel launched through Triton's own path
                    (COMET_FAST_LAUNCH=0) instead of comet_megatron/launcher.py's cache (host-cost A/B).
+  comet_late_launch  The same layer as "comet" with layer0 queued after the host has read the counts
+                   (COMET_EARLY_LAUNCH=0) instead of before it (A/B of the early launch).
   comet_reference  The same with backend="reference" (skipped when "comet" already resolved to it).
 
 Usage (EP size = world size):
@@ -85,13 +87,15 @@ VARIANTS = (
     "symm_vdev2d",
     "comet",
     "comet_triton_launch",
+    "comet_late_launch",
     "comet_torch_bwd",
     "comet_reference",
 )
-PHASE1 = ("megatron", "nccl_grouped_mm", "comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")
-COMET_LAYER_VARIANTS = ("comet", "comet_triton_launch", "comet_torch_bwd", "comet_reference")  # CometMoELayer builds
-VARIANT_ENV = {"comet_triton_launch": {"COMET_FAST_LAUNCH": "0"}}  # set while the variant runs (read at every launch)
 PHASE2 = ("symm_vdev2d",)
+PHASE1 = tuple(v for v in VARIANTS if v not in PHASE2)
+COMET_LAYER_VARIANTS = ("comet", "comet_triton_launch", "comet_late_launch", "comet_torch_bwd", "comet_reference")
+# set while the variant runs (COMET_FAST_LAUNCH is read at every launch, COMET_EARLY_LAUNCH when the layer is built)
+VARIANT_ENV = {"comet_triton_launch": {"COMET_FAST_LAUNCH": "0"}, "comet_late_launch": {"COMET_EARLY_LAUNCH": "0"}}
 VDEV_MAX_GROUPS = 16  # all_to_all_vdev_2d: experts per rank <= NUM_TILES = 512 / 32 (torch <= 2.13)
 VDEV_MAX_WORLD = 16  # all_to_all_vdev_2d_offset: world_size <= NUM_TILES
 
@@ -106,6 +110,7 @@ DESCRIPTIONS = {
     "all_to_all_vdev_2d_offset back; backward = the mirror ops",
     "comet": "comet_megatron CometMoELayer from get_comet_moe_module_spec(use_te=False, backend=--comet-backend)",
     "comet_triton_launch": "the 'comet' layer with Triton's own launch path for every kernel (COMET_FAST_LAUNCH=0)",
+    "comet_late_launch": "the 'comet' layer with layer0 launched after the counts read (COMET_EARLY_LAUNCH=0)",
     "comet_torch_bwd": "the 'comet' layer with the PyTorch backward: NCCL all_to_all + torch grouped GEMMs",
     "comet_reference": "comet_megatron CometMoELayer, backend='reference' (pure PyTorch EP)",
 }
