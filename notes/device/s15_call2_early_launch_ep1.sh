@@ -26,8 +26,8 @@ COMET_LAYER_TIMING=64 OUTDIR=/tmp/train ITERS=30 TIMEOUT=150 EP=1 NPROC=1 LAYERS
   bash examples/compare_2gpu.sh mixtral_8x7b_2gpu.sh > $OUT/train_compare.log 2>&1
 echo "train exit $? ($((SECONDS-T0)) s)"; tail -4 $OUT/train_compare.log
 python -m comet_megatron.megatron.layer_timing /tmp/train/mixtral_8x7b_2gpu_megatron.log \
-  /tmp/train/mixtral_8x7b_2gpu_comet.log --json $OUT/layer_timing.json > $OUT/layer_timing.txt 2>&1
+  /tmp/train/mixtral_8x7b_2gpu_comet.log > $OUT/layer_timing.txt 2>&1
 grep -E " moe | fused " $OUT/layer_timing.txt | grep -v Warn
-cp /tmp/train/*compare.json $OUT/ 2>/dev/null
+
 tar czf $OUT/train_logs.tgz -C /tmp/train --exclude='*.png' . 2>/dev/null
 rm -f $OUT/layer*/*.png; ls $OUT
