@@ -72,15 +72,19 @@ class CometBuffer:
         self.epoch += 1
         return self.epoch
 
-    def ensure(self, max_tokens_per_rank: int, hidden: int, num_local_experts: int, topk: int) -> RankViews:
-        """Views large enough for this call; grows (collectively) when any rank brought more tokens."""
-        if (
+    def fits(self, max_tokens_per_rank: int, hidden: int, num_local_experts: int, topk: int) -> bool:
+        """Whether the current views serve a call of this shape without growing."""
+        return (
             self.views is not None
             and max_tokens_per_rank <= self.tokens_capacity
             and hidden <= self.hidden
             and num_local_experts == self.num_local_experts
             and topk <= self.topk
-        ):
+        )
+
+    def ensure(self, max_tokens_per_rank: int, hidden: int, num_local_experts: int, topk: int) -> RankViews:
+        """Views large enough for this call; grows (collectively) when any rank brought more tokens."""
+        if self.fits(max_tokens_per_rank, hidden, num_local_experts, topk):
             return self.views
         tokens = max(self.tokens_capacity, math.ceil(max(max_tokens_per_rank, 1) / _TOKEN_GRANULE) * _TOKEN_GRANULE)
         self._allocate(tokens, max(hidden, self.hidden), num_local_experts, max(topk, self.topk))

@@ -86,7 +86,8 @@ class RankViews:
 
     def combine_probs_slots(self, epoch: int, slots: int) -> torch.Tensor:
         """``fp32 [slots]``: the probability gradients pushed to this rank's slots in ``epoch``."""
-        return self.combine_probs[epoch % 2, :slots]
+        start = self.combine_probs_offset(epoch)
+        return self.combine_probs.view(-1)[start : start + slots]
 
 
 def single_process_views(

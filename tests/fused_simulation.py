@@ -20,6 +20,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from comet_megatron.buffer import CometBuffer
 from comet_megatron.fused_ops import (
     RankViews,
     combine_reduce,
@@ -576,6 +577,8 @@ class _CpuWorkspace:
         self.views = simulated_workspaces(1, tokens, hidden, e_local, topk)[0]
         self.epoch = 0
         self.tokens_capacity, self.hidden, self.num_local_experts, self.topk = tokens, hidden, e_local, topk
+
+    fits = CometBuffer.fits  # the same test over the fixed capacity
 
     def ensure(self, *args):
         return self.views

@@ -333,36 +333,24 @@ class FusedBackend(MoEBackend):
         if not (self.early_launch and weights is not None and self._recent_rows) or self.host_plan:
             return None
         buffer = self.buffer
-        views = buffer.views
-        if (
-            views is None
-            or tokens.shape[0] > buffer.tokens_capacity
-            or tokens.shape[-1] > buffer.hidden
-            or self.num_local_experts != buffer.num_local_experts
-            or self.topk > buffer.topk
-        ):
+        if not buffer.fits(tokens.shape[0], tokens.shape[-1], self.num_local_experts, self.topk):
             return None
-        return min(max(self._recent_rows), views.recv.shape[0])
+        return min(max(self._recent_rows), buffer.views.recv.shape[0])
 
-    def _launch_early(self, tokens, routing, weights, tables, config, epoch, rows_guess) -> EarlyLayer0:
-        """layer0, guarded by ``tables``' verdict, into outputs of ``rows_guess`` rows."""
+    def layer0(self, tokens, routing, probs, fc1, tables, config, epoch, save_preact, **kwargs):
+        """``dispatch_fc1`` of this layer's call (``kwargs``: ``plan``, or ``rows`` and ``guarded``); returns
+        ``(probs fp32 [slots], act, preact)``."""
         from comet_megatron import fused_ops
 
-        x = tokens.contiguous()
-        probs = routing.probs_of_slot
         probs32 = probs.detach().float().contiguous()
-        fc1 = weights.fc1.detach()
-        save_preact = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (tokens, probs, weights.fc1, weights.fc2)
-        )
         act, preact = fused_ops.dispatch_fc1(
             self.buffer.views,
-            None,
+            kwargs.pop("plan", None),
             tables,
-            x,
+            tokens.contiguous(),
             routing.token_of_slot,
             probs32,
-            fc1,
+            fc1.detach(),
             epoch=epoch,
             ep_rank=self.ep_rank,
             ep=self.ep_size,
@@ -372,8 +360,18 @@ class FusedBackend(MoEBackend):
             grid=config.persistent_grid(self.num_sms),
             debug=_debug(),
             save_preact=save_preact,
-            rows=rows_guess,
-            guarded=True,
+            **kwargs,
+        )
+        return probs32, act, preact
+
+    def _launch_early(self, tokens, routing, weights, tables, config, epoch, rows_guess) -> EarlyLayer0:
+        """layer0, guarded by ``tables``' verdict, into outputs of ``rows_guess`` rows."""
+        probs = routing.probs_of_slot
+        save_preact = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (tokens, probs, weights.fc1, weights.fc2)
+        )
+        probs32, act, preact = self.layer0(
+            tokens, routing, probs, weights.fc1, tables, config, epoch, save_preact, rows=rows_guess, guarded=True
         )
         return EarlyLayer0(
             act=act,
@@ -420,25 +418,9 @@ class _FusedMoE(torch.autograd.Function):
             probs32, act, preact = early.probs32, early.act, early.preact if needs_grad else None
             handle.early = None  # the outputs belong to this call's autograd graph from here
         else:
-            probs32 = probs_of_slot.detach().float().contiguous()
             with timed(timer, "fwd.dispatch_fc1"):
-                act, preact = fused_ops.dispatch_fc1(
-                    views,
-                    plan,
-                    tables,
-                    tokens.contiguous(),
-                    routing.token_of_slot,
-                    probs32,
-                    w1.detach(),
-                    epoch=epoch,
-                    ep_rank=me,
-                    ep=ep,
-                    gated=backend.gated,
-                    activation=backend.activation_name,
-                    config=config,
-                    grid=config.persistent_grid(backend.num_sms),
-                    debug=debug,
-                    save_preact=needs_grad,
+                probs32, act, preact = backend.layer0(
+                    tokens, routing, probs_of_slot, w1, tables, config, epoch, needs_grad, plan=plan
                 )
         backend.resume_gc()  # the GPU has work queued again
         if needs_grad:  # what Megatron's experts keep: dispatched rows (copied before the buffer is reused), fc1 output
