@@ -18,6 +18,10 @@ next tile, where a load, add and store in the program would hold the SM for the 
 pointer epilogue's time adds to the GEMM's; ``benchmarks/results/s10``). The descriptor spans ``[E, OUT, IN]``, so tiles
 past an expert's edge are clipped by the hardware.
 
+``PREFETCH_GRAD`` asks the L2 for the tile's ``main_grad`` lines when the program starts (``1``: plain, ``2``: with
+the ``evict_last`` priority), so the read half of the read-modify-write is in flight under the tile's GEMM and the
+reduce at the end finds its lines in L2 instead of waiting on HBM. A prefetch changes no value.
+
 Tiles of distinct experts, or of one expert, never overlap: each ``main_grad`` element has one writer.
 """
 
@@ -35,6 +39,19 @@ def _rows_tile(ptr, rows, row_end, stride, cols, cols_ok):
         mask=(rows < row_end)[:, None] & cols_ok[None, :],
         other=0.0,
     )
+
+
+@triton.jit
+def _prefetch_l2(ptrs, EVICT_LAST: tl.constexpr):
+    """One L2 prefetch per element of ``ptrs`` (a pointer tensor); nothing is read into registers."""
+    if EVICT_LAST:
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2::evict_last [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+        )
+    else:
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
+        )
 
 
 @triton.jit
@@ -57,6 +74,7 @@ def grouped_wgrad_accumulate_kernel(
     UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
     USE_TMA: tl.constexpr = False,
     REDUCE_BY_TMA: tl.constexpr = False,
+    PREFETCH_GRAD: tl.constexpr = 0,  # 0: none; 1: the main_grad tile's lines into L2 first; 2: the same, evict_last
 ):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -72,6 +90,12 @@ def grouped_wgrad_accumulate_kernel(
         offs_n = tile_n * BN + tl.arange(0, BN)
         m_ok = offs_m < OUT
         n_ok = offs_n < IN
+        if PREFETCH_GRAD:
+            # One address per 128-byte line of the tile's rows; lines past the matrix's edge go to its first element.
+            line_cols = tile_n * BN + tl.arange(0, BN // 32) * 32
+            line_ok = m_ok[:, None] & (line_cols < IN)[None, :]
+            line_offs = expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + line_cols[None, :]
+            _prefetch_l2(main_grad_ptr + tl.where(line_ok, line_offs, 0), PREFETCH_GRAD == 2)
         acc = tl.zeros([BM, BN], dtype=tl.float32)
         masked_from = start
         if USE_TMA:

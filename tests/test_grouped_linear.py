@@ -201,6 +201,28 @@ def test_when_comet_fuses_into_main_grad(monkeypatch, mode, flag, fuses):
     assert fuses_into_main_grad(flag) is fuses
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"PREFETCH_GRAD": 5}', "PREFETCH_GRAD=5 must be 0, 1 or 2"),
+        ('{"BM": 100}', "BM=100: tile sides"),
+        ('{"TILE": 1}', "unknown field\\(s\\) TILE"),
+        ("[1]", "not a JSON object"),
+        ("{BN: 64}", "Expecting property name"),
+    ],
+)
+def test_bad_wgrad_kernel_env_fails_when_the_experts_are_built(monkeypatch, text, message):
+    from comet_megatron.ops.grouped_linear import fuses_into_main_grad, wgrad_kernel_overrides
+
+    monkeypatch.setenv("COMET_WGRAD_KERNEL_CONFIG", text)
+    with pytest.raises(ValueError, match="COMET_WGRAD_KERNEL_CONFIG=.*" + message):
+        fuses_into_main_grad(False)
+    monkeypatch.setenv("COMET_WGRAD_KERNEL_CONFIG", '{"PREFETCH_GRAD": 2, "BN": 256}')
+    assert wgrad_kernel_overrides() == {"PREFETCH_GRAD": 2, "BN": 256}
+    monkeypatch.delenv("COMET_WGRAD_KERNEL_CONFIG")
+    assert wgrad_kernel_overrides() == {}
+
+
 def test_accumulation_method_on_cpu_and_unknown_modes(monkeypatch):
     from comet_megatron.ops.grouped_linear import accumulation_method
 

@@ -154,12 +154,15 @@ def test_wgrad_kernel_compiled():
     assert _wgrad_descriptors(rows, rows, 128, 128, 64) is not None
     assert _main_grad_reduce_descriptor(torch.empty(3, 256, 256, device="cuda"), 128, 128) is not None
     assert _main_grad_reduce_descriptor(torch.empty(3, 256, 256, device="cuda")[:, :, 1:], 128, 128) is None
-    # every combination of pointer / TMA loads and in-program / TMA bulk reduce-add (the default: both TMA)
+    # every combination of pointer / TMA loads and in-program / TMA bulk reduce-add (the default: both TMA), and the
+    # main_grad tile prefetched into L2 both ways (the small tiles' BN = 32 prefetches one line per row)
     for paths in (
         {"USE_TMA": False, "REDUCE_BY_TMA": False},
         {"REDUCE_BY_TMA": False},
         {"USE_TMA": False},
         {},
+        {"PREFETCH_GRAD": 1},
+        {"PREFETCH_GRAD": 2, "REDUCE_BY_TMA": False},
     ):
         _check(wgrad_errors("cuda", GPU_CASES, paths), GPU_CASES, interpreted=False)
         _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, **paths)), CASES, interpreted=False)
@@ -173,6 +176,8 @@ def test_wgrad_kernel_compiled():
         ({"BM": 8}, "BM=8"),
         ({"num_warps": 2}, "num_warps=2 must be 4 or 8"),
         ({"PREFETCH": True}, "unknown field\\(s\\) PREFETCH"),
+        ({"PREFETCH_GRAD": 3}, "PREFETCH_GRAD=3 must be 0, 1 or 2"),
+        ({"PREFETCH_GRAD": 1, "BN": 16}, "0 when BN < 32"),
     ],
 )
 def test_bad_wgrad_kernel_config_is_refused_before_launch(override, message):

@@ -16,6 +16,7 @@ which is what Megatron's DDP hook does otherwise (``benchmarks/bench_wgrad.py`` 
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -28,7 +29,8 @@ WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatr
 # it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
 PER_EXPERT_MIN_FLOPS = 32e9
 # The accumulating grouped kernel's tile (kernels/wgrad.py).
-WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3)
+# PREFETCH_GRAD: 0, 1 or 2 (kernels/wgrad.py); the interpreter runs without it (it changes no value).
+WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=0)
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
@@ -131,6 +133,13 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
             f"weight-gradient kernel config: num_warps={cfg['num_warps']!r} must be 4 or 8 (whole warpgroups), "
             f"num_stages={cfg['num_stages']!r} an integer >= 1"
         )
+    if cfg["PREFETCH_GRAD"] not in (0, 1, 2) or (cfg["PREFETCH_GRAD"] and cfg["BN"] < 32):
+        raise ValueError(
+            f"weight-gradient kernel config: PREFETCH_GRAD={cfg['PREFETCH_GRAD']!r} must be 0, 1 or 2, and 0 when "
+            f"BN < 32 (one prefetch per 32 columns); BN={cfg['BN']}"
+        )
+    if interpreting():
+        cfg["PREFETCH_GRAD"] = 0
     return cfg
 
 
@@ -229,8 +238,26 @@ def wgrad_accumulation_mode() -> str:
     return mode
 
 
+def wgrad_kernel_overrides() -> dict:
+    """``COMET_WGRAD_KERNEL_CONFIG``: a JSON object of ``WGRAD_KERNEL_CONFIG`` fields that training's weight-gradient
+    kernel uses instead of the defaults (for experiments and tuning runs), checked like every kernel config."""
+    text = os.environ.get("COMET_WGRAD_KERNEL_CONFIG", "")
+    if not text:
+        return {}
+    try:
+        overrides = json.loads(text)
+        if not isinstance(overrides, dict):
+            raise ValueError("not a JSON object")
+        _wgrad_kernel_config(overrides)
+    except ValueError as exc:
+        raise ValueError(f"COMET_WGRAD_KERNEL_CONFIG={text!r}: {exc}") from None
+    return overrides
+
+
 def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
-    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves."""
+    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves (checks the environment's
+    weight-gradient settings, so that a bad one fails when the experts are built)."""
+    wgrad_kernel_overrides()
     return bool(gradient_accumulation_fusion) or wgrad_accumulation_mode() != "megatron"
 
 
@@ -278,7 +305,7 @@ def weight_grad(
         add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host)
         return _grad_after_main_grad(weight)
     if method == "kernel":
-        add_weight_grad_to_main_grad_by_kernel(weight.main_grad, grad_out, x, counts)
+        add_weight_grad_to_main_grad_by_kernel(weight.main_grad, grad_out, x, counts, wgrad_kernel_overrides())
         return _grad_after_main_grad(weight)
     return accumulate_weight_grad(weight, grouped_weight_grad(grad_out, x, counts, counts_host), fuse_into_main_grad)
 
