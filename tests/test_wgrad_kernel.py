@@ -154,15 +154,16 @@ def test_wgrad_kernel_compiled():
     assert _wgrad_descriptors(rows, rows, 128, 128, 64) is not None
     assert _main_grad_reduce_descriptor(torch.empty(3, 256, 256, device="cuda"), 128, 128) is not None
     assert _main_grad_reduce_descriptor(torch.empty(3, 256, 256, device="cuda")[:, :, 1:], 128, 128) is None
-    # every combination of pointer / TMA loads and in-program / TMA bulk reduce-add (the default: both TMA), and the
-    # main_grad tile prefetched into L2 both ways (the small tiles' BN = 32 prefetches one line per row)
+    # every combination of pointer / TMA loads and in-program / TMA bulk reduce-add (the default: both TMA), each with
+    # the default main_grad prefetch into L2 (evict_last; the small tiles' BN = 32 prefetch one line per row), and
+    # the default paths without a prefetch and with a plain one
     for paths in (
         {"USE_TMA": False, "REDUCE_BY_TMA": False},
         {"REDUCE_BY_TMA": False},
         {"USE_TMA": False},
         {},
+        {"PREFETCH_GRAD": 0},
         {"PREFETCH_GRAD": 1},
-        {"PREFETCH_GRAD": 2, "REDUCE_BY_TMA": False},
     ):
         _check(wgrad_errors("cuda", GPU_CASES, paths), GPU_CASES, interpreted=False)
         _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, **paths)), CASES, interpreted=False)

@@ -29,8 +29,10 @@ WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatr
 # it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
 PER_EXPERT_MIN_FLOPS = 32e9
 # The accumulating grouped kernel's tile (kernels/wgrad.py).
-# PREFETCH_GRAD: 0, 1 or 2 (kernels/wgrad.py); the interpreter runs without it (it changes no value).
-WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=0)
+# PREFETCH_GRAD (kernels/wgrad.py): 2 = the main_grad tile into L2 with evict_last first; -18 to -21% on the small
+# experts that ``auto`` gives this kernel (DSv3 at EP=2, Qwen3 at EP=1: session 16, benchmarks/results/s16). The
+# interpreter runs without it (it changes no value).
+WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=2)
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
