@@ -1,0 +1,17 @@
+# Session 16, prepared for nvidia-h200-x2 (carry .whl): the EP=2 GPU tests with sessions 15-16's changes (fused layer
+# == reference for every case, both backward modes; the early launch runs from each case's second call on), then the
+# five-case table at EP=2 (Megatron / NCCL+_grouped_mm / Comet, fwd and fwd+bwd, peak memory).
+# Predicted: all pass; the table within noise of session 14's (the layer benchmark syncs the host every iteration,
+# so neither the early launch nor the push shows there beyond the removed all_to_all's ~0.1-0.3 ms per backward).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NVSHMEM_SYMMETRIC_SIZE=8G
+python -m pip install -q --no-deps --no-index --target /tmp/site .whl/megatron_core-*.whl 2>/dev/null
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+T0=$SECONDS
+COMET_TEST_DEVICE=cuda COMET_DEBUG=1 timeout 330 python -m pytest -q -p no:cacheprovider --durations=3 \
+  tests/test_fused_gpu.py -m gpu -k ep2 > $OUT/gpu_tests_ep2.log 2>&1
+echo "GPU tests exit $? ($((SECONDS-T0)) s)"; grep -E "passed|failed|FAIL|Error" $OUT/gpu_tests_ep2.log | tail -6
+timeout 240 python -m torch.distributed.run --standalone --nproc-per-node=2 benchmarks/bench_layer.py \
+  --cases mixtral-8x7b,qwen1.5-moe-a2.7b,qwen2-57b-a14b,phi3.5-moe,dsv3-like --variants megatron,nccl_grouped_mm,comet \
+  --out $OUT > $OUT/bench_layer_ep2.log 2>&1
+echo "bench exit $? ($((SECONDS-T0)) s)"; grep -v -i warn $OUT/bench_layer_ep2.log | grep -A22 "^case " | head -24
+ls $OUT
