@@ -11,6 +11,7 @@ gets ``tokens · topk · ep / experts`` rows), for fc1 (``[2F, H]`` per expert) 
                       (``comet_megatron.ops.grouped_linear.add_weight_grad_to_main_grad``, Comet's ``per_expert``)
   kernel              the accumulating grouped Triton kernel, all experts in one launch (``kernels/wgrad.py``,
                       Comet's ``kernel``); ``--kernel-configs`` adds ``kernel#1``, ... with other tiles
+  per_expert_<N>streams  with ``--per-expert-streams N``: the per-expert GEMMs round-robin over N CUDA streams
 
 Each with its median ms (CUDA events), TFLOP/s, ratio to the floor (GEMM FLOPs at the dense bf16 ``torch.mm`` rate
 of the same run) and peak memory above the inputs; the accumulated ``main_grad`` of each accumulating variant
@@ -88,6 +89,10 @@ def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, 
 
     fns = {"grouped_mm": grouped_mm, "grouped+add": grouped_add, "per_expert": per_expert}
     variants = list(VARIANTS[:3])
+    if args.per_expert_streams > 1:
+        name_s = f"per_expert_{args.per_expert_streams}streams"
+        fns[name_s] = lambda: add_weight_grad_to_main_grad(main_grad, dy, x, rows, streams=args.per_expert_streams)
+        variants.append(name_s)
     for i, config in enumerate([{}] + args.kernel_configs):
         name_i = "kernel" if i == 0 else f"kernel#{i}"
         fns[name_i] = lambda config=config: add_weight_grad_to_main_grad_by_kernel(main_grad, dy, x, counts, config)
@@ -146,6 +151,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--out", default=None, help="folder for bench_wgrad.json")
     parser.add_argument("--kernel-configs", type=json.loads, default=[], help="JSON list of tile overrides")
+    parser.add_argument(
+        "--per-expert-streams",
+        type=int,
+        default=1,
+        help="N > 1 adds per_expert_<N>streams: the per-expert GEMMs round-robin over N CUDA streams",
+    )
     parser.add_argument(
         "--routing",
         choices=("even", "random"),
@@ -229,6 +240,7 @@ def plot(results: dict, path: str) -> str:
     configs = first.get("kernel_configs", [])  # results from before the kernel existed have none
     kernels = ["kernel"] + [f"kernel#{i}" for i in range(1, len(configs))]
     labels = dict(zip(VARIANTS[:3], VARIANTS[:3]))
+    labels.update({v: v for v in first if v.startswith("per_expert_") and v.endswith("streams")})
     for name, config in zip(kernels, configs):
         changed = {k: v for k, v in config.items() if v != configs[0].get(k)}
         labels[name] = "kernel " + (" ".join(f"{k}={v}" for k, v in changed.items()) or "(default tile)")

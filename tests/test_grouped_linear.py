@@ -319,6 +319,31 @@ def test_wgrad_into_fp32_main_grad_on_gpu(monkeypatch, mode):
     assert err < (1e-5 if mode != "grouped" else 4e-3), err
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("streams", [2, 3])
+def test_per_expert_gemms_on_several_streams(streams):
+    """The per-expert GEMMs spread over side streams: every expert's sum lands in ``main_grad`` before the current
+    stream goes on (a read right after the call, no synchronize), with fp32 accuracy; experts without rows untouched."""
+    from comet_megatron.ops.grouped_linear import add_weight_grad_to_main_grad
+    from tests.multirank import selected_device
+
+    if selected_device() != "cuda" or not torch.cuda.is_available():
+        pytest.skip("needs COMET_TEST_DEVICE=cuda and a GPU")
+    counts = [700, 0, 333, 1024, 5]
+    gen = torch.Generator(device="cuda").manual_seed(11)
+    x = torch.randn(sum(counts), 1024, device="cuda", dtype=torch.bfloat16, generator=gen)
+    grad_out = torch.randn(sum(counts), 2048, device="cuda", dtype=torch.bfloat16, generator=gen)
+    main_grad = torch.randn(len(counts), 2048, 1024, device="cuda", generator=gen)
+    expected = main_grad.clone()
+    for e, (dy, xe) in enumerate(zip(grad_out.split(counts), x.split(counts))):
+        expected[e] += dy.t().float() @ xe.float()
+    add_weight_grad_to_main_grad(main_grad, grad_out, x, counts, streams=streams)
+    observed = main_grad.clone()  # on the current stream, ordered after the side streams' GEMMs
+    assert torch.equal(observed[1], expected[1])
+    err = float((observed - expected).norm() / expected.norm())
+    assert err < 1e-5, err
+
+
 # routing ------------------------------------------------------------------------------------------
 
 # (ep, experts, topk)

@@ -71,8 +71,19 @@ def grouped_weight_grad(grad_out: torch.Tensor, x: torch.Tensor, counts: torch.T
     return out
 
 
+_SIDE_STREAMS: dict[torch.device, list] = {}
+
+
+def _side_streams(device: torch.device, count: int) -> list:
+    """``count`` CUDA streams of ``device`` beside the current one, made once per process."""
+    streams = _SIDE_STREAMS.setdefault(device, [])
+    while len(streams) < count:
+        streams.append(torch.cuda.Stream(device))
+    return streams[:count]
+
+
 def add_weight_grad_to_main_grad(
-    main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts_host: list[int]
+    main_grad: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts_host: list[int], streams: int = 1
 ) -> None:
     """``main_grad[e] += dy_e^T @ x_e`` for every expert, summed in ``main_grad``'s dtype by the GEMM.
 
@@ -81,7 +92,16 @@ def add_weight_grad_to_main_grad(
         grad_out: ``[N, out]`` output-gradient rows, expert-major.
         x: ``[N, in]`` input rows, expert-major.
         counts_host: rows per expert, ``sum == N``.
+        streams: on the GPU, the experts' GEMMs go round-robin to this many streams (the current one first), so
+            that one GEMM's read-modify-write epilogue can run beside another's main loop; the current stream
+            waits for all of them before it returns.
     """
+    current = torch.cuda.current_stream(x.device) if x.is_cuda else None
+    lanes = [current]
+    if current is not None and streams > 1:
+        lanes += _side_streams(x.device, streams - 1)
+        for lane in lanes[1:]:
+            lane.wait_stream(current)
     start = 0
     for e, rows in enumerate(counts_host):
         if rows:
@@ -89,10 +109,13 @@ def add_weight_grad_to_main_grad(
             if acc.dtype == x.dtype:
                 torch.addmm(acc, dy_t, xe, out=acc)
             elif x.is_cuda:  # cuBLAS: bf16 products, fp32 accumulator and output, beta = 1 onto main_grad
-                torch.addmm(acc, dy_t, xe, out_dtype=acc.dtype, out=acc)
+                with torch.cuda.stream(lanes[e % len(lanes)]):
+                    torch.addmm(acc, dy_t, xe, out_dtype=acc.dtype, out=acc)
             else:  # the CPU has no mixed-dtype addmm; the same sum through an fp32 product
                 acc.add_(dy_t.to(acc.dtype) @ xe.to(acc.dtype))
         start += rows
+    for lane in lanes[1:]:
+        current.wait_stream(lane)
 
 
 def _wgrad_descriptors(grad_out: torch.Tensor, x: torch.Tensor, block_m: int, block_n: int, block_k: int):
