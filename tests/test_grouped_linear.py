@@ -223,6 +223,19 @@ def test_bad_wgrad_kernel_env_fails_when_the_experts_are_built(monkeypatch, text
     assert wgrad_kernel_overrides() == {}
 
 
+@pytest.mark.parametrize("text", ["0", "9", "two", "-1"])
+def test_bad_wgrad_streams_env_fails_when_the_experts_are_built(monkeypatch, text):
+    from comet_megatron.ops.grouped_linear import PER_EXPERT_STREAMS, fuses_into_main_grad, per_expert_streams
+
+    monkeypatch.setenv("COMET_WGRAD_STREAMS", text)
+    with pytest.raises(ValueError, match=f"COMET_WGRAD_STREAMS='{text}': give a number of CUDA streams from 1 to 8"):
+        fuses_into_main_grad(False)
+    monkeypatch.setenv("COMET_WGRAD_STREAMS", "1")
+    assert per_expert_streams() == 1
+    monkeypatch.delenv("COMET_WGRAD_STREAMS")
+    assert per_expert_streams() == PER_EXPERT_STREAMS
+
+
 def test_accumulation_method_on_cpu_and_unknown_modes(monkeypatch):
     from comet_megatron.ops.grouped_linear import accumulation_method
 

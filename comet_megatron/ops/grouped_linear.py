@@ -28,6 +28,10 @@ WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatr
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
 # it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
 PER_EXPERT_MIN_FLOPS = 32e9
+# The per-expert GEMMs go round-robin to this many CUDA streams (COMET_WGRAD_STREAMS): one expert's main loop runs
+# beside another's fp32 read-modify-write epilogue. 3 streams: fc1 -4 to -9% on Mixtral / Phi / Qwen2-57B shapes
+# (session 16, benchmarks/results/s16/call3_*).
+PER_EXPERT_STREAMS = 3
 # The accumulating grouped kernel's tile (kernels/wgrad.py).
 # PREFETCH_GRAD (kernels/wgrad.py): 2 = the main_grad tile into L2 with evict_last first; -18 to -21% on the small
 # experts that ``auto`` gives this kernel (DSv3 at EP=2, Qwen3 at EP=1: session 16, benchmarks/results/s16). The
@@ -279,10 +283,22 @@ def wgrad_kernel_overrides() -> dict:
     return overrides
 
 
+def per_expert_streams() -> int:
+    """``COMET_WGRAD_STREAMS``: how many CUDA streams the per-expert GEMMs use (default ``PER_EXPERT_STREAMS``; 1 =
+    the current stream only)."""
+    text = os.environ.get("COMET_WGRAD_STREAMS", "")
+    if not text:
+        return PER_EXPERT_STREAMS
+    if not text.isdigit() or not 1 <= int(text) <= 8:
+        raise ValueError(f"COMET_WGRAD_STREAMS={text!r}: give a number of CUDA streams from 1 to 8")
+    return int(text)
+
+
 def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
     """Whether Comet's experts add their weight gradients into ``main_grad`` themselves (checks the environment's
     weight-gradient settings, so that a bad one fails when the experts are built)."""
     wgrad_kernel_overrides()
+    per_expert_streams()
     return bool(gradient_accumulation_fusion) or wgrad_accumulation_mode() != "megatron"
 
 
@@ -327,7 +343,7 @@ def weight_grad(
     added to ``main_grad``."""
     method = accumulation_method(weight, x, fuse_into_main_grad)
     if method == "per_expert":
-        add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host)
+        add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host, per_expert_streams())
         return _grad_after_main_grad(weight)
     if method == "kernel":
         add_weight_grad_to_main_grad_by_kernel(weight.main_grad, grad_out, x, counts, wgrad_kernel_overrides())
