@@ -7,17 +7,11 @@
 # 2. Comet alone with COMET_LAYER_TIMING=64, 30 it.: where the imbalance wait went (bwd.reduce / fwd.counts_all_gather),
 #    how often early_launch is 1 at EP=2, the MoE layer's ms per call against s14's 7.03 / 13.78.
 # 3. Qwen3-30B-A3B pair, 40 it. (s14: 3.55x).
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NVSHMEM_SYMMETRIC_SIZE=8G
-python -m pip install -q --no-deps --no-index --target /tmp/site .whl/megatron_core-*.whl 2>/dev/null
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-T0=$SECONDS
+source notes/device/common.sh
 nvidia-smi -L
-mkdir -p /tmp/train
 OUTDIR=/tmp/train ITERS=60 TIMEOUT=170 bash examples/compare_2gpu.sh mixtral_8x7b_2gpu.sh | tail -4
 echo "mixtral pair done ($((SECONDS-T0)) s)"
-COMET=1 COMET_LAYER_TIMING=64 ITERS=30 LOG=/tmp/train/mixtral_ep2_timing_comet.log \
-  timeout 110 bash examples/mixtral_8x7b_2gpu.sh > /dev/null 2>&1
-echo "mixtral timing exit $? ($((SECONDS-T0)) s)"
+TRAIN_TIMEOUT=110 train_run mixtral_8x7b_2gpu.sh mixtral_ep2_timing_comet COMET_LAYER_TIMING=64 ITERS=30
 python -m comet_megatron.megatron.layer_timing /tmp/train/mixtral_ep2_timing_comet.log > $OUT/layer_timing.txt 2>&1
 grep -E " moe | fused | experts " $OUT/layer_timing.txt | grep -v Warn
 OUTDIR=/tmp/train ITERS=40 TIMEOUT=150 bash examples/compare_2gpu.sh qwen3_30b_a3b_2gpu.sh | tail -4

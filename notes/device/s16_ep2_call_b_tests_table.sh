@@ -3,10 +3,7 @@
 # five-case table at EP=2 (Megatron / NCCL+_grouped_mm / Comet, fwd and fwd+bwd, peak memory).
 # Predicted: all pass; the table within noise of session 14's (the layer benchmark syncs the host every iteration,
 # so neither the early launch nor the push shows there beyond the removed all_to_all's ~0.1-0.3 ms per backward).
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 NVSHMEM_SYMMETRIC_SIZE=8G
-python -m pip install -q --no-deps --no-index --target /tmp/site .whl/megatron_core-*.whl 2>/dev/null
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-T0=$SECONDS
+source notes/device/common.sh
 COMET_TEST_DEVICE=cuda COMET_DEBUG=1 timeout 330 python -m pytest -q -p no:cacheprovider --durations=3 \
   tests/test_fused_gpu.py -m gpu -k ep2 > $OUT/gpu_tests_ep2.log 2>&1
 echo "GPU tests exit $? ($((SECONDS-T0)) s)"; grep -E "passed|failed|FAIL|Error" $OUT/gpu_tests_ep2.log | tail -6
