@@ -91,7 +91,8 @@ def grouped_wgrad_accumulate_kernel(
         m_ok = offs_m < OUT
         n_ok = offs_n < IN
         if PREFETCH_GRAD:
-            # One address per 128-byte line of the tile's rows; lines past the matrix's edge go to its first element.
+            # One address per 32 columns of the tile's rows (a 128-byte line of an fp32 main_grad, half a line of a
+            # bf16 one); addresses past the matrix's edge go to its first element.
             line_cols = tile_n * BN + tl.arange(0, BN // 32) * 32
             line_ok = m_ok[:, None] & (line_cols < IN)[None, :]
             line_offs = expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + line_cols[None, :]
