@@ -55,15 +55,14 @@ def _prefetch_l2(ptrs, EVICT_LAST: tl.constexpr):
 
 
 @triton.jit
-def _accumulate_tile(
-    tile,
-    dy_desc,
-    x_desc,
-    main_grad_desc,
-    dy_ptr,
-    x_ptr,
-    row_start_ptr,
-    main_grad_ptr,
+def grouped_wgrad_accumulate_kernel(
+    dy_desc,  # USE_TMA: TMA descriptor of dy, block [BK, BM]; otherwise ignored
+    x_desc,  # USE_TMA: TMA descriptor of x, block [BK, BN]; otherwise ignored
+    main_grad_desc,  # REDUCE_BY_TMA: TMA descriptor of main_grad [E, OUT, IN] fp32, block [1, BM, BN]; else ignored
+    dy_ptr,  # bf16 [N, OUT]: output-gradient rows, expert-major (row stride stride_dy, unit column stride)
+    x_ptr,  # bf16 [N, IN]: input rows, same order (row stride stride_x)
+    row_start_ptr,  # int64 [E + 1]: expert e's rows are [row_start[e], row_start[e + 1])
+    main_grad_ptr,  # fp32 (or the inputs' dtype) [E, OUT, IN], contiguous, updated in place
     OUT,
     IN,
     stride_dy,
@@ -72,17 +71,17 @@ def _accumulate_tile(
     BN: tl.constexpr,
     BK: tl.constexpr,
     GROUP_M: tl.constexpr,
-    UPCAST: tl.constexpr,
-    USE_TMA: tl.constexpr,
-    REDUCE_BY_TMA: tl.constexpr,
-    PREFETCH_GRAD: tl.constexpr,
+    UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
+    USE_TMA: tl.constexpr = False,
+    REDUCE_BY_TMA: tl.constexpr = False,
+    PREFETCH_GRAD: tl.constexpr = 0,  # 0: none; 1: the main_grad tile's lines into L2 first; 2: the same, evict_last
 ):
-    """``main_grad`` tile number ``tile`` (expert-major, then grouped over the expert's tiles) += its rows' sum."""
+    pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
     tiles_n = tl.cdiv(IN, BN)
     tiles_per_expert = tiles_m * tiles_n
-    expert = tile // tiles_per_expert
-    tile_m, tile_n = grouped_tile(tile % tiles_per_expert, tiles_m, tiles_n, GROUP_M)
+    expert = pid // tiles_per_expert
+    tile_m, tile_n = grouped_tile(pid % tiles_per_expert, tiles_m, tiles_n, GROUP_M)
 
     start = tl.load(row_start_ptr + expert)
     end = tl.load(row_start_ptr + expert + 1)
@@ -118,40 +117,3 @@ def _accumulate_tile(
             mask = m_ok[:, None] & n_ok[None, :]
             acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
             tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def grouped_wgrad_accumulate_kernel(
-    dy_desc,  # USE_TMA: TMA descriptor of dy, block [BK, BM]; otherwise ignored
-    x_desc,  # USE_TMA: TMA descriptor of x, block [BK, BN]; otherwise ignored
-    main_grad_desc,  # REDUCE_BY_TMA: TMA descriptor of main_grad [E, OUT, IN] fp32, block [1, BM, BN]; else ignored
-    dy_ptr,  # bf16 [N, OUT]: output-gradient rows, expert-major (row stride stride_dy, unit column stride)
-    x_ptr,  # bf16 [N, IN]: input rows, same order (row stride stride_x)
-    row_start_ptr,  # int64 [E + 1]: expert e's rows are [row_start[e], row_start[e + 1])
-    main_grad_ptr,  # fp32 (or the inputs' dtype) [E, OUT, IN], contiguous, updated in place
-    OUT,
-    IN,
-    stride_dy,
-    stride_x,
-    num_tiles,  # E * cdiv(OUT, BM) * cdiv(IN, BN)
-    BM: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    GROUP_M: tl.constexpr,
-    UPCAST: tl.constexpr,  # fp32 products: the interpreter's bf16 dot is wrong (kernels/tiles.py)
-    USE_TMA: tl.constexpr = False,
-    REDUCE_BY_TMA: tl.constexpr = False,
-    PREFETCH_GRAD: tl.constexpr = 0,  # 0: none; 1: the main_grad tile's lines into L2 first; 2: the same, evict_last
-    PERSISTENT: tl.constexpr = False,  # a grid smaller than num_tiles, each program taking every grid-th tile
-):
-    if PERSISTENT:
-        for tile in range(tl.program_id(0), num_tiles, tl.num_programs(0)):
-            _accumulate_tile(
-                tile, dy_desc, x_desc, main_grad_desc, dy_ptr, x_ptr, row_start_ptr, main_grad_ptr, OUT, IN,
-                stride_dy, stride_x, BM, BN, BK, GROUP_M, UPCAST, USE_TMA, REDUCE_BY_TMA, PREFETCH_GRAD,
-            )  # fmt: skip
-    else:
-        _accumulate_tile(
-            tl.program_id(0), dy_desc, x_desc, main_grad_desc, dy_ptr, x_ptr, row_start_ptr, main_grad_ptr, OUT, IN,
-            stride_dy, stride_x, BM, BN, BK, GROUP_M, UPCAST, USE_TMA, REDUCE_BY_TMA, PREFETCH_GRAD,
-        )  # fmt: skip

@@ -132,7 +132,7 @@ def _check(report, cases, interpreted: bool) -> None:
 def test_wgrad_kernel_interpreted():
     pytest.importorskip("triton")
     reports = run_interpreted("tests.test_wgrad_kernel", timeout=300)
-    for use_tma in ("False", "True", "persistent"):
+    for use_tma in ("False", "True"):
         _check(reports[use_tma], CASES, interpreted=True)
     # the TMA path runs on the cases with 16-byte aligned rows, among them experts with a partial last chunk
     assert reports["tma_used"] == [True, False, False, True]
@@ -164,9 +164,6 @@ def test_wgrad_kernel_compiled():
         {},
         {"PREFETCH_GRAD": 0},
         {"PREFETCH_GRAD": 1},
-        {"PROGRAMS_PER_SM": 2},
-        {"PROGRAMS_PER_SM": 1, "BN": 256, "num_warps": 8},
-        {"PROGRAMS_PER_SM": 1, "REDUCE_BY_TMA": False, "USE_TMA": False},
     ):
         _check(wgrad_errors("cuda", GPU_CASES, paths), GPU_CASES, interpreted=False)
         _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, **paths)), CASES, interpreted=False)
@@ -182,7 +179,6 @@ def test_wgrad_kernel_compiled():
         ({"PREFETCH": True}, "unknown field\\(s\\) PREFETCH"),
         ({"PREFETCH_GRAD": 3}, "PREFETCH_GRAD=3 must be 0, 1 or 2"),
         ({"PREFETCH_GRAD": 1, "BN": 16}, "0 when BN < 32"),
-        ({"PROGRAMS_PER_SM": 5}, "PROGRAMS_PER_SM=5 must be 0 \\(one program per tile\\) or 1 to 4"),
     ],
 )
 def test_bad_wgrad_kernel_config_is_refused_before_launch(override, message):
@@ -197,8 +193,6 @@ def test_bad_wgrad_kernel_config_is_refused_before_launch(override, message):
 
 if __name__ == "__main__":
     report = {str(t): wgrad_errors("cpu", CASES, dict(SMALL_TILES, USE_TMA=t)) for t in (False, True)}
-    # a persistent grid of 3 programs (the interpreter's "SM count" is 1): each takes every third tile
-    report["persistent"] = wgrad_errors("cpu", CASES, dict(SMALL_TILES, PROGRAMS_PER_SM=3))
     report["tma_used"] = tma_used()
     report["autograd"] = autograd_through_kernel()
     print(json.dumps(report))

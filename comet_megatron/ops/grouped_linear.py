@@ -36,11 +36,7 @@ PER_EXPERT_STREAMS = 3
 # PREFETCH_GRAD (kernels/wgrad.py): 2 = the main_grad tile into L2 with evict_last first; -18 to -21% on the small
 # experts that ``auto`` gives this kernel (DSv3 at EP=2, Qwen3 at EP=1: session 16, benchmarks/results/s16). The
 # interpreter runs without it (it changes no value).
-# PROGRAMS_PER_SM: 0 = one program per tile; k > 0 = a persistent grid of k programs per SM (on the interpreter: k
-# programs), each taking every grid-th tile.
-WGRAD_KERNEL_CONFIG = dict(
-    BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=2, PROGRAMS_PER_SM=0
-)
+WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=2)
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
@@ -171,11 +167,6 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
             f"weight-gradient kernel config: PREFETCH_GRAD={cfg['PREFETCH_GRAD']!r} must be 0, 1 or 2, and 0 when "
             f"BN < 32 (one prefetch per 32 columns); BN={cfg['BN']}"
         )
-    if type(cfg["PROGRAMS_PER_SM"]) is not int or not 0 <= cfg["PROGRAMS_PER_SM"] <= 4:
-        raise ValueError(
-            f"weight-gradient kernel config: PROGRAMS_PER_SM={cfg['PROGRAMS_PER_SM']!r} must be 0 (one program per "
-            "tile) or 1 to 4 (a persistent grid)"
-        )
     if interpreting():
         cfg["PREFETCH_GRAD"] = 0
     return cfg
@@ -214,15 +205,10 @@ def add_weight_grad_to_main_grad_by_kernel(
     reduce_desc = None
     if cfg.pop("REDUCE_BY_TMA", True):
         reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"])
-    num_tiles = num_experts * -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
-    programs_per_sm = cfg.pop("PROGRAMS_PER_SM")
-    grid = num_tiles
-    if programs_per_sm:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
-        grid = min(num_tiles, programs_per_sm * sms)
+    tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
     launch(
         grouped_wgrad_accumulate_kernel,
-        (grid,),
+        (num_experts * tiles,),
         dy_desc,
         x_desc,
         reduce_desc if reduce_desc is not None else main_grad,
@@ -234,11 +220,9 @@ def add_weight_grad_to_main_grad_by_kernel(
         in_features,
         grad_out.stride(0),
         x.stride(0),
-        num_tiles,
         UPCAST=interpreting(),
         USE_TMA=descriptors is not None,
         REDUCE_BY_TMA=reduce_desc is not None,
-        PERSISTENT=grid < num_tiles,
         **cfg,
     )
 
