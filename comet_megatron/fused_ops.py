@@ -133,12 +133,14 @@ def single_process_views(
     ]
 
 
-def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma, block_n) -> dict:
+def _dispatch_meta(
+    views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma, block_n, comm_programs
+) -> dict:
     """Compile-time parameters and launch options shared by the forward and backward dispatch kernels."""
     return dict(
         WS=ep,
         MAX_T=views.max_tiles_per_expert,
-        N_COMM=config.comm_programs,
+        N_COMM=comm_programs,
         GATED=gated,
         ACT=ACTIVATIONS[activation],
         MODE=mode,
@@ -232,7 +234,16 @@ def dispatch_fc1(
         ffn,
         SAVE_PREACT=save_preact,
         **_dispatch_meta(
-            views, config, ep, gated, activation, mode, debug, descriptors is not None, config.fc1_block_n
+            views,
+            config,
+            ep,
+            gated,
+            activation,
+            mode,
+            debug,
+            descriptors is not None,
+            config.fc1_block_n,
+            config.comm_programs,
         ),
         GUARDED=guarded,
     )
@@ -399,7 +410,16 @@ def dispatch_dgrad(
         EPI_SPLIT=config.epilogue_split,
         FUSE_ACT=config.dgrad_fused_activation,
         **_dispatch_meta(
-            views, config, ep, gated, activation, mode, debug, descriptors is not None, config.dgrad_block_n
+            views,
+            config,
+            ep,
+            gated,
+            activation,
+            mode,
+            debug,
+            descriptors is not None,
+            config.dgrad_block_n,
+            config.dgrad_comm_programs,
         ),
     )
     if not config.dgrad_fused_activation and mode != 1 and rows:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 # Cached entries hold whole configurations, so a changed default would stay frozen in entries tuned before it:
 # bump the version whenever a KernelConfig default or default_config changes.
-# 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten.
-CACHE_VERSION = 4
+# 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten;
+# 5: dgrad_comm_programs, local rows counted in the push programs' share.
+CACHE_VERSION = 5
 
 
 GEMM_TILE_SIDES = (16, 256)  # a GEMM tile side: tensor-core tile minimum, TMA box maximum (powers of two between)
@@ -32,7 +33,8 @@ def is_gemm_tile_side(value) -> bool:
 
 @dataclass(frozen=True)
 class KernelConfig:
-    comm_programs: int = 16
+    comm_programs: int = 16  # programs that start on layer0's push queue (dispatch_fc1)
+    dgrad_comm_programs: int = 16  # the same for the backward's output-gradient dispatch (dispatch_dgrad)
     block_m: int = 128
     fc1_block_n: int = 128
     fc2_block_n: int = 128
@@ -92,9 +94,15 @@ class KernelConfig:
         if self.programs_per_sm == 2 and self.num_warps != 4:
             # two 8-warp programs get at most 128 registers per thread: the accumulators alone need that many
             raise ValueError(f"KernelConfig: programs_per_sm=2 needs num_warps=4 (got {self.num_warps})")
-        if self.comm_programs < 1 or self.num_warps not in (4, 8, 16) or self.num_stages < 1 or self.group_m < 1:
+        if (
+            min(self.comm_programs, self.dgrad_comm_programs) < 1
+            or self.num_warps not in (4, 8, 16)
+            or self.num_stages < 1
+            or self.group_m < 1
+        ):
             raise ValueError(
-                f"KernelConfig: comm_programs={self.comm_programs} and group_m={self.group_m} must be >= 1, "
+                f"KernelConfig: comm_programs={self.comm_programs}, dgrad_comm_programs={self.dgrad_comm_programs} "
+                f"and group_m={self.group_m} must be >= 1, "
                 f"num_warps={self.num_warps} 4, 8 or 16 (whole warpgroups), num_stages={self.num_stages} >= 1"
             )
 
@@ -140,11 +148,33 @@ _chosen: dict[tuple[str, str], KernelConfig] = {}
 # ~350 GB/s NVLink push per direction); the split follows their ratio, so their exact values matter little.
 _GEMM_FLOPS_PER_S = 700e12
 _PUSH_BYTES_PER_S = 350e9
+# Rows a push program copies into its own rank's expert-major buffer: row gathers are latency-bound per program
+# (session 16, one H200: 16 programs moved Qwen3-30B-A3B's 134 MB of local rows in ~0.79 ms, ~10.6 GB/s each).
+_GATHER_BYTES_PER_S_PER_PROGRAM = 10.6e9
+
+
+def _push_programs(key: ShapeKey, dispatch_flops: float) -> int:
+    """Programs for a dispatch kernel's push queue: the share of the grid that moving every received row (local rows
+    copied at the per-program gather rate across the grid, remote rows at the link's rate) takes of that plus the
+    kernel's GEMM, clamped to [16, num_sms / 3]."""
+    row_bytes = key.tokens * key.topk * key.hidden * 2
+    local_bytes, remote_bytes = row_bytes / key.ep, row_bytes * (key.ep - 1) / key.ep
+    comm_time = local_bytes / (_GATHER_BYTES_PER_S_PER_PROGRAM * key.num_sms) + remote_bytes / _PUSH_BYTES_PER_S
+    gemm_time = dispatch_flops / _GEMM_FLOPS_PER_S
+    share = comm_time / max(comm_time + gemm_time, 1e-12)
+    return int(min(max(round(key.num_sms * share), 16), key.num_sms // 3))
 
 
 def default_config(key: ShapeKey) -> KernelConfig:
     """Without measurements: give the push programs the share of the grid that dispatch takes of
-    layer0's time (rows leaving this rank vs the fc1 FLOPs), clamped to [16, num_sms / 3].
+    layer0's time (the rows this rank's experts receive vs the fc1 FLOPs), clamped to [16, num_sms / 3]; the same
+    for the backward's output-gradient dispatch against the fc2 data-gradient's FLOPs (half of a gated fc1's, so the
+    rows weigh twice as much there).
+
+    Session 16 (one H200, EP=1, ``bench_layer --profile-kernels``): counting only the rows that leave the rank gave
+    16 programs at EP=1, and the local rows' gather then bounded the kernels on the fine-grained shapes: 48 programs
+    took Qwen3-30B-A3B's dispatch ⊕ fc1 from 0.79 to 0.56 ms and dispatch ⊕ fc2 data-gradient from 0.71 to 0.36,
+    Qwen1.5-MoE's data-gradient kernel from 0.70 to 0.49 (its fc1 unchanged).
 
     On 2xH200 (2026-11-23, fwd) Mixtral (dispatch ~3% of layer0) ran best with 16 of 132 programs pushing,
     Qwen1.5-MoE (~26%) with 32; 128-wide fc1 tiles beat 64-wide on both (14.5 vs 17.3 ms, 5.6 vs 6.2 ms);
@@ -160,15 +190,12 @@ def default_config(key: ShapeKey) -> KernelConfig:
     Qwen1.5-MoE 1.19 -> 1.06 ms, DSv3-like 9.04 -> 8.28; Mixtral's 256-wide fc2 even, its fc1 data-gradient 5% slower).
     """
     slots = key.tokens * key.topk
-    remote_bytes = slots * (key.ep - 1) / key.ep * key.hidden * 2
-    fc1_flops = 2 * slots * key.hidden * 2 * key.ffn
-    comm_time, gemm_time = remote_bytes / _PUSH_BYTES_PER_S, fc1_flops / _GEMM_FLOPS_PER_S
-    share = comm_time / max(comm_time + gemm_time, 1e-12)
-    comm = int(min(max(round(key.num_sms * share), 16), key.num_sms // 3))
+    fc2_dgrad_flops = 2 * slots * key.hidden * key.ffn
     long_k = key.ffn >= 8192
     small_n = key.ffn < 2048
     return KernelConfig(
-        comm_programs=comm,
+        comm_programs=_push_programs(key, 2 * fc2_dgrad_flops),  # fc1: gate and linear halves
+        dgrad_comm_programs=_push_programs(key, fc2_dgrad_flops),
         fc2_block_n=256 if long_k else 128,
         dgrad_block_n=128 if small_n else 256,
         fc2_flatten=not long_k,

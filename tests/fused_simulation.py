@@ -35,6 +35,7 @@ from comet_megatron.tuning import KernelConfig
 
 TEST_CONFIG = KernelConfig(
     comm_programs=2,
+    dgrad_comm_programs=3,  # unlike comm_programs: the backward's dispatch must use its own split
     block_m=16,
     fc1_block_n=16,
     fc2_block_n=16,
