@@ -7,8 +7,9 @@ gets ``tokens · topk · ep / experts`` rows), for fc1 (``[2F, H]`` per expert) 
   grouped_mm          ``torch._grouped_mm`` of the bf16 gradient alone (what a benchmark without ``main_grad`` sees)
   grouped+add         the same, then ``main_grad.add_(wgrad)`` — Megatron's DDP hook without gradient-accumulation
                       fusion, and Comet's ``grouped`` accumulation
-  per_expert          one cuBLAS GEMM per expert with ``beta = 1`` and an fp32 output straight into ``main_grad``
-                      (``comet_megatron.ops.grouped_linear.add_weight_grad_to_main_grad``, Comet's ``per_expert``)
+  per_expert          one cuBLAS GEMM per expert with ``beta = 1`` and an fp32 output straight into ``main_grad``, all
+                      on one stream (``comet_megatron.ops.grouped_linear.add_weight_grad_to_main_grad``; Comet's
+                      ``per_expert`` spreads them over ``PER_EXPERT_STREAMS`` streams: ``--per-expert-streams``)
   kernel              the accumulating grouped Triton kernel, all experts in one launch (``kernels/wgrad.py``,
                       Comet's ``kernel``); ``--kernel-configs`` adds ``kernel#1``, ... with other tiles
   per_expert_<N>streams  with ``--per-expert-streams N``: the per-expert GEMMs round-robin over N CUDA streams

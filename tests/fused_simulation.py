@@ -10,6 +10,7 @@ Run as ``python -m tests.fused_simulation`` with ``TRITON_INTERPRET=1`` (the tes
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -385,6 +386,27 @@ def simulate(
     return report
 
 
+@contextlib.contextmanager
+def push_programs_recorded():
+    """``{kernel name: {N_COMM values}}`` of every launch through ``fused_ops`` inside the block: which push-program
+    count each dispatch kernel was given (the counts change no value, so only this shows a forward / backward mixup)."""
+    from comet_megatron import fused_ops
+
+    seen: dict[str, set[int]] = {}
+    real_launch = fused_ops.launch
+
+    def recording_launch(kernel, grid, *args, **kwargs):
+        if "N_COMM" in kwargs:
+            seen.setdefault(getattr(kernel, "__name__", str(kernel)), set()).add(kwargs["N_COMM"])
+        return real_launch(kernel, grid, *args, **kwargs)
+
+    fused_ops.launch = recording_launch
+    try:
+        yield seen
+    finally:
+        fused_ops.launch = real_launch
+
+
 def simulate_backward(
     ws, experts, topk, tokens, hidden, ffn, gated=True, activation="silu", seed=1, config_overrides=None
 ):
@@ -671,7 +693,9 @@ if __name__ == "__main__":
     if sys.argv[1] == "debug_spin":
         print(json.dumps(debug_spin_gives_up()))
     elif sys.argv[1].startswith("backward:"):
-        print(json.dumps(simulate_backward(**json.loads(sys.argv[1][len("backward:") :]))))
+        with push_programs_recorded() as push_programs:
+            report = simulate_backward(**json.loads(sys.argv[1][len("backward:") :]))
+        print(json.dumps({**report, "push_programs": {k: sorted(v) for k, v in push_programs.items()}}))
     elif sys.argv[1] == "plan_equivalence":
         print(json.dumps(plan_equivalence()))
     elif sys.argv[1] == "guarded_launch":

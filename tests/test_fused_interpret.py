@@ -165,6 +165,8 @@ def test_fused_backward_kernels_match_fp32_autograd(case):
     report = _interpret("backward:" + json.dumps(BACKWARD_CASES[case]))
     assert report["finite"] and report["error_flag"] == 0, report
     assert all(q == [0, 0, 0] for q in report["queues_after"]), report
+    # each dispatch kernel got its own push-program count (TEST_CONFIG: 2 forward, 3 backward)
+    assert report["push_programs"] == {"dispatch_fc1_kernel": [2], "dispatch_dgrad_kernel": [3]}, report
     # probability gradients pushed by the fc1 data-gradient kernel to the owners' slots: every slot written, exactly
     assert report["pushed_probs_equal"], report
     for grad in ("input_grad", "probs_grad", "fc1_grad", "fc2_grad"):

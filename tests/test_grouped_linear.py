@@ -350,8 +350,11 @@ def test_per_expert_gemms_on_several_streams(streams):
     expected = main_grad.clone()
     for e, (dy, xe) in enumerate(zip(grad_out.split(counts), x.split(counts))):
         expected[e] += dy.t().float() @ xe.float()
+    from comet_megatron.ops import grouped_linear
+
     add_weight_grad_to_main_grad(main_grad, grad_out, x, counts, streams=streams)
     observed = main_grad.clone()  # on the current stream, ordered after the side streams' GEMMs
+    assert len(grouped_linear._SIDE_STREAMS[x.device]) >= streams - 1  # the side streams were used
     assert torch.equal(observed[1], expected[1])
     err = float((observed - expected).norm() / expected.norm())
     assert err < 1e-5, err

@@ -100,6 +100,13 @@ def _assert_fragments(message: str, fragments: list[str]):
     assert not missing, f"{missing} not in:\n{message}"
 
 
+def test_bad_weight_gradient_environment_fails_at_construction(dist_initialized, monkeypatch):
+    monkeypatch.setenv("COMET_WGRAD_STREAMS", "0")
+    _assert_fragments(_message(_config(), _fake_groups(ep=2)), ["COMET_WGRAD_STREAMS='0'", "from 1 to 8"])
+    monkeypatch.setenv("COMET_WGRAD_STREAMS", " 2 ")  # surrounding spaces are fine
+    validate_moe_config(_config(), _fake_groups(ep=2))
+
+
 def test_supported_config_passes(dist_initialized):
     validate_moe_config(_config(), _fake_groups(ep=2))
     validate_moe_config(_config(moe_token_dispatcher_type="allgather", num_moe_experts=8), _fake_groups(ep=4))

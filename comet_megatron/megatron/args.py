@@ -54,7 +54,8 @@ def add_comet_args(parser):
         "--moe-comet-kernel-config",
         default=None,
         metavar="JSON",
-        help=f"Override fields of the fused kernels' configuration, e.g. '{{\"comm_programs\": 24}}' (sets "
+        help=f"Override fields of the fused kernels' configuration, e.g. '{{\"comm_programs\": 24, "
+        f"\"dgrad_comm_programs\": 32}}' (push programs of the forward's and of the backward's dispatch; sets "
         f"{ENV_KERNEL_CONFIG}; for experiments).",
     )
     group.add_argument(

@@ -96,9 +96,12 @@ def add_weight_grad_to_main_grad(
         grad_out: ``[N, out]`` output-gradient rows, expert-major.
         x: ``[N, in]`` input rows, expert-major.
         counts_host: rows per expert, ``sum == N``.
-        streams: on the GPU, the experts' GEMMs go round-robin to this many streams (the current one first), so
-            that one GEMM's read-modify-write epilogue can run beside another's main loop; the current stream
-            waits for all of them before it returns.
+        streams: the experts' accumulating cuBLAS GEMMs (GPU rows, fp32 ``main_grad``) go round-robin to this many
+            streams (the current one first), so that one GEMM's read-modify-write epilogue can run beside another's
+            main loop; the current stream waits for all of them before it returns, so the caller's later work (and
+            the caching allocator's reuse of these tensors, which happens on the current stream) comes after them.
+            The side streams are made on first use; this path reads host-side counts, so it is never inside a CUDA
+            graph capture.
     """
     current = torch.cuda.current_stream(x.device) if x.is_cuda else None
     lanes = [current]
@@ -106,15 +109,16 @@ def add_weight_grad_to_main_grad(
         lanes += _side_streams(x.device, streams - 1)
         for lane in lanes[1:]:
             lane.wait_stream(current)
-    start = 0
+    start = launched = 0
     for e, rows in enumerate(counts_host):
         if rows:
             dy_t, xe, acc = grad_out[start : start + rows].t(), x[start : start + rows], main_grad[e]
             if acc.dtype == x.dtype:
                 torch.addmm(acc, dy_t, xe, out=acc)
             elif x.is_cuda:  # cuBLAS: bf16 products, fp32 accumulator and output, beta = 1 onto main_grad
-                with torch.cuda.stream(lanes[e % len(lanes)]):
+                with torch.cuda.stream(lanes[launched % len(lanes)]):
                     torch.addmm(acc, dy_t, xe, out_dtype=acc.dtype, out=acc)
+                launched += 1
             else:  # the CPU has no mixed-dtype addmm; the same sum through an fp32 product
                 acc.add_(dy_t.to(acc.dtype) @ xe.to(acc.dtype))
         start += rows
@@ -162,6 +166,8 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
             f"weight-gradient kernel config: num_warps={cfg['num_warps']!r} must be 4 or 8 (whole warpgroups), "
             f"num_stages={cfg['num_stages']!r} an integer >= 1"
         )
+    if "PREFETCH_GRAD" not in overrides and cfg["BN"] < 32:
+        cfg["PREFETCH_GRAD"] = 0  # one prefetch per 32 columns: the default's hint does not apply to narrower tiles
     if cfg["PREFETCH_GRAD"] not in (0, 1, 2) or (cfg["PREFETCH_GRAD"] and cfg["BN"] < 32):
         raise ValueError(
             f"weight-gradient kernel config: PREFETCH_GRAD={cfg['PREFETCH_GRAD']!r} must be 0, 1 or 2, and 0 when "
@@ -202,6 +208,8 @@ def add_weight_grad_to_main_grad_by_kernel(
     if cfg.pop("USE_TMA", True):
         descriptors = _wgrad_descriptors(grad_out, x, cfg["BM"], cfg["BN"], cfg["BK"])
     dy_desc, x_desc = descriptors or (grad_out, x)  # the pointer path ignores the descriptor arguments
+    if cfg["PREFETCH_GRAD"] == 2 and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] < 8:
+        cfg["PREFETCH_GRAD"] = 1  # the L2 eviction priority needs sm_80; a plain prefetch works everywhere
     reduce_desc = None
     if cfg.pop("REDUCE_BY_TMA", True):
         reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"])
@@ -270,7 +278,7 @@ def wgrad_accumulation_mode() -> str:
 def wgrad_kernel_overrides() -> dict:
     """``COMET_WGRAD_KERNEL_CONFIG``: a JSON object of ``WGRAD_KERNEL_CONFIG`` fields that training's weight-gradient
     kernel uses instead of the defaults (for experiments and tuning runs), checked like every kernel config."""
-    text = os.environ.get("COMET_WGRAD_KERNEL_CONFIG", "")
+    text = os.environ.get("COMET_WGRAD_KERNEL_CONFIG", "").strip()
     if not text:
         return {}
     try:
@@ -286,17 +294,18 @@ def wgrad_kernel_overrides() -> dict:
 def per_expert_streams() -> int:
     """``COMET_WGRAD_STREAMS``: how many CUDA streams the per-expert GEMMs use (default ``PER_EXPERT_STREAMS``; 1 =
     the current stream only)."""
-    text = os.environ.get("COMET_WGRAD_STREAMS", "")
+    text = os.environ.get("COMET_WGRAD_STREAMS", "").strip()
     if not text:
         return PER_EXPERT_STREAMS
-    if not text.isdigit() or not 1 <= int(text) <= 8:
+    if text not in ("1", "2", "3", "4", "5", "6", "7", "8"):
         raise ValueError(f"COMET_WGRAD_STREAMS={text!r}: give a number of CUDA streams from 1 to 8")
     return int(text)
 
 
 def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
-    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves (checks the environment's
-    weight-gradient settings, so that a bad one fails when the experts are built)."""
+    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves. Also checks the
+    environment's weight-gradient settings (``CometMoELayer``'s construction checks call it, so a bad one fails
+    there, before any kernel runs)."""
     wgrad_kernel_overrides()
     per_expert_streams()
     return bool(gradient_accumulation_fusion) or wgrad_accumulation_mode() != "megatron"
