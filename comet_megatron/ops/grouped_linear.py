@@ -29,7 +29,7 @@ WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatr
 # it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
 PER_EXPERT_MIN_FLOPS = 32e9
 # The per-expert GEMMs go round-robin to this many CUDA streams (COMET_WGRAD_STREAMS): one expert's main loop runs
-# beside another's fp32 read-modify-write epilogue. 3 streams: fc1 -4 to -9% on Mixtral / Phi / Qwen2-57B shapes
+# beside another's fp32 read-modify-write epilogue. 3 streams: fc1 -2 to -9% on Mixtral / Phi / Qwen2-57B shapes
 # (session 16, benchmarks/results/s16/call3_*).
 PER_EXPERT_STREAMS = 3
 # The accumulating grouped kernel's tile (kernels/wgrad.py).
