@@ -1342,6 +1342,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="kernel-config sweep: a JSON list of KernelConfig overrides, e.g. '[{\"fc2_block_n\": 256}]'; "
         f"each adds a variant {SWEEP_PREFIX}<i> (the 'comet' layer with that override)",
     )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="fill Comet's tuning cache (COMET_TUNING_CACHE, --moe-comet-tuning-cache): time the tuner's candidate "
+        "kernel configurations and the current choice (cached, else the default) as comet_cfg<i> variants of every "
+        "case, fwd+bwd, max over ranks, and store each case's fastest under the key the fused backend looks up "
+        "(tokens per rank = the case's or --tokens: tune at your training's seq x micro-batch). GPUs only",
+    )
     p.add_argument("--out", default=None, help="output folder (default $OUT, else ./benchmarks/results)")
     p.add_argument("--timeout-s", type=int, default=300, help="process-group timeout (a hung collective aborts)")
     p.add_argument("--cpu-smoke", action="store_true", help="CPU dry run: gloo, fp32, smoke case, few iterations")
@@ -1359,6 +1367,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     args.comet_configs = parse_comet_configs(p, args.comet_configs)
+    if args.tune:
+        if args.cpu_smoke:
+            p.error("--tune times the fused kernels: it needs GPUs, not --cpu-smoke")
+        if args.comet_configs:
+            p.error("--tune makes its own comet_cfg<i> variants (the tuner's candidates); drop --comet-configs")
     args.variants += [f"{SWEEP_PREFIX}{i}" for i in range(len(args.comet_configs))]
     if args.iters is None:
         args.iters = 3 if args.cpu_smoke else 20
@@ -1409,6 +1422,11 @@ def main(argv=None) -> None:
     env = setup(args)
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)  # comet_megatron from this checkout when it is not installed
+    if args.tune:
+        from comet_megatron.tuning import candidate_overrides
+
+        args.comet_configs = [{}] + candidate_overrides(torch.cuda.get_device_properties(env.dev).multi_processor_count)
+        args.variants += [f"{SWEEP_PREFIX}{i}" for i in range(len(args.comet_configs))]
     os.makedirs(args.out, exist_ok=True)
     if args.trace_dir:
         os.makedirs(args.trace_dir, exist_ok=True)
@@ -1546,6 +1564,11 @@ def main(argv=None) -> None:
                 buffers = "FAIL symmetric buffers on another rank"
         run_phase(PHASE2, buffers)
 
+    if args.tune and env.rank == 0:
+        for name, case in cases.items():
+            entry = results["cases"][name]
+            entry["tuned"] = store_tuned(name, case, entry, env, "fwd_ms" if args.fwd_only else "fwdbwd_ms")
+            log0(env, f"tuned {name}: {json.dumps(entry['tuned'])}")
     results["meta"]["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if env.rank == 0:
         write_json(results, json_path)
@@ -1568,6 +1591,37 @@ def main(argv=None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def tuned_choice(entry: dict, metric: str) -> tuple[dict, float, int] | None:
+    """The fastest successful comet_cfg<i> variant of a case entry: ``(its kernel config, ms, timed count)``."""
+    timed = [
+        (r[metric], r["kernel_config"])
+        for v, r in entry.get("variants", {}).items()
+        if v.startswith(SWEEP_PREFIX) and isinstance(r, dict) and isinstance(r.get(metric), (int, float))
+    ]
+    if not timed:
+        return None
+    ms, config = min(timed, key=lambda t: t[0])
+    return config, ms, len(timed)
+
+
+def store_tuned(name: str, case: Case, entry: dict, env: Env, metric: str) -> dict:
+    """Write the case's fastest configuration to the tuning cache under the fused backend's key for this shape."""
+    from comet_megatron.tuning import KernelConfig, ShapeKey, cache_path, tune
+
+    choice = tuned_choice(entry, metric)
+    if choice is None:
+        return {"stored": False, "why": f"no comet_cfg variant of {name} was timed ({metric})"}
+    config, ms, count = choice
+    props = torch.cuda.get_device_properties(env.dev)
+    key = ShapeKey(
+        case.tokens, case.hidden, case.ffn, case.experts, case.topk, env.ws, torch.cuda.get_device_name(env.dev),
+        props.multi_processor_count,
+    )  # fmt: skip
+    best = KernelConfig(**config)
+    tune(key, lambda c: ms if c == best else math.inf, [best])  # the timing is done: store the winner
+    return {"stored": True, "key": key.as_str(), "cache": str(cache_path()), metric: ms, "of": count, "config": config}
 
 
 def symm_skip_reason(env: Env, case: Case, buffers) -> str | None:

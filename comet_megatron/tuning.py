@@ -210,15 +210,20 @@ def choose_config(key: ShapeKey) -> KernelConfig:
     return _chosen[memo]
 
 
+def candidate_overrides(num_sms: int) -> list[dict]:
+    """The fields :func:`candidate_configs` varies over a shape's default: layer0's push share and fc1 tile, the
+    pipeline depth (the same list for every shape on a GPU with ``num_sms`` SMs)."""
+    overrides = []
+    for frac in (0.06, 0.12, 0.2):
+        comm = max(4, round(num_sms * frac))
+        for fc1_bn, stages in ((128, 4), (128, 3), (64, 4)):
+            overrides.append({"comm_programs": comm, "fc1_block_n": fc1_bn, "num_stages": stages})
+    return overrides
+
+
 def candidate_configs(key: ShapeKey) -> list[KernelConfig]:
     base = default_config(key)
-    fractions = (0.06, 0.12, 0.2)
-    configs = []
-    for frac in fractions:
-        comm = max(4, round(key.num_sms * frac))
-        for fc1_bn, stages in ((128, 4), (128, 3), (64, 4)):
-            configs.append(dataclasses.replace(base, comm_programs=comm, fc1_block_n=fc1_bn, num_stages=stages))
-    return configs
+    return [dataclasses.replace(base, **o) for o in candidate_overrides(key.num_sms)]
 
 
 def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates: Iterable[KernelConfig] | None = None):

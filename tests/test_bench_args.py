@@ -112,3 +112,36 @@ def test_host_profile_prints_the_functions_a_forward_spends_host_time_in(bench, 
     assert per_call > 0
     assert "host profile case comet: 3 forward calls" in out and "plan_rows" in out
     assert bench.parse_args(["--host-profile", "4"]).host_profile == 4
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tune", "--cpu-smoke"], "--tune times the fused kernels: it needs GPUs"),
+        (["--tune", "--comet-configs", '[{"num_stages": 3}]'], "--tune makes its own comet_cfg<i> variants"),
+    ],
+)
+def test_tune_refuses_what_it_cannot_do(bench, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        bench.parse_args([*argv, "--out", "x"])
+    assert message in capsys.readouterr().err
+
+
+def test_tuned_choice_is_the_fastest_timed_candidate(bench):
+    from comet_megatron.tuning import candidate_overrides
+
+    entry = {
+        "variants": {
+            "comet": {"fwdbwd_ms": 1.0, "kernel_config": {"comm_programs": 99}},  # not a candidate
+            "comet_cfg0": {"fwdbwd_ms": 5.0, "kernel_config": {"comm_programs": 16}},
+            "comet_cfg1": {"fwdbwd_ms": 4.0, "kernel_config": {"comm_programs": 8}},
+            "comet_cfg2": {"fwdbwd_ms": "FAIL out of memory", "kernel_config": {"comm_programs": 26}},
+            "comet_cfg3": "FAIL inputs: boom",
+            "comet_cfg4": {"fwdbwd_ms": 4.5, "kernel_config": {"comm_programs": 40}},
+        }
+    }
+    assert bench.tuned_choice(entry, "fwdbwd_ms") == ({"comm_programs": 8}, 4.0, 3)
+    assert bench.tuned_choice({"variants": {"comet": entry["variants"]["comet"]}}, "fwdbwd_ms") is None
+    # the candidates: push share x fc1 tile x pipeline depth, from the SM count alone
+    overrides = candidate_overrides(132)
+    assert len(overrides) == 9 and {o["comm_programs"] for o in overrides} == {8, 16, 26}
