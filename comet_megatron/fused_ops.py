@@ -133,19 +133,18 @@ def single_process_views(
     ]
 
 
-def _dispatch_meta(
-    views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma, block_n, comm_programs
-) -> dict:
-    """Compile-time parameters and launch options shared by the forward and backward dispatch kernels."""
+def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, debug, use_tma, backward: bool) -> dict:
+    """Compile-time parameters and launch options shared by the forward and backward dispatch kernels; each takes
+    its own GEMM tile width and push-program count from ``config`` (``backward``: the fc2 data-gradient's)."""
     return dict(
         WS=ep,
         MAX_T=views.max_tiles_per_expert,
-        N_COMM=comm_programs,
+        N_COMM=config.dgrad_comm_programs if backward else config.comm_programs,
         GATED=gated,
         ACT=ACTIVATIONS[activation],
         MODE=mode,
         BM=config.block_m,
-        BN=block_n,
+        BN=config.dgrad_block_n if backward else config.fc1_block_n,
         BK=config.block_k,
         GROUP_M=config.group_m,
         ROWS=config.comm_rows,
@@ -233,18 +232,7 @@ def dispatch_fc1(
         hidden,
         ffn,
         SAVE_PREACT=save_preact,
-        **_dispatch_meta(
-            views,
-            config,
-            ep,
-            gated,
-            activation,
-            mode,
-            debug,
-            descriptors is not None,
-            config.fc1_block_n,
-            config.comm_programs,
-        ),
+        **_dispatch_meta(views, config, ep, gated, activation, mode, debug, descriptors is not None, backward=False),
         GUARDED=guarded,
     )
     return act, preact
@@ -409,18 +397,7 @@ def dispatch_dgrad(
         ffn,
         EPI_SPLIT=config.epilogue_split,
         FUSE_ACT=config.dgrad_fused_activation,
-        **_dispatch_meta(
-            views,
-            config,
-            ep,
-            gated,
-            activation,
-            mode,
-            debug,
-            descriptors is not None,
-            config.dgrad_block_n,
-            config.dgrad_comm_programs,
-        ),
+        **_dispatch_meta(views, config, ep, gated, activation, mode, debug, descriptors is not None, backward=True),
     )
     if not config.dgrad_fused_activation and mode != 1 and rows:
         launch(
