@@ -1608,7 +1608,7 @@ def tuned_choice(entry: dict, metric: str) -> tuple[dict, float, int] | None:
 
 def store_tuned(name: str, case: Case, entry: dict, env: Env, metric: str) -> dict:
     """Write the case's fastest configuration to the tuning cache under the fused backend's key for this shape."""
-    from comet_megatron.tuning import KernelConfig, ShapeKey, cache_path, tune
+    from comet_megatron.tuning import KernelConfig, ShapeKey, cache_path, store_config
 
     choice = tuned_choice(entry, metric)
     if choice is None:
@@ -1619,8 +1619,7 @@ def store_tuned(name: str, case: Case, entry: dict, env: Env, metric: str) -> di
         case.tokens, case.hidden, case.ffn, case.experts, case.topk, env.ws, torch.cuda.get_device_name(env.dev),
         props.multi_processor_count,
     )  # fmt: skip
-    best = KernelConfig(**config)
-    tune(key, lambda c: ms if c == best else math.inf, [best])  # the timing is done: store the winner
+    store_config(key, KernelConfig(**config))
     return {"stored": True, "key": key.as_str(), "cache": str(cache_path()), metric: ms, "of": count, "config": config}
 
 

@@ -235,10 +235,16 @@ def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates
     for config in candidates or candidate_configs(key):
         results.append((time_config(config), config))
     best_ms, best = min(results, key=lambda r: r[0])
+    store_config(key, best)
+    return best, best_ms, results
+
+
+def store_config(key: ShapeKey, config: KernelConfig) -> None:
+    """Make ``config`` the cached choice for ``key`` (in this process and in the cache file)."""
     cache = _load()
-    cache[key.as_str()] = dataclasses.asdict(best)
+    cache[key.as_str()] = dataclasses.asdict(config)
     path = cache_path()
-    _chosen[(str(path), key.as_str())] = best
+    _chosen[(str(path), key.as_str())] = config
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -246,4 +252,3 @@ def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache directory only costs re-tuning
-    return best, best_ms, results
