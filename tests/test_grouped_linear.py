@@ -212,11 +212,11 @@ def test_when_comet_fuses_into_main_grad(monkeypatch, mode, flag, fuses):
     ],
 )
 def test_bad_wgrad_kernel_env_fails_when_the_experts_are_built(monkeypatch, text, message):
-    from comet_megatron.ops.grouped_linear import fuses_into_main_grad, wgrad_kernel_overrides
+    from comet_megatron.ops.grouped_linear import check_wgrad_environment, wgrad_kernel_overrides
 
     monkeypatch.setenv("COMET_WGRAD_KERNEL_CONFIG", text)
     with pytest.raises(ValueError, match="COMET_WGRAD_KERNEL_CONFIG=.*" + message):
-        fuses_into_main_grad(False)
+        check_wgrad_environment()
     monkeypatch.setenv("COMET_WGRAD_KERNEL_CONFIG", '{"PREFETCH_GRAD": 2, "BN": 256}')
     assert wgrad_kernel_overrides() == {"PREFETCH_GRAD": 2, "BN": 256}
     monkeypatch.delenv("COMET_WGRAD_KERNEL_CONFIG")
@@ -225,11 +225,11 @@ def test_bad_wgrad_kernel_env_fails_when_the_experts_are_built(monkeypatch, text
 
 @pytest.mark.parametrize("text", ["0", "9", "two", "-1"])
 def test_bad_wgrad_streams_env_fails_when_the_experts_are_built(monkeypatch, text):
-    from comet_megatron.ops.grouped_linear import PER_EXPERT_STREAMS, fuses_into_main_grad, per_expert_streams
+    from comet_megatron.ops.grouped_linear import PER_EXPERT_STREAMS, check_wgrad_environment, per_expert_streams
 
     monkeypatch.setenv("COMET_WGRAD_STREAMS", text)
     with pytest.raises(ValueError, match=f"COMET_WGRAD_STREAMS='{text}': give a number of CUDA streams from 1 to 8"):
-        fuses_into_main_grad(False)
+        check_wgrad_environment()
     monkeypatch.setenv("COMET_WGRAD_STREAMS", "1")
     assert per_expert_streams() == 1
     monkeypatch.delenv("COMET_WGRAD_STREAMS")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from megatron.core import utils as mcore_utils
 
 from comet_megatron.errors import CometConfigError
-from comet_megatron.ops.grouped_linear import fuses_into_main_grad
+from comet_megatron.ops.grouped_linear import check_wgrad_environment
 
 SUPPORTED_CONFIG_DISPATCHERS = ("alltoall", "allgather")
 
@@ -63,8 +63,8 @@ def validate_moe_config(config, pg_collection) -> None:
             f"moe_token_dispatcher_type={config.moe_token_dispatcher_type!r}: Megatron builds that dispatcher "
             "before Comet replaces it; set --moe-token-dispatcher-type alltoall"
         )
-    try:  # the weight-gradient environment (COMET_WGRAD_*), read again at every backward
-        fuses_into_main_grad(getattr(config, "gradient_accumulation_fusion", False))
+    try:
+        check_wgrad_environment()
     except ValueError as exc:
         problems.append(str(exc))
     if problems:

@@ -302,12 +302,17 @@ def per_expert_streams() -> int:
     return int(text)
 
 
-def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
-    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves. Also checks the
-    environment's weight-gradient settings (``CometMoELayer``'s construction checks call it, so a bad one fails
-    there, before any kernel runs)."""
+def check_wgrad_environment() -> None:
+    """Raise ``ValueError`` naming the variable if a ``COMET_WGRAD_*`` setting is bad: ``CometMoELayer``'s
+    construction checks call this, so a bad one fails there, before any kernel runs (the backward reads them again
+    when it uses them)."""
+    wgrad_accumulation_mode()
     wgrad_kernel_overrides()
     per_expert_streams()
+
+
+def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
+    """Whether Comet's experts add their weight gradients into ``main_grad`` themselves."""
     return bool(gradient_accumulation_fusion) or wgrad_accumulation_mode() != "megatron"
 
 
