@@ -835,24 +835,38 @@ def experts_tokens_hook(store: dict):
 SWEEP_PREFIX = "comet_cfg"  # comet_cfg<i>: the 'comet' layer with --comet-configs[i] over its kernel config
 
 
-def sweep_override(name: str, env: Env) -> dict | None:
+def sweep_config(name: str, env: Env, base):
+    """The kernel config of sweep variant ``name`` (``None`` for other variants) over the case's current choice
+    ``base``: with --tune the tuner's candidate ``i`` for ``base``, else ``base`` with --comet-configs[i] applied."""
     if not name.startswith(SWEEP_PREFIX):
         return None
-    return env.args.comet_configs[int(name[len(SWEEP_PREFIX) :])]
+    index = int(name[len(SWEEP_PREFIX) :])
+    if env.args.tune:
+        from comet_megatron.tuning import candidate_configs
+
+        return candidate_configs(base, torch.cuda.get_device_properties(env.dev).multi_processor_count)[index]
+    return dataclasses.replace(base, **env.args.comet_configs[index])
+
+
+def sweep_description(name: str, env: Env) -> str:
+    index = int(name[len(SWEEP_PREFIX) :])
+    if env.args.tune:
+        which = "its current choice" if index == 0 else f"the tuner's candidate {index} for its current choice"
+        return f"the 'comet' layer with {which} (tuning.candidate_configs; the case's kernel_config has it)"
+    return f"the 'comet' layer with KernelConfig overrides {env.args.comet_configs[index]}"
 
 
 def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
     """Build variant ``name`` with this case's weights; returns ``(module, info dict)``."""
     config = megatron_config(data.case, env)
     info: dict = {}
-    override = sweep_override(name, env)
-    if override is not None:
+    if name.startswith(SWEEP_PREFIX):
         layer, info = build_variant("comet", data, env, ctx)
         backend = layer.comet_backend
         if not hasattr(backend, "kernel_config"):
-            raise RuntimeError(f"{name}: --comet-configs needs the fused backend, got {backend.name!r}")
+            raise RuntimeError(f"{name}: --comet-configs and --tune need the fused backend, got {backend.name!r}")
         tokens, hidden = data.x.numel() // data.x.shape[-1], data.x.shape[-1]
-        backend.config_override = dataclasses.replace(backend.kernel_config(tokens, hidden), **override)
+        backend.config_override = sweep_config(name, env, backend.kernel_config(tokens, hidden))
         info["kernel_config"] = dataclasses.asdict(backend.config_override)
         return layer, info
     if name == "megatron":
@@ -1372,7 +1386,14 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--tune times the fused kernels: it needs GPUs, not --cpu-smoke")
         if args.comet_configs:
             p.error("--tune makes its own comet_cfg<i> variants (the tuner's candidates); drop --comet-configs")
-    args.variants += [f"{SWEEP_PREFIX}{i}" for i in range(len(args.comet_configs))]
+        if REPO_ROOT not in sys.path:
+            sys.path.insert(0, REPO_ROOT)
+        from comet_megatron.tuning import CANDIDATE_COUNT
+
+        sweeps = CANDIDATE_COUNT  # comet_cfg0 is the current choice; the rest follow it (tuning.candidate_configs)
+    else:
+        sweeps = len(args.comet_configs)
+    args.variants += [f"{SWEEP_PREFIX}{i}" for i in range(sweeps)]
     if args.iters is None:
         args.iters = 3 if args.cpu_smoke else 20
     if args.warmup is None:
@@ -1422,11 +1443,6 @@ def main(argv=None) -> None:
     env = setup(args)
     if REPO_ROOT not in sys.path:
         sys.path.insert(0, REPO_ROOT)  # comet_megatron from this checkout when it is not installed
-    if args.tune:
-        from comet_megatron.tuning import candidate_overrides
-
-        args.comet_configs = [{}] + candidate_overrides(torch.cuda.get_device_properties(env.dev).multi_processor_count)
-        args.variants += [f"{SWEEP_PREFIX}{i}" for i in range(len(args.comet_configs))]
     os.makedirs(args.out, exist_ok=True)
     if args.trace_dir:
         os.makedirs(args.trace_dir, exist_ok=True)
@@ -1468,10 +1484,7 @@ def main(argv=None) -> None:
             "symm_buffers_GiB)",
             "floor_definition": "max(GEMM FLOPs / dense_TFLOPs, dispatch+combine bytes / peer_GBps_used); "
             "fwd FLOPs = T*k*6*H*F, fwd+bwd = 3x; bytes fwd = 2*T*k*(ws-1)/ws*H*2, fwd+bwd = 2x",
-            "variants": {
-                v: DESCRIPTIONS.get(v) or f"the 'comet' layer with KernelConfig overrides {sweep_override(v, env)}"
-                for v in args.variants
-            },
+            "variants": {v: DESCRIPTIONS.get(v) or sweep_description(v, env) for v in args.variants},
             "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
         "cases": {},

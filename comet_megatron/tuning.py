@@ -210,20 +210,37 @@ def choose_config(key: ShapeKey) -> KernelConfig:
     return _chosen[memo]
 
 
-def candidate_overrides(num_sms: int) -> list[dict]:
-    """The fields :func:`candidate_configs` varies over a shape's default: layer0's push share and fc1 tile, the
-    pipeline depth (the same list for every shape on a GPU with ``num_sms`` SMs)."""
-    overrides = []
-    for frac in (0.06, 0.12, 0.2):
-        comm = max(4, round(num_sms * frac))
-        for fc1_bn, stages in ((128, 4), (128, 3), (64, 4)):
-            overrides.append({"comm_programs": comm, "fc1_block_n": fc1_bn, "num_stages": stages})
-    return overrides
+# The tuner's push-program counts: the default's (or the cached choice's) scaled, since the right count follows the
+# shape (session 16: 16 programs at EP=1 bounded Qwen3-30B-A3B's kernels, 44 did not; Mixtral's stays at 16).
+PUSH_SCALES = (0.5, 1.0, 1.5)
+# fc1 tile width x pipeline depth: 128 x 4 is the default; 3 stages leave more shared memory to the epilogue, 64-wide
+# tiles more tiles per expert on short ones
+FC1_TILE_CHOICES = ((128, 4), (128, 3), (64, 4))
 
 
-def candidate_configs(key: ShapeKey) -> list[KernelConfig]:
-    base = default_config(key)
-    return [dataclasses.replace(base, **o) for o in candidate_overrides(key.num_sms)]
+def _scaled_push(programs: int, scale: float, num_sms: int) -> int:
+    return int(min(max(round(programs * scale), 4), num_sms // 2))
+
+
+def candidate_configs(base: KernelConfig, num_sms: int) -> list[KernelConfig]:
+    """What the tuner times for a shape whose current choice is ``base``: ``base`` itself first, then both
+    dispatch kernels' push counts scaled together by :data:`PUSH_SCALES` x :data:`FC1_TILE_CHOICES` (clamped to
+    [4, num_sms / 2]). The list's length does not depend on ``base`` (a candidate may repeat ``base``: two timings of
+    one configuration show the measurement's noise)."""
+    candidates = [base]
+    for scale in PUSH_SCALES:
+        comm = _scaled_push(base.comm_programs, scale, num_sms)
+        dgrad_comm = _scaled_push(base.dgrad_comm_programs, scale, num_sms)
+        for fc1_bn, stages in FC1_TILE_CHOICES:
+            candidates.append(
+                dataclasses.replace(
+                    base, comm_programs=comm, dgrad_comm_programs=dgrad_comm, fc1_block_n=fc1_bn, num_stages=stages
+                )
+            )
+    return candidates
+
+
+CANDIDATE_COUNT = 1 + len(PUSH_SCALES) * len(FC1_TILE_CHOICES)
 
 
 def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates: Iterable[KernelConfig] | None = None):
@@ -232,7 +249,7 @@ def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates
     Every rank of the EP group must call this with the same candidates (the kernels communicate).
     """
     results = []
-    for config in candidates or candidate_configs(key):
+    for config in candidates or candidate_configs(default_config(key), key.num_sms):
         results.append((time_config(config), config))
     best_ms, best = min(results, key=lambda r: r[0])
     store_config(key, best)

@@ -128,8 +128,6 @@ def test_tune_refuses_what_it_cannot_do(bench, capsys, argv, message):
 
 
 def test_tuned_choice_is_the_fastest_timed_candidate(bench):
-    from comet_megatron.tuning import candidate_overrides
-
     entry = {
         "variants": {
             "comet": {"fwdbwd_ms": 1.0, "kernel_config": {"comm_programs": 99}},  # not a candidate
@@ -142,6 +140,11 @@ def test_tuned_choice_is_the_fastest_timed_candidate(bench):
     }
     assert bench.tuned_choice(entry, "fwdbwd_ms") == ({"comm_programs": 8}, 4.0, 3)
     assert bench.tuned_choice({"variants": {"comet": entry["variants"]["comet"]}}, "fwdbwd_ms") is None
-    # the candidates: push share x fc1 tile x pipeline depth, from the SM count alone
-    overrides = candidate_overrides(132)
-    assert len(overrides) == 9 and {o["comm_programs"] for o in overrides} == {8, 16, 26}
+
+
+def test_tune_times_every_candidate_of_the_current_choice(bench):
+    from comet_megatron.tuning import CANDIDATE_COUNT
+
+    args = bench.parse_args(["--tune", "--variants", "comet", "--out", "x"])
+    sweeps = [v for v in args.variants if v.startswith(bench.SWEEP_PREFIX)]
+    assert sweeps == [f"{bench.SWEEP_PREFIX}{i}" for i in range(CANDIDATE_COUNT)]

@@ -110,3 +110,20 @@ def test_choose_reads_the_cache_file_once_per_key(tmp_path, monkeypatch):
     (tmp_path / "tuning.json").write_text(json.dumps({MIXTRAL.as_str(): {"comm_programs": 99}}))
     monkeypatch.setattr(tuning, "_load", lambda: pytest.fail("the cache file was read again"))
     assert choose_config(MIXTRAL) == default_config(MIXTRAL)
+
+
+def test_candidates_scale_the_current_push_counts():
+    qwen = default_config(QWEN)  # EP=2: 41 / 44 push programs
+    candidates = tuning.candidate_configs(qwen, 132)
+    assert len(candidates) == tuning.CANDIDATE_COUNT and candidates[0] == qwen
+    pushes = {(c.comm_programs, c.dgrad_comm_programs) for c in candidates[1:]}
+    assert pushes == {(20, 22), (41, 44), (62, 66)}
+    assert {(c.fc1_block_n, c.num_stages) for c in candidates[1:]} == set(tuning.FC1_TILE_CHOICES)
+    # everything the tuner does not vary stays as the current choice has it
+    assert all(c.fc2_block_n == qwen.fc2_block_n and c.fc2_flatten == qwen.fc2_flatten for c in candidates)
+    # clamped: at least 4 programs push, at most half of the grid
+    few = tuning.candidate_configs(KernelConfig(comm_programs=5, dgrad_comm_programs=60), 100)
+    assert {c.comm_programs for c in few} == {4, 5, 8}  # 5 x 0.5 -> 4, 5 x 1.5 -> 8
+    assert max(c.dgrad_comm_programs for c in few[1:]) == 50
+    # another current choice, other candidates: they follow a cached configuration too
+    assert tuning.candidate_configs(default_config(MIXTRAL), 132)[1:] != candidates[1:]
