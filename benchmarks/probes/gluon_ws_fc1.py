@@ -66,8 +66,12 @@ def _load_partition(
             bar = ready_bars.index(s)
             mbarrier.expect(bar, nbytes)
             tma.async_copy_global_to_shared(a_desc, [row0, k], bar, a_bufs.index(s))
-            tma.async_copy_global_to_shared(w_desc, [w_row0, k], bar, g_bufs.index(s))
-            tma.async_copy_global_to_shared(w_desc, [w_row0 + F, k], bar, l_bufs.index(s))
+            if g_bufs.shape[1] == BN:
+                tma.async_copy_global_to_shared(w_desc, [w_row0, k], bar, g_bufs.index(s))
+                tma.async_copy_global_to_shared(w_desc, [w_row0 + F, k], bar, l_bufs.index(s))
+            else:  # FUSED_B: gate rows, then linear rows, in one [2 BN, BK] tile read by one n256 wgmma
+                tma.async_copy_global_to_shared(w_desc, [w_row0, k], bar, g_bufs.index(s).slice(0, BN))
+                tma.async_copy_global_to_shared(w_desc, [w_row0 + F, k], bar, g_bufs.index(s).slice(BN, BN))
             step += 1
 
 
@@ -124,6 +128,27 @@ def _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n
 
 
 @gluon.jit
+def _epilogue_bound(acc, act_ptr, row0, n, BN: gl.constexpr, acc_layout: gl.constexpr):
+    """EPILOGUE 4, a main-loop bound: store one element per BN columns of the tile (two per tile) so that every
+    wgmma's accumulator stays live (ptxas dropped 6 of 8 HGMMAs when nothing was stored) at no store cost."""
+    W: gl.constexpr = acc.shape[1]
+    rows = gl.arange(0, acc.shape[0], layout=gl.SliceLayout(1, acc_layout))
+    cols = gl.arange(0, W, layout=gl.SliceLayout(0, acc_layout))
+    mask = (rows == 0)[:, None] & (cols % BN == 0)[None, :]
+    offs = (row0 + rows.to(gl.int64))[:, None] * W + (n * W + cols)[None, :]
+    gl.store(act_ptr + offs, acc.to(gl.bfloat16), mask=mask)
+
+
+@gluon.jit
+def _split_halves(acc):
+    """``[BM, 2 BN]`` -> its two ``[BM, BN]`` column halves (FUSED_B: gate, linear), in registers: the wgmma layout
+    puts column j and j + BN in the same thread."""
+    BM: gl.constexpr = acc.shape[0]
+    BN: gl.constexpr = acc.shape[1] // 2
+    return gl.split(gl.permute(gl.reshape(acc, BM, 2, BN), 0, 2, 1))
+
+
+@gluon.jit
 def _mma_partition(
     bufs, bars, out_descs, mtiles_ptr, num_mtiles, probs_ptr, act_ptr, preact_ptr, F, H,
     BM: gl.constexpr, BN: gl.constexpr, BK: gl.constexpr, GROUP_M: gl.constexpr, EPILOGUE: gl.constexpr,
@@ -137,6 +162,10 @@ def _mma_partition(
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
         version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BN, 16]
     )
+    FUSED_B: gl.constexpr = g_bufs.shape[1] == 2 * BN
+    wide_layout: gl.constexpr = gl.NVMMADistributedLayout(
+        version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, 2 * BN, 16]
+    )
     # epilogue stores: 8 consecutive bf16 (16 bytes) per thread along N
     out_layout: gl.constexpr = gl.BlockedLayout([1, 8], [32 // (BN // 8), BN // 8], [num_warps, 1], [1, 0])
     num_n = gl.cdiv(F, BN)
@@ -147,23 +176,43 @@ def _mma_partition(
         mtile, n = grouped_tile(item, num_mtiles, num_n, GROUP_M)
         row0 = gl.load(mtiles_ptr + mtile * 4 + 1)
         row1 = gl.load(mtiles_ptr + mtile * 4 + 2)
-        acc_g = gl.zeros((BM, BN), gl.float32, acc_layout)
-        acc_l = gl.zeros((BM, BN), gl.float32, acc_layout)
-        for k in range(0, H, BK):
-            s = step % STAGES
-            mbarrier.wait(ready_bars.index(s), (step // STAGES) & 1)
-            a = a_bufs.index(s)
-            acc_g = warpgroup_mma(a, g_bufs.index(s).permute((1, 0)), acc_g, is_async=True)
-            acc_l = warpgroup_mma(a, l_bufs.index(s).permute((1, 0)), acc_l, is_async=True)
-            # keep this stage's two wgmmas in flight; the previous stage's are done, so its buffers are free
-            acc_g, acc_l = warpgroup_mma_wait(2, deps=(acc_g, acc_l))
-            mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES), pred=k > 0)
-            step += 1
-        acc_g, acc_l = warpgroup_mma_wait(0, deps=(acc_g, acc_l))
-        mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES))
+        if FUSED_B:
+            acc = gl.zeros((BM, 2 * BN), gl.float32, wide_layout)
+            for k in range(0, H, BK):
+                s = step % STAGES
+                mbarrier.wait(ready_bars.index(s), (step // STAGES) & 1)
+                acc = warpgroup_mma(a_bufs.index(s), g_bufs.index(s).permute((1, 0)), acc, is_async=True)
+                acc = warpgroup_mma_wait(1, deps=(acc,))
+                mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES), pred=k > 0)
+                step += 1
+            acc = warpgroup_mma_wait(0, deps=(acc,))
+            mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES))
+            if EPILOGUE != 4:
+                acc_g, acc_l = _split_halves(acc)
+        else:
+            acc_g = gl.zeros((BM, BN), gl.float32, acc_layout)
+            acc_l = gl.zeros((BM, BN), gl.float32, acc_layout)
+            for k in range(0, H, BK):
+                s = step % STAGES
+                mbarrier.wait(ready_bars.index(s), (step // STAGES) & 1)
+                a = a_bufs.index(s)
+                acc_g = warpgroup_mma(a, g_bufs.index(s).permute((1, 0)), acc_g, is_async=True)
+                acc_l = warpgroup_mma(a, l_bufs.index(s).permute((1, 0)), acc_l, is_async=True)
+                # keep this stage's two wgmmas in flight; the previous stage's are done, so its buffers are free
+                acc_g, acc_l = warpgroup_mma_wait(2, deps=(acc_g, acc_l))
+                mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES), pred=k > 0)
+                step += 1
+            acc_g, acc_l = warpgroup_mma_wait(0, deps=(acc_g, acc_l))
+            mbarrier.arrive(empty_bars.index((step + STAGES - 1) % STAGES))
 
         # epilogue, rounded like the unfused path: fc1 output in bf16, activation in fp32
-        if EPILOGUE == 3:
+        if EPILOGUE == 4:
+            if FUSED_B:
+                _epilogue_bound(acc, act_ptr, row0, n, BN, wide_layout)
+            else:
+                _epilogue_bound(acc_g, act_ptr, row0, n, BN, acc_layout)
+                _epilogue_bound(acc_l, preact_ptr, row0, n, BN, acc_layout)
+        elif EPILOGUE == 3:
             # hand the bf16 tile to the epilogue warpgroup and go on with the next tile's MMAs
             mbarrier.wait(hand_bars.index(1), (tile & 1) ^ 1)
             c_smem.index(0).store(acc_g.to(gl.bfloat16))
@@ -176,7 +225,12 @@ def _mma_partition(
         elif EPILOGUE == 2:  # the rare partial tile, without the 32 KB conversion scratch the TMA path cannot spare
             _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, acc_layout)
         elif EPILOGUE == 1:
-            _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, out_layout)
+            if FUSED_B:  # a half of the m64n(2 BN) layout is the m64nBN one: converted in registers, stored from them
+                acc_g = gl.convert_layout(acc_g, acc_layout)
+                acc_l = gl.convert_layout(acc_l, acc_layout)
+                _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, acc_layout)
+            else:
+                _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, out_layout)
         tile += 1
     if EPILOGUE == 2:
         tma.store_wait(0)
@@ -228,8 +282,9 @@ def ws_fc1_kernel(
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,
     # 0: none (diagnostic; ptxas then drops MMAs), 1: masked stores, 2: TMA stores for full tiles, 3: an epilogue
-    # warpgroup of its own (overlapped with the next tile's main loop)
+    # warpgroup of its own (overlapped with the next tile's main loop), 4: one element per half-tile (main-loop bound)
     EPILOGUE: gl.constexpr,
+    FUSED_B: gl.constexpr,  # gate and linear tiles as one [2 BN, BK] operand: one m64n(2 BN) wgmma per stage
     EPI_REGS: gl.constexpr,  # registers per thread of the EPILOGUE 3 warpgroup
     num_warps: gl.constexpr,
 ):
@@ -237,9 +292,14 @@ def ws_fc1_kernel(
     BK: gl.constexpr = a_desc.block_type.shape[1]
     BN: gl.constexpr = w_desc.block_type.shape[0]
     dtype: gl.constexpr = a_desc.dtype
+    gl.static_assert(not FUSED_B or EPILOGUE == 1 or EPILOGUE == 4, "FUSED_B: epilogues 1 and 4 only")
     a_bufs = gl.allocate_shared_memory(dtype, [STAGES, BM, BK], a_desc.layout)
-    g_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
-    l_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
+    if FUSED_B:  # one [2 BN, BK] tile per stage: gate rows then linear rows (same swizzle as a [BN, BK] box)
+        g_bufs = gl.allocate_shared_memory(dtype, [STAGES, 2 * BN, BK], w_desc.layout)
+        l_bufs = g_bufs
+    else:
+        g_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
+        l_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
     ready_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
@@ -286,7 +346,7 @@ def ws_fc1_kernel(
 
 
 def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, block_n=128, block_k=64, stages=4,
-           group_m=8, epilogue=1, epi_regs=96, num_sms=None, maxnreg=None):  # fmt: skip
+           group_m=8, epilogue=1, epi_regs=96, fused_b=False, num_sms=None, maxnreg=None):  # fmt: skip
     """Run :func:`ws_fc1_kernel` on the receive buffer ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -302,7 +362,7 @@ def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, blo
     num_sms = num_sms or torch.cuda.get_device_properties(recv.device).multi_processor_count
     ws_fc1_kernel[(num_sms,)](
         a_desc, w_desc, mtiles, num_mtiles, probs, act, preact, act_desc, preact_desc, two_f // 2, h,
-        STAGES=stages, GROUP_M=group_m, EPILOGUE=epilogue, EPI_REGS=epi_regs, num_warps=8,
+        STAGES=stages, GROUP_M=group_m, EPILOGUE=epilogue, EPI_REGS=epi_regs, FUSED_B=fused_b, num_warps=8,
         maxnreg=maxnreg or (128 if epilogue == 3 else 168),
     )  # fmt: skip
 
