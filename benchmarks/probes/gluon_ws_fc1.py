@@ -21,6 +21,11 @@ still 7-19% behind ``torch._grouped_mm``; neither TMA stores (``EPILOGUE=2``) no
 epilogue warpgroup of its own (``EPILOGUE=3``) moved it. ``EPILOGUE=0`` is no main-loop bound: with the accumulators
 unused, ptxas keeps 2 of the 8 HGMMA instructions (``cuobjdump -sass``), hence its impossible ~925 TFLOP/s.
 
+Session 17 (``benchmarks/results/s17/``): ``EPILOGUE=4`` (one element stored per half-tile, every HGMMA kept) is as
+slow as ``EPILOGUE=1`` -- the main loop itself is 10-13% behind cuBLAS; ``fused_b`` (one m64n256 wgmma over a
+``[gate | linear]`` B tile) is 7-15% slower than two n128 wgmmas;
+``group_m`` 16 / 32 and BK 128 x 2 stages gain nothing.
+
   python benchmarks/probes/gluon_ws_fc1.py --cases mixtral-8x7b --tokens 4096 \
       --variants '[{"epilogue": 1}, {"epilogue": 3, "stages": 3}]' --out DIR
 """
