@@ -40,6 +40,7 @@ import argparse
 import dataclasses
 import datetime
 import gc
+import hashlib
 import inspect
 import json
 import math
@@ -1269,7 +1270,25 @@ def versions(env: Env) -> dict:
         )
     except Exception:  # noqa: BLE001
         v["git_commit"] = None
+    # a copy of the working tree (the device machines get one) may carry a stale .git: the digest of the code itself
+    # identifies what ran
+    v["source_sha256"] = source_digest(REPO_ROOT)
     return v
+
+
+def source_digest(root: str) -> str:
+    """sha256 over the package's and kernels' Python sources (relative path + bytes, sorted by path)."""
+    digest = hashlib.sha256()
+    for top in ("comet_megatron", "kernels"):
+        base = os.path.join(root, top)
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "kernels"))
+            for name in sorted(f for f in filenames if f.endswith(".py")):
+                path = os.path.join(dirpath, name)
+                digest.update(os.path.relpath(path, root).encode() + b"\0")
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()
 
 
 def write_json(results: dict, path: str) -> None:

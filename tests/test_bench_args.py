@@ -148,3 +148,15 @@ def test_tune_times_every_candidate_of_the_current_choice(bench):
     args = bench.parse_args(["--tune", "--variants", "comet", "--out", "x"])
     sweeps = [v for v in args.variants if v.startswith(bench.SWEEP_PREFIX)]
     assert sweeps == [f"{bench.SWEEP_PREFIX}{i}" for i in range(CANDIDATE_COUNT)]
+
+
+def test_source_digest_follows_the_code_not_the_git_head(bench, tmp_path):
+    for rel, text in (("comet_megatron/a.py", "x = 1\n"), ("kernels/k.py", "y = 2\n"), ("README.md", "doc\n")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    before = bench.source_digest(str(tmp_path))
+    (tmp_path / "README.md").write_text("other doc\n")  # not code: same digest
+    assert bench.source_digest(str(tmp_path)) == before
+    (tmp_path / "kernels" / "k.py").write_text("y = 3\n")
+    assert bench.source_digest(str(tmp_path)) != before
+    assert len(bench.source_digest(bench.REPO_ROOT)) == 64
