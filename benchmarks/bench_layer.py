@@ -833,7 +833,8 @@ def experts_tokens_hook(store: dict):
     return hook
 
 
-SWEEP_PREFIX = "comet_cfg"  # comet_cfg<i>: the 'comet' layer with --comet-configs[i] over its kernel config
+# comet_cfg<i>: the 'comet' layer with --comet-configs[i] over its kernel config, or with --tune the tuner's candidate i
+SWEEP_PREFIX = "comet_cfg"
 
 
 def sweep_config(name: str, env: Env, base):
@@ -1399,14 +1400,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)  # comet_megatron from this checkout when it is not installed
     args.comet_configs = parse_comet_configs(p, args.comet_configs)
     if args.tune:
         if args.cpu_smoke:
             p.error("--tune times the fused kernels: it needs GPUs, not --cpu-smoke")
         if args.comet_configs:
             p.error("--tune makes its own comet_cfg<i> variants (the tuner's candidates); drop --comet-configs")
-        if REPO_ROOT not in sys.path:
-            sys.path.insert(0, REPO_ROOT)
         from comet_megatron.tuning import CANDIDATE_COUNT
 
         sweeps = CANDIDATE_COUNT  # comet_cfg0 is the current choice; the rest follow it (tuning.candidate_configs)

@@ -219,14 +219,15 @@ FC1_TILE_CHOICES = ((128, 4), (128, 3), (64, 4))
 
 
 def _scaled_push(programs: int, scale: float, num_sms: int) -> int:
-    return int(min(max(round(programs * scale), 4), num_sms // 2))
+    # at least 4 programs, at most half of the grid; on a GPU of fewer than 8 SMs the half wins (never below 1)
+    return max(1, int(min(max(round(programs * scale), 4), num_sms // 2)))
 
 
 def candidate_configs(base: KernelConfig, num_sms: int) -> list[KernelConfig]:
     """What the tuner times for a shape whose current choice is ``base``: ``base`` itself first, then both
     dispatch kernels' push counts scaled together by :data:`PUSH_SCALES` x :data:`FC1_TILE_CHOICES` (clamped to
-    [4, num_sms / 2]). The list's length does not depend on ``base`` (a candidate may repeat ``base``: two timings of
-    one configuration show the measurement's noise)."""
+    [4, num_sms / 2], at least 1). The list's length does not depend on ``base`` (a candidate may repeat ``base``: two
+    timings of one configuration show the measurement's noise)."""
     candidates = [base]
     for scale in PUSH_SCALES:
         comm = _scaled_push(base.comm_programs, scale, num_sms)
@@ -244,12 +245,14 @@ CANDIDATE_COUNT = 1 + len(PUSH_SCALES) * len(FC1_TILE_CHOICES)
 
 
 def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates: Iterable[KernelConfig] | None = None):
-    """Time every candidate (``time_config`` returns ms, ``inf`` on failure), cache and return the best.
+    """Time every candidate (``time_config`` returns ms, ``inf`` on failure), cache and return the best. Without
+    ``candidates``: :func:`candidate_configs` of the current choice (:func:`choose_config`: the cached one, else the
+    default), as ``bench_layer.py --tune`` times them.
 
     Every rank of the EP group must call this with the same candidates (the kernels communicate).
     """
     results = []
-    for config in candidates or candidate_configs(default_config(key), key.num_sms):
+    for config in candidates or candidate_configs(choose_config(key), key.num_sms):
         results.append((time_config(config), config))
     best_ms, best = min(results, key=lambda r: r[0])
     store_config(key, best)

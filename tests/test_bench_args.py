@@ -160,3 +160,26 @@ def test_source_digest_follows_the_code_not_the_git_head(bench, tmp_path):
     (tmp_path / "kernels" / "k.py").write_text("y = 3\n")
     assert bench.source_digest(str(tmp_path)) != before
     assert len(bench.source_digest(bench.REPO_ROOT)) == 64
+
+
+def test_sweep_variants_build_their_config_over_the_case_choice(bench, monkeypatch):
+    import types
+
+    from comet_megatron.tuning import KernelConfig, candidate_configs
+
+    monkeypatch.setattr(
+        bench.torch.cuda, "get_device_properties", lambda dev: types.SimpleNamespace(multi_processor_count=132)
+    )
+    base = KernelConfig(comm_programs=30, dgrad_comm_programs=40)
+    tuned = types.SimpleNamespace(args=bench.parse_args(["--tune", "--variants", "comet", "--out", "x"]), dev=None)
+    assert bench.sweep_config("comet", tuned, base) is None
+    assert bench.sweep_config("comet_cfg0", tuned, base) == base
+    assert bench.sweep_config("comet_cfg3", tuned, base) == candidate_configs(base, 132)[3]
+    assert "candidate 3" in bench.sweep_description("comet_cfg3", tuned)
+    swept = types.SimpleNamespace(
+        args=bench.parse_args(["--variants", "comet", "--comet-configs", '[{"num_stages": 3}]', "--out", "x"]), dev=None
+    )
+    assert bench.sweep_config("comet_cfg0", swept, base) == KernelConfig(
+        comm_programs=30, dgrad_comm_programs=40, num_stages=3
+    )
+    assert "num_stages" in bench.sweep_description("comet_cfg0", swept)

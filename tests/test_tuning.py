@@ -116,9 +116,8 @@ def test_candidates_scale_the_current_push_counts():
     qwen = default_config(QWEN)  # EP=2: 41 / 44 push programs
     candidates = tuning.candidate_configs(qwen, 132)
     assert len(candidates) == tuning.CANDIDATE_COUNT and candidates[0] == qwen
-    pushes = {(c.comm_programs, c.dgrad_comm_programs) for c in candidates[1:]}
-    assert pushes == {(20, 22), (41, 44), (62, 66)}
-    assert {(c.fc1_block_n, c.num_stages) for c in candidates[1:]} == set(tuning.FC1_TILE_CHOICES)
+    combos = {(c.comm_programs, c.dgrad_comm_programs, c.fc1_block_n, c.num_stages) for c in candidates[1:]}
+    assert combos == {(*p, *t) for p in ((20, 22), (41, 44), (62, 66)) for t in tuning.FC1_TILE_CHOICES}
     # everything the tuner does not vary stays as the current choice has it
     assert all(c.fc2_block_n == qwen.fc2_block_n and c.fc2_flatten == qwen.fc2_flatten for c in candidates)
     # clamped: at least 4 programs push, at most half of the grid
@@ -127,3 +126,20 @@ def test_candidates_scale_the_current_push_counts():
     assert max(c.dgrad_comm_programs for c in few[1:]) == 50
     # another current choice, other candidates: they follow a cached configuration too
     assert tuning.candidate_configs(default_config(MIXTRAL), 132)[1:] != candidates[1:]
+
+    # a GPU of fewer than 8 SMs: half of its grid caps the count, never below one program
+    assert {c.comm_programs for c in tuning.candidate_configs(KernelConfig(), 6)[1:]} == {3}
+    assert {c.comm_programs for c in tuning.candidate_configs(KernelConfig(), 1)[1:]} == {1}
+
+
+def test_tune_without_candidates_times_those_of_the_current_choice(tmp_path):
+    timed = []
+    best, _, results = tune(MIXTRAL, lambda cfg: timed.append(cfg) or float(len(timed)))
+    assert timed == tuning.candidate_configs(default_config(MIXTRAL), MIXTRAL.num_sms)
+    assert best == timed[0] and len(results) == tuning.CANDIDATE_COUNT
+    # the next tuning starts from the stored choice, not from the default
+    stored = KernelConfig(comm_programs=40, dgrad_comm_programs=40)
+    tuning.store_config(MIXTRAL, stored)
+    timed.clear()
+    tune(MIXTRAL, lambda cfg: timed.append(cfg) or 1.0)
+    assert timed[0] == stored and {c.comm_programs for c in timed} == {20, 40, 60}
