@@ -731,6 +731,14 @@ def test_layer_timing_log_summary(tmp_path, capsys):
     assert summary["python"][1]["gc.gen0"] == pytest.approx(
         {"gpu_ms": float("nan"), "host_ms": 0.6, "calls": 2, "host_max_ms": 0.7, "cpu_ms": 0.4}, nan_ok=True
     )
+    # a window: rank 0's moe reports 1-2 only (the third, 48 calls at 4.0 ms, is after it)
+    window = summarize_log(str(log), skip_reports=0, last_report=2)
+    assert window["moe"][0]["fwd"]["calls"] == 32 and window["moe"][0]["fwd"]["gpu_ms"] == 5.5
+    with pytest.raises(ValueError, match="last_report"):
+        summarize_log(str(log), skip_reports=2, last_report=2)
     main([str(log), "--skip-reports", "0", "--json", str(tmp_path / "s.json")])
     out = capsys.readouterr().out
     assert "attention" in out and "fwd.plan" in out
+    with pytest.raises(SystemExit):
+        main([str(log), "--skip-reports", "3", "--last-report", "1"])
+    assert "--last-report 1 must be above" in capsys.readouterr().err

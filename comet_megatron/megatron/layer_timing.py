@@ -125,11 +125,15 @@ _SECTION = re.compile(
 _VALUE = re.compile(r"^([\w.]+) ([\d.]+)$")
 
 
-def summarize_log(path: str, skip_reports: int = 2) -> dict:
+def summarize_log(path: str, skip_reports: int = 2, last_report: int | None = None) -> dict:
     """Means over a training log's timing reports: ``{kind: {rank: {label: {gpu_ms, host_ms, calls, host_max_ms[,
     cpu_ms]}}}}`` for sections
     (weighted by calls) and ``{kind: {rank: {label: {value}}}}`` for noted values (mean of the reports' means).
-    The first ``skip_reports`` reports of each (rank, kind) are warm-up (compilation, first allocations)."""
+    The first ``skip_reports`` reports of each (rank, kind) are warm-up (compilation, first allocations); reports after
+    the ``last_report``-th (1-based, counted per rank and kind) are left out, so that a window of the run can be
+    compared (the step time changes as a run trains)."""
+    if last_report is not None and last_report <= skip_reports:
+        raise ValueError(f"last_report={last_report} leaves no report after skip_reports={skip_reports}")
     seen: dict = defaultdict(int)
     sections: dict = defaultdict(lambda: [0.0, 0.0, 0, 0.0, 0.0, 0])  # gpu, host, n, host max, cpu, n with cpu
     values: dict = defaultdict(lambda: [0.0, 0])
@@ -140,7 +144,7 @@ def summarize_log(path: str, skip_reports: int = 2) -> dict:
                 continue
             rank, kind = int(match[1]), match[2]
             seen[rank, kind] += 1
-            if seen[rank, kind] <= skip_reports:
+            if seen[rank, kind] <= skip_reports or (last_report is not None and seen[rank, kind] > last_report):
                 continue
             for part in match[3].split(" | "):
                 part = part.strip()
@@ -176,10 +180,19 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("logs", nargs="+")
-    parser.add_argument("--skip-reports", type=int, default=2)
+    parser.add_argument("--skip-reports", type=int, default=2, help="warm-up reports per rank and kind (default 2)")
+    parser.add_argument(
+        "--last-report",
+        type=int,
+        default=None,
+        help="leave out the reports after this one (1-based, per rank and kind): with --skip-reports, a window of the "
+        "run (a report covers COMET_LAYER_TIMING calls of the kind's most frequent section)",
+    )
     parser.add_argument("--json", help="also write the summaries here")
     args = parser.parse_args(argv)
-    summaries = {path: summarize_log(path, args.skip_reports) for path in args.logs}
+    if args.last_report is not None and args.last_report <= args.skip_reports:
+        parser.error(f"--last-report {args.last_report} must be above --skip-reports {args.skip_reports}")
+    summaries = {path: summarize_log(path, args.skip_reports, args.last_report) for path in args.logs}
     print(
         f"{'log':34s} {'kind':9s} rank {'label':22s} {'gpu ms':>8s} {'host ms':>8s} {'calls':>6s} {'host max':>8s} "
         f"{'cpu ms':>8s}"
