@@ -837,12 +837,16 @@ def experts_tokens_hook(store: dict):
 SWEEP_PREFIX = "comet_cfg"
 
 
+def sweep_index(name: str) -> int:
+    return int(name[len(SWEEP_PREFIX) :])
+
+
 def sweep_config(name: str, env: Env, base):
     """The kernel config of sweep variant ``name`` (``None`` for other variants) over the case's current choice
     ``base``: with --tune the tuner's candidate ``i`` for ``base``, else ``base`` with --comet-configs[i] applied."""
     if not name.startswith(SWEEP_PREFIX):
         return None
-    index = int(name[len(SWEEP_PREFIX) :])
+    index = sweep_index(name)
     if env.args.tune:
         from comet_megatron.tuning import candidate_configs
 
@@ -851,7 +855,7 @@ def sweep_config(name: str, env: Env, base):
 
 
 def sweep_description(name: str, env: Env) -> str:
-    index = int(name[len(SWEEP_PREFIX) :])
+    index = sweep_index(name)
     if env.args.tune:
         which = "its current choice" if index == 0 else f"the tuner's candidate {index} for its current choice"
         return f"the 'comet' layer with {which} (tuning.candidate_configs; the case's kernel_config has it)"
@@ -870,6 +874,7 @@ def build_variant(name: str, data: CaseData, env: Env, ctx: dict):
         tokens, hidden = data.x.numel() // data.x.shape[-1], data.x.shape[-1]
         backend.config_override = sweep_config(name, env, backend.kernel_config(tokens, hidden))
         info["kernel_config"] = dataclasses.asdict(backend.config_override)
+        info["shape_key"] = dataclasses.asdict(backend.shape_key(tokens, hidden))  # where --tune stores the winner
         return layer, info
     if name == "megatron":
         from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
@@ -1598,9 +1603,9 @@ def main(argv=None) -> None:
         run_phase(PHASE2, buffers)
 
     if args.tune and env.rank == 0:
-        for name, case in cases.items():
+        for name in cases:
             entry = results["cases"][name]
-            entry["tuned"] = store_tuned(name, case, entry, env, "fwd_ms" if args.fwd_only else "fwdbwd_ms")
+            entry["tuned"] = store_tuned(name, entry, "fwd_ms" if args.fwd_only else "fwdbwd_ms")
             log0(env, f"tuned {name}: {json.dumps(entry['tuned'])}")
     results["meta"]["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     if env.rank == 0:
@@ -1639,19 +1644,22 @@ def tuned_choice(entry: dict, metric: str) -> tuple[dict, float, int] | None:
     return config, ms, len(timed)
 
 
-def store_tuned(name: str, case: Case, entry: dict, env: Env, metric: str) -> dict:
-    """Write the case's fastest configuration to the tuning cache under the fused backend's key for this shape."""
+def store_tuned(name: str, entry: dict, metric: str) -> dict:
+    """Write the case's fastest configuration to the tuning cache under the key the fused backend looks up for this
+    shape (recorded by the sweep variants from ``FusedBackend.shape_key``)."""
     from comet_megatron.tuning import KernelConfig, ShapeKey, cache_path, store_config
 
     choice = tuned_choice(entry, metric)
     if choice is None:
         return {"stored": False, "why": f"no comet_cfg variant of {name} was timed ({metric})"}
     config, ms, count = choice
-    props = torch.cuda.get_device_properties(env.dev)
     key = ShapeKey(
-        case.tokens, case.hidden, case.ffn, case.experts, case.topk, env.ws, torch.cuda.get_device_name(env.dev),
-        props.multi_processor_count,
-    )  # fmt: skip
+        **next(
+            r["shape_key"]
+            for v, r in entry["variants"].items()
+            if v.startswith(SWEEP_PREFIX) and isinstance(r, dict) and "shape_key" in r
+        )
+    )
     store_config(key, KernelConfig(**config))
     return {"stored": True, "key": key.as_str(), "cache": str(cache_path()), metric: ms, "of": count, "config": config}
 

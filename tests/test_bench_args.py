@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -183,3 +184,21 @@ def test_sweep_variants_build_their_config_over_the_case_choice(bench, monkeypat
         comm_programs=30, dgrad_comm_programs=40, num_stages=3
     )
     assert "num_stages" in bench.sweep_description("comet_cfg0", swept)
+
+
+def test_tuned_config_is_stored_under_the_backend_shape_key(bench, tmp_path, monkeypatch):
+    from comet_megatron import tuning
+
+    monkeypatch.setenv("COMET_TUNING_CACHE", str(tmp_path / "tuning.json"))
+    key = tuning.ShapeKey(4096, 4096, 14336, 8, 2, 2, "NVIDIA H200", 132)
+    fast = dataclasses.asdict(tuning.KernelConfig(comm_programs=24))
+    entry = {
+        "variants": {
+            "comet_cfg0": {"fwdbwd_ms": 5.0, "kernel_config": {}, "shape_key": dataclasses.asdict(key)},
+            "comet_cfg1": {"fwdbwd_ms": 4.0, "kernel_config": fast, "shape_key": dataclasses.asdict(key)},
+        }
+    }
+    stored = bench.store_tuned("mixtral-8x7b", entry, "fwdbwd_ms")
+    assert stored["stored"] and stored["key"] == key.as_str() and stored["fwdbwd_ms"] == 4.0
+    assert tuning.choose_config(key) == tuning.KernelConfig(comm_programs=24)
+    assert bench.store_tuned("x", {"variants": {}}, "fwdbwd_ms")["stored"] is False
