@@ -10,6 +10,8 @@
 #   NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT   torchrun layout (GPUs per node, nodes)
 #   LAYERS SEQ MBS GBS ITERS LR SEED VOCAB           model depth and training schedule
 #   MOE_FREQ            --moe-layer-freq: 1 (all MoE), 2 (alternate MoE/dense), or a list like "[1,0,1,0]"
+#   WGRAD_DEFER=N       --moe-comet-wgrad-defer: run each MoE layer's expert weight gradients N MoE layers later in
+#                       the backward pass (default 0; at EP > 1 they pair with another layer's routing imbalance)
 #   RECOMPUTE=1         recompute the MoE layers in backward (--recompute-granularity selective --recompute-modules moe)
 #   SAVE LOAD SAVE_INTERVAL   dist-checkpoint folder to write / to resume from, and how often to save; to resume
 #                       across COMET=0 and COMET=1 save with EXTRA=--dist-ckpt-optim-fully-reshardable, or
@@ -73,6 +75,7 @@ if [ "$IMPL" = local ]; then  # no TE/apex: Megatron's fused kernels are unavail
 fi
 [ "$GROUPED_GEMM" = 1 ] && ARGS+=(--moe-grouped-gemm)
 [ "$COMET" = 1 ] && ARGS+=(--moe-comet --moe-comet-backend "$BACKEND")
+[ "$COMET" = 1 ] && [ -n "${WGRAD_DEFER:-}" ] && ARGS+=(--moe-comet-wgrad-defer "$WGRAD_DEFER")
 [ "$RECOMPUTE" = 1 ] && ARGS+=(--recompute-granularity selective --recompute-modules moe)
 if [ -n "${DATA_PATH:-}" ]; then
   ARGS+=(--data-path $DATA_PATH --split 99990,8,2 --tokenizer-type "${TOKENIZER_TYPE:?set TOKENIZER_TYPE}")

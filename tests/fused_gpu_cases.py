@@ -138,3 +138,69 @@ def _run_case(case, rank, ws, calls, dev, main_grad: bool = False):
         m["tokens_per_expert"] = fused.comet_backend.buffer.views is not None
         metrics_calls.append(m)
     return metrics_calls
+
+
+def run_deferred_chain(rank: int, ws: int, depths=(0, 1, 3), layers: int = 3) -> dict:
+    """``layers`` fused CometMoELayers in a chain, weights with an fp32 ``main_grad``, two micro-batches, for each
+    deferral depth (``wgrad_defer``) and both GPU accumulation methods: the ``main_grad`` bits must not depend on
+    the depth, and nothing may stay queued once a backward returns."""
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+    from comet_megatron.megatron import get_comet_moe_module_spec
+    from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS
+
+    os.environ["COMET_FUSED_BACKWARD"] = "1"
+    dev = torch.device("cuda", torch.cuda.current_device())
+    ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
+    model_parallel_cuda_manual_seed(1234)
+    case = Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000)
+    cfg = dataclasses.replace(_config(case, ws, "cuda"), bf16=True, params_dtype=torch.bfloat16)
+    spec = get_comet_moe_module_spec(use_te=False, num_experts=case.experts, backend="fused")
+    chain = [spec(config=cfg).to(dev) for _ in range(layers)]
+    assert all(layer.comet_backend.name == "fused" for layer in chain)
+    torch.manual_seed(4000 + rank)
+    with torch.no_grad():
+        for layer in chain:
+            for p in layer.parameters():
+                p.copy_((torch.randn_like(p, dtype=torch.float32) * 0.05).to(p.dtype))
+    inputs = [torch.randn(case.tokens // 2, 2, case.hidden, device=dev).bfloat16() for _ in range(2)]
+    grad_outs = [torch.randn(x.shape, device=dev).bfloat16() for x in inputs]
+    user_wgrad_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
+    report: dict = {"same_bits": {}, "empty_after_backward": {}, "main_grad_norm": {}}
+    try:
+        for method in ("per_expert", "kernel"):
+            os.environ["COMET_WGRAD_ACCUMULATION"] = method
+            bits = {}
+            for depth in depths:
+                experts = []
+                for layer in chain:
+                    layer.comet_backend.wgrad_defer = depth
+                    for weight in (layer.experts.linear_fc1.weight, layer.experts.linear_fc2.weight):
+                        weight.main_grad = torch.zeros(weight.shape, dtype=torch.float32, device=dev)
+                        weight.grad_added_to_main_grad = False
+                        weight.grad = None
+                        experts.append(weight)
+                empty = []
+                for x, grad_out in zip(inputs, grad_outs):
+                    y = x.clone().requires_grad_(True)
+                    for layer in chain:
+                        y, _ = layer(y)
+                    (y.float() * grad_out.float()).sum().backward()
+                    empty.append(len(DEFERRED_WEIGHT_GRADS) == 0)
+                torch.cuda.synchronize()
+                assert all(w.grad_added_to_main_grad for w in experts)
+                bits[depth] = [w.main_grad.view(torch.int32).clone() for w in experts]
+                report["empty_after_backward"][f"{method}/{depth}"] = empty
+                report["main_grad_norm"][f"{method}/{depth}"] = sum(w.main_grad.norm().item() for w in experts)
+            for depth in depths:
+                report["same_bits"][f"{method}/{depth}"] = all(
+                    torch.equal(a, b) for a, b in zip(bits[depth], bits[depths[0]])
+                )
+    finally:
+        if user_wgrad_mode is None:
+            os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
+        else:
+            os.environ["COMET_WGRAD_ACCUMULATION"] = user_wgrad_mode
+        ps.destroy_model_parallel()
+    return report

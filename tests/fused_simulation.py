@@ -616,17 +616,12 @@ def _keep(kept: list, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
-    """FusedBackend's dispatch/experts/autograd on one gloo rank vs ReferenceBackend (same weights)."""
-    import torch.distributed as dist
-
-    from comet_megatron.backends.base import ExpertWeights, MoEBackend
+def _cpu_fused_backend(group, tokens, hidden, ffn, experts, topk):
+    """A FusedBackend over a CPU workspace for one gloo rank, set as ``__init__`` would from the environment."""
+    from comet_megatron.backends.base import MoEBackend
     from comet_megatron.backends.fused import FusedBackend
-    from comet_megatron.backends.reference import ReferenceBackend
-    from comet_megatron.ops.activation import ExpertActivation
+    from comet_megatron.ops.deferred_wgrad import wgrad_defer_depth
 
-    dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:29517")
-    group = dist.group.WORLD
     fused = FusedBackend.__new__(FusedBackend)
     MoEBackend.__init__(fused, group, experts)
     fused.topk, fused.ffn, fused.num_experts = topk, ffn, experts
@@ -635,12 +630,90 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     fused.fused_backward = os.environ.get("COMET_FUSED_BACKWARD", "1") != "0"  # what __init__ reads
     fused.defer_gc, fused._gc_deferred = True, False  # COMET_DEFER_GC=1: collection off from counts read to launch
     fused.host_plan = os.environ.get("COMET_HOST_PLAN", "0") != "0"  # what __init__ reads
+    fused.wgrad_defer = wgrad_defer_depth()  # what __init__ reads
     # COMET_EARLY_LAUNCH: "0" off; "1" the guess of a previous call (exact here); "small": a guess one row short,
     # so the guarded launch is a no-op and the experts' forward launches again with the same epoch
     early_mode = os.environ.get("COMET_EARLY_LAUNCH", "1")
     fused.early_launch = early_mode != "0"
     fused._recent_rows = collections.deque([tokens * topk - (early_mode == "small")], maxlen=8)
     fused._buffer = _CpuWorkspace(tokens, hidden, experts, topk)
+    return fused
+
+
+def deferred_wgrad_glue_ep1(depths=(0, 1, 2, 5), layers=3, tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
+    """``layers`` FusedBackend calls in a chain (each its own weights with an fp32 ``main_grad``, its own routing),
+    two micro-batches accumulated, for every deferral depth: the ``main_grad`` sums (bits), what autograd got for the
+    weights, and whether the queue was empty once each backward returned."""
+    import torch.distributed as dist
+
+    from comet_megatron.backends.base import ExpertWeights
+    from comet_megatron.ops.activation import ExpertActivation
+    from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:29518")
+    fused = _cpu_fused_backend(dist.group.WORLD, tokens, hidden, ffn, experts, topk)
+    fused.early_launch = False  # the guess would differ between layers' calls; not what this checks
+    gen = torch.Generator().manual_seed(11)
+    params = [
+        (
+            (torch.randn(experts, 2 * ffn, hidden, generator=gen) * 0.1).bfloat16(),
+            (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16(),
+        )
+        for _ in range(layers)
+    ]
+    micro_batches = []
+    for _ in range(2):
+        x = torch.randn(tokens, hidden, generator=gen).bfloat16()
+        routings = [random_routing(gen, tokens, experts, topk) for _ in range(layers)]
+        micro_batches.append((x, routings, torch.randn(tokens, hidden, generator=gen).bfloat16()))
+    results = {}
+    for depth in depths:
+        fused.wgrad_defer = depth
+        weights = []
+        for w1, w2 in params:
+            pair = []
+            for w in (w1, w2):
+                w = w.clone().requires_grad_(True)
+                w.main_grad = torch.zeros(w.shape, dtype=torch.float32)
+                w.grad_added_to_main_grad = False
+                pair.append(w)
+            weights.append(ExpertWeights(*pair, ExpertActivation(F.silu, True), fuse_wgrad_into_main_grad=True))
+        empty_after_backward = []
+        for x, routings, grad_out in micro_batches:
+            y = x.clone().requires_grad_(True)
+            for layer, (routing_map, probs) in zip(weights, routings):
+                routing = build_local_routing(routing_map, probs, topk)
+                dispatched = fused.dispatch(y, routing, routing.tokens_per_expert.unsqueeze(0), weights=layer)
+                y = fused.combine(fused.experts(dispatched, layer), dispatched.handle)
+            (y.float() * grad_out.float()).sum().backward()
+            empty_after_backward.append(len(DEFERRED_WEIGHT_GRADS) == 0)
+        results[depth] = {
+            "main_grad_bits": [_bits(w.main_grad).tolist() for layer in weights for w in (layer.fc1, layer.fc2)],
+            "marked": [bool(w.grad_added_to_main_grad) for layer in weights for w in (layer.fc1, layer.fc2)],
+            "main_grad_norm": sum(w.main_grad.norm().item() for layer in weights for w in (layer.fc1, layer.fc2)),
+            "empty_after_backward": empty_after_backward,
+        }
+    dist.destroy_process_group()
+    want = results[depths[0]]["main_grad_bits"]
+    return {
+        "same_bits_as_first_depth": {str(d): r["main_grad_bits"] == want for d, r in results.items()},
+        "marked": {str(d): r["marked"] for d, r in results.items()},
+        "main_grad_norm": {str(d): r["main_grad_norm"] for d, r in results.items()},
+        "empty_after_backward": {str(d): r["empty_after_backward"] for d, r in results.items()},
+    }
+
+
+def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
+    """FusedBackend's dispatch/experts/autograd on one gloo rank vs ReferenceBackend (same weights)."""
+    import torch.distributed as dist
+
+    from comet_megatron.backends.base import ExpertWeights
+    from comet_megatron.backends.reference import ReferenceBackend
+    from comet_megatron.ops.activation import ExpertActivation
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:29517")
+    group = dist.group.WORLD
+    fused = _cpu_fused_backend(group, tokens, hidden, ffn, experts, topk)
     reference = ReferenceBackend(group, experts)
     gen = torch.Generator().manual_seed(5)
     w1 = (torch.randn(experts, 2 * ffn, hidden, generator=gen) * 0.1).bfloat16()
@@ -702,5 +775,7 @@ if __name__ == "__main__":
         print(json.dumps(guarded_launch()))
     elif sys.argv[1] == "backend_glue_ep1":
         print(json.dumps(backend_glue_ep1()))
+    elif sys.argv[1] == "deferred_wgrad_glue_ep1":
+        print(json.dumps(deferred_wgrad_glue_ep1()))
     else:
         print(json.dumps(simulate(**json.loads(sys.argv[1]))))

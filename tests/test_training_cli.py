@@ -138,6 +138,23 @@ def test_wgrad_accumulation_option_sets_what_the_experts_read(monkeypatch, capsy
     assert "per_expert" in capsys.readouterr().err
 
 
+def test_wgrad_defer_option_sets_what_the_fused_backend_reads(monkeypatch, capsys):
+    from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_DEFER, wgrad_defer_depth
+
+    monkeypatch.setenv(ENV_WGRAD_DEFER, "")  # recorded, so that what export_comet_env sets is undone
+    monkeypatch.delenv(ENV_WGRAD_DEFER)
+    parser = add_comet_args(argparse.ArgumentParser())
+    export_comet_env(parser.parse_args(["--moe-comet"]))
+    assert ENV_WGRAD_DEFER not in os.environ and wgrad_defer_depth() == 0
+    export_comet_env(parser.parse_args(["--moe-comet", "--moe-comet-wgrad-defer", "2"]))
+    assert wgrad_defer_depth() == 2
+    export_comet_env(parser.parse_args(["--moe-comet", "--moe-comet-wgrad-defer", "0"]))
+    assert wgrad_defer_depth() == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--moe-comet-wgrad-defer", "-1"])
+    assert "integer >= 0" in capsys.readouterr().err
+
+
 # --- startup validation ------------------------------------------------------------------------------
 
 
@@ -192,6 +209,10 @@ BAD_ARGS = {
     ),
     "kernel_config": (dict(moe_comet_kernel_config='{"warps": 3}'), ["--moe-comet-kernel-config", "comm_programs"]),
     "backend": (dict(moe_comet_backend="fast"), ["--moe-comet-backend 'fast'", "reference"]),
+    "wgrad_defer_with_overlapped_grad_reduce": (
+        dict(moe_comet_wgrad_defer=1, overlap_grad_reduce=True),
+        ["--moe-comet-wgrad-defer with --overlap-grad-reduce", "unset one of them"],
+    ),
 }
 
 
@@ -199,6 +220,8 @@ def test_supported_args_pass():
     validate_comet_args(_args())
     validate_comet_args(_args(moe_token_dispatcher_type="allgather", recompute_modules=["moe", "core_attn"]))
     validate_comet_args(_args(moe_comet_kernel_config='{"comm_programs": 24}'))
+    validate_comet_args(_args(moe_comet_wgrad_defer=2, overlap_grad_reduce=False))
+    validate_comet_args(_args(moe_comet_wgrad_defer=0, overlap_grad_reduce=True))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ARGS))
@@ -458,11 +481,12 @@ def test_megatron_parser_without_the_flag_builds_megatrons_model():
 @needs_training
 def test_megatron_parser_unsupported_options_fail_at_startup():
     """Megatron's linear layers have biases unless --disable-bias-linear: leaving it out is an error too."""
-    extra = ["--moe-comet", "--moe-expert-capacity-factor", "1.0"]
+    extra = ["--moe-comet", "--moe-expert-capacity-factor", "1.0", "--overlap-grad-reduce", "--moe-comet-wgrad-defer=1"]
     r = run_ranks(1, _training_run, extra, ("--disable-bias-linear",), timeout=300.0)[0]
     assert "error" in r, r
     assert r["error"].startswith("--moe-comet cannot run this configuration")
     assert "--moe-expert-capacity-factor" in r["error"] and "--disable-bias-linear" in r["error"]
+    assert "--moe-comet-wgrad-defer with --overlap-grad-reduce" in r["error"]
 
 
 # --- example launch scripts ------------------------------------------------------------------------------

@@ -26,7 +26,15 @@ import torch.nn.functional as F
 from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
 from comet_megatron.comm import all_to_all
 from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan
-from comet_megatron.ops.grouped_linear import grouped_mm, weight_grad
+from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, wgrad_defer_depth
+from comet_megatron.ops.grouped_linear import (
+    accumulation_method,
+    grad_after_main_grad,
+    grouped_mm,
+    grouped_weight_grad,
+    main_grad_accumulation,
+    weight_grad,
+)
 from comet_megatron.routing import LocalRouting, inverse_permutation, rank_major_to_expert_major
 from comet_megatron.timing import process_timer, timed
 from comet_megatron.tuning import KernelConfig, ShapeKey, choose_config
@@ -137,6 +145,32 @@ def _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host):
     return weight_grad(w1, grad_fc1_out, x_e, counts, counts_host, ctx.weights.fuse_wgrad_into_main_grad)
 
 
+def _weight_grad_or_job(timer, label, weight, grad_rows, input_rows, counts, counts_host, fuse_into_main_grad, release):
+    """``weight``'s gradient in the fused backward: ``(gradient for autograd, job or None)``.
+
+    A gradient that goes into ``main_grad`` comes back as a job (the accumulation, timed under ``label``, then
+    :func:`_release` of the tensors in ``release``, which only it reads) for :data:`DEFERRED_WEIGHT_GRADS`, with
+    Megatron's dummy gradient to return now; one that autograd must receive is computed here, and ``release`` is
+    released at once.
+    """
+    method = accumulation_method(weight, input_rows, fuse_into_main_grad)
+    if method is None:
+        with timed(timer, label):
+            grad = grouped_weight_grad(grad_rows, input_rows, counts, counts_host)
+        for tensor in release:
+            _release(tensor)
+        return grad, None
+    accumulate = main_grad_accumulation(method, weight, grad_rows, input_rows, counts, counts_host)
+
+    def job():
+        with timed(timer, label):
+            accumulate()
+        for tensor in release:
+            _release(tensor)
+
+    return grad_after_main_grad(weight), job
+
+
 def _rows(tensor: torch.Tensor | None, rows: int) -> torch.Tensor | None:
     return None if tensor is None else tensor[:rows]
 
@@ -215,6 +249,7 @@ class FusedBackend(MoEBackend):
         self.defer_gc = _defer_gc()  # COMET_DEFER_GC at construction; settable per layer
         self.host_plan = _host_plan()  # COMET_HOST_PLAN at construction; settable per layer
         self.early_launch = _early_launch()  # COMET_EARLY_LAUNCH at construction; settable per layer
+        self.wgrad_defer = wgrad_defer_depth()  # COMET_WGRAD_DEFER at construction; settable per layer
         self._recent_rows: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)
         self._gc_deferred = False
 
@@ -504,7 +539,10 @@ class _FusedMoE(torch.autograd.Function):
         The router-probability gradients are pushed with the fc1 data-gradient rows to the same owner slots and
         read after the reduce: no separate exchange, so no rank waits there for a busier peer's weight gradients.
         Both weight gradients run after the combine push and before the top-k reduce: a rank with fewer rows
-        computes them while the busier rank is still pushing, instead of idling in the reduce. Every saved
+        computes them while the busier rank is still pushing, instead of idling in the reduce. With
+        ``wgrad_defer = N`` (``COMET_WGRAD_DEFER``) that slot runs the weight gradients of the MoE layer ``N`` calls
+        earlier in this backward pass instead, and this layer's wait there (``comet_megatron/ops/deferred_wgrad.py``,
+        which says why that helps and what it costs). Every saved
         activation is freed as soon as its last reader is queued (as autograd frees Megatron's per-op ones); fc1's
         weight gradient goes first so that its large operand (the fc1 output gradient) is gone before fc2's
         weight gradient allocates: the peak is all weight gradients plus fc2's operands ``[R, F + H]``.
@@ -556,9 +594,10 @@ class _FusedMoE(torch.autograd.Function):
                 with timed(timer, "bwd.fc2_input"), torch.no_grad():
                     fc2_input = weights.activation(preact, probs_e.to(preact.dtype))
             # dY stays in the receive buffer only until a peer's next push into it, which may come as soon as this
-            # rank's combine push is done: the fc2 weight gradient, which runs after that push, reads a copy
+            # rank's combine push is done, or until the next layer's backward (a deferred weight gradient runs
+            # then): the fc2 weight gradient, which runs after that push, reads a copy
             grad_y = views.received(plan.recv_rows, ctx.hidden)
-            if backend.ep_size > 1:
+            if backend.ep_size > 1 or backend.wgrad_defer > 0:
                 grad_y = grad_y.clone()
         ctx.activations_released = True
         _release(preact)  # (the names stay bound to empty storages)
@@ -574,17 +613,25 @@ class _FusedMoE(torch.autograd.Function):
                 push_probs=d_prob if wants_probs else None,
                 **common,
             )
+        fuse = weights.fuse_wgrad_into_main_grad
+        jobs = []  # the weight gradients that go into main_grad: now, or a few layers later (COMET_WGRAD_DEFER)
         grad_w1 = grad_w2 = None
         if wants_w1:
-            with timed(timer, "bwd.fc1_wgrad"):
-                grad_w1 = _fc1_weight_grad(ctx, w1, d_fc1, x_e, counts, counts_host)
-        _release(d_fc1)
-        _release(x_e)
+            grad_w1, job = _weight_grad_or_job(
+                timer, "bwd.fc1_wgrad", w1, d_fc1, x_e, counts, counts_host, fuse, release=(d_fc1, x_e)
+            )
+            jobs.append(job)
+        else:
+            _release(d_fc1)
+            _release(x_e)
         if wants_w2:
-            with timed(timer, "bwd.fc2_wgrad"):
-                grad_w2 = _fc2_weight_grad(ctx, w2, grad_y, fc2_input.detach, counts, counts_host)
-            _release(fc2_input)
+            # grad_y may be a view of the workspace (EP=1, nothing deferred): dropped with the job, never released
+            grad_w2, job = _weight_grad_or_job(
+                timer, "bwd.fc2_wgrad", w2, grad_y, fc2_input, counts, counts_host, fuse, release=(fc2_input,)
+            )
+            jobs.append(job)
             del grad_y
+        DEFERRED_WEIGHT_GRADS.submit([job for job in jobs if job is not None], backend.wgrad_defer)
         with timed(timer, "bwd.reduce"):
             grad_tokens = fused_ops.combine_reduce(
                 views,

@@ -16,10 +16,11 @@ from types import SimpleNamespace
 
 from comet_megatron.backends.selection import BACKEND_CHOICES
 from comet_megatron.errors import CometConfigError
+from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_DEFER
 from comet_megatron.ops.grouped_linear import WGRAD_ACCUMULATION_CHOICES
 
 # The environment variables the package reads (comet_megatron/tuning.py, comet_megatron/backends/fused.py,
-# comet_megatron/ops/grouped_linear.py).
+# comet_megatron/ops/grouped_linear.py, comet_megatron/ops/deferred_wgrad.py).
 ENV_TUNING_CACHE = "COMET_TUNING_CACHE"
 ENV_KERNEL_CONFIG = "COMET_KERNEL_CONFIG"
 ENV_DEBUG = "COMET_DEBUG"
@@ -70,11 +71,33 @@ def add_comet_args(parser):
         "hook adds (Megatron's own experts' behaviour).",
     )
     group.add_argument(
+        "--moe-comet-wgrad-defer",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="Run each MoE layer's expert weight gradients N MoE layers later in the backward pass (the rest when it "
+        f"ends; sets {ENV_WGRAD_DEFER}; default 0: in their own layer). At EP > 1 a layer's backward waits for its "
+        "busiest rank; deferring pairs one layer's weight gradients with another layer's routing. Keeps up to N "
+        "layers' weight-gradient operands alive longer; fused backward only; not with --overlap-grad-reduce.",
+    )
+    group.add_argument(
         "--moe-comet-debug",
         action="store_true",
         help=f"Extra consistency checks in the fused backend (sets {ENV_DEBUG}=1; slower).",
     )
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def with_comet_args(other=None):
@@ -127,6 +150,11 @@ def _option_problems(args) -> list[str]:
         problems.append(
             "--recompute-modules moe_act is not supported by Comet's experts: recompute the whole MoE layer "
             "with --recompute-modules moe (with --recompute-granularity selective)"
+        )
+    if (_arg(args, "moe_comet_wgrad_defer") or 0) > 0 and _arg(args, "overlap_grad_reduce"):
+        problems.append(
+            "--moe-comet-wgrad-defer with --overlap-grad-reduce: Megatron's DDP may start reducing an expert's "
+            "gradient bucket before a deferred weight gradient is added; unset one of them"
         )
     kernel_config = _arg(args, "moe_comet_kernel_config")
     if kernel_config:
@@ -186,6 +214,8 @@ def export_comet_env(args) -> None:
         os.environ[ENV_DEBUG] = "1"
     if _arg(args, "moe_comet_wgrad_accumulation"):
         os.environ[ENV_WGRAD_ACCUMULATION] = args.moe_comet_wgrad_accumulation
+    if _arg(args, "moe_comet_wgrad_defer") is not None:
+        os.environ[ENV_WGRAD_DEFER] = str(args.moe_comet_wgrad_defer)
 
 
 def comet_layer_spec(args, base_spec):

@@ -16,11 +16,14 @@ which is what Megatron's DDP hook does otherwise (``benchmarks/bench_wgrad.py`` 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 
 import torch
 
+from comet_megatron.ops.deferred_wgrad import wgrad_defer_depth
 from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_descriptors
 from comet_megatron.tuning import GEMM_TILE_SIDES, is_gemm_tile_side
 
@@ -235,7 +238,7 @@ def add_weight_grad_to_main_grad_by_kernel(
     )
 
 
-def _grad_after_main_grad(weight: torch.Tensor):
+def grad_after_main_grad(weight: torch.Tensor):
     """What to return for ``weight`` once its gradient is in ``main_grad`` (Megatron's convention)."""
     if hasattr(weight, "grad_added_to_main_grad"):
         weight.grad_added_to_main_grad = True
@@ -243,14 +246,6 @@ def _grad_after_main_grad(weight: torch.Tensor):
             return torch.zeros_like(weight)
         return torch.empty_like(weight)
     return None
-
-
-def accumulate_weight_grad(weight: torch.Tensor, wgrad: torch.Tensor, fuse_into_main_grad: bool):
-    """The gradient to return for ``weight``, or a dummy after adding ``wgrad`` into ``main_grad``."""
-    if fuse_into_main_grad and hasattr(weight, "main_grad"):
-        weight.main_grad.add_(wgrad)  # promoted element by element: no full-size copy in main_grad's dtype
-        return _grad_after_main_grad(weight)
-    return wgrad
 
 
 def wgrad_accumulation_mode() -> str:
@@ -309,6 +304,7 @@ def check_wgrad_environment() -> None:
     wgrad_accumulation_mode()
     wgrad_kernel_overrides()
     per_expert_streams()
+    wgrad_defer_depth()
 
 
 def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
@@ -343,6 +339,27 @@ def accumulation_method(weight: torch.Tensor, x: torch.Tensor, fuse_into_main_gr
     return "grouped"  # auto on the CPU, kernel where it cannot run, megatron with gradient_accumulation_fusion
 
 
+def main_grad_accumulation(
+    method: str, weight: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor, counts: torch.Tensor, counts_host
+) -> Callable[[], None]:
+    """The work that adds ``weight``'s gradient over the rows ``x`` into ``weight.main_grad`` by ``method`` (from
+    :func:`accumulation_method`), not yet run: :func:`weight_grad` runs it at once, the fused backward may defer it
+    (``comet_megatron/ops/deferred_wgrad.py``). The ``COMET_WGRAD_*`` settings are read now."""
+    main_grad = weight.main_grad
+    if method == "per_expert":
+        return functools.partial(
+            add_weight_grad_to_main_grad, main_grad, grad_out, x, counts_host, per_expert_streams()
+        )
+    if method == "kernel":
+        return functools.partial(
+            add_weight_grad_to_main_grad_by_kernel, main_grad, grad_out, x, counts, wgrad_kernel_overrides()
+        )
+    if method == "grouped":
+        # promoted element by element: no full-size copy in main_grad's dtype
+        return lambda: main_grad.add_(grouped_weight_grad(grad_out, x, counts, counts_host))
+    raise ValueError(f"unknown weight-gradient accumulation method {method!r}")
+
+
 def weight_grad(
     weight: torch.Tensor,
     grad_out: torch.Tensor,
@@ -356,13 +373,10 @@ def weight_grad(
     with ``fuse_into_main_grad`` and a ``main_grad`` buffer — what Megatron expects once ``dW`` has been
     added to ``main_grad``."""
     method = accumulation_method(weight, x, fuse_into_main_grad)
-    if method == "per_expert":
-        add_weight_grad_to_main_grad(weight.main_grad, grad_out, x, counts_host, per_expert_streams())
-        return _grad_after_main_grad(weight)
-    if method == "kernel":
-        add_weight_grad_to_main_grad_by_kernel(weight.main_grad, grad_out, x, counts, wgrad_kernel_overrides())
-        return _grad_after_main_grad(weight)
-    return accumulate_weight_grad(weight, grouped_weight_grad(grad_out, x, counts, counts_host), fuse_into_main_grad)
+    if method is None:
+        return grouped_weight_grad(grad_out, x, counts, counts_host)
+    main_grad_accumulation(method, weight, grad_out, x, counts, counts_host)()
+    return grad_after_main_grad(weight)
 
 
 class _GroupedExpertLinear(torch.autograd.Function):

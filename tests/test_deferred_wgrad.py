@@ -1,0 +1,102 @@
+"""The deferred weight-gradient queue (``comet_megatron/ops/deferred_wgrad.py``) inside real autograd passes.
+
+A chain of layers whose backward submits one job each: with depth ``N`` a layer's job runs during the backward of the
+``N``-th layer after it (in backward order), the rest when the pass ends, so every job has run when ``backward()``
+returns; a nested pass (a reentrant checkpoint's) drains at its own end. The fused backend's use of it is checked
+under the interpreter (``tests/test_fused_interpret.py``) and on the GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.utils.checkpoint
+
+from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, ENV_WGRAD_DEFER, wgrad_defer_depth
+
+
+class _Layer(torch.autograd.Function):
+    """y = 2x; its backward logs its start, then submits a job that logs when it runs."""
+
+    @staticmethod
+    def forward(ctx, x, index, depth, log):
+        ctx.index, ctx.depth, ctx.log = index, depth, log
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        log, index = ctx.log, ctx.index
+        log.append(("backward", index))
+        DEFERRED_WEIGHT_GRADS.submit([lambda: log.append(("job", index))], ctx.depth)
+        return grad * 2, None, None, None
+
+
+def _run(layers: int, depth: int) -> list:
+    log: list = []
+    x = torch.randn(3, requires_grad=True)
+    y = x
+    for index in range(layers):
+        y = _Layer.apply(y, index, depth, log)
+    y.sum().backward()
+    log.append(("returned", None))
+    assert torch.equal(x.grad, torch.full((3,), 2.0**layers))
+    return log
+
+
+def test_depth_zero_runs_each_job_in_its_own_layer():
+    assert _run(3, 0) == [
+        ("backward", 2), ("job", 2), ("backward", 1), ("job", 1), ("backward", 0), ("job", 0), ("returned", None)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_jobs_run_depth_layers_late_and_the_rest_when_the_pass_ends(depth):
+    layers = 4
+    log = _run(layers, depth)
+    assert len(DEFERRED_WEIGHT_GRADS) == 0
+    assert log[-1] == ("returned", None)
+    order = [entry for entry in log if entry[0] == "job"]
+    assert order == [("job", i) for i in reversed(range(layers))]  # oldest first
+    for index in range(layers):
+        ran = log.index(("job", index))
+        later = index - depth  # the layer whose backward runs it
+        if later >= 0:
+            assert log[ran - 1] == ("backward", later), log
+        else:  # drained at the end of the pass, after every layer's backward
+            assert ran > log.index(("backward", 0)), log
+
+
+def test_more_depth_than_layers_drains_everything_at_the_end():
+    log = _run(2, 5)
+    assert log == [("backward", 1), ("backward", 0), ("job", 1), ("job", 0), ("returned", None)]
+
+
+def test_a_nested_pass_drains_at_its_own_end():
+    """A reentrant checkpoint runs its segment's backward as a nested pass: jobs queued there run before it ends."""
+    log: list = []
+    x = torch.randn(3, requires_grad=True)
+
+    def segment(inp):
+        return _Layer.apply(_Layer.apply(inp, 1, 1, log), 2, 1, log)
+
+    y = _Layer.apply(torch.utils.checkpoint.checkpoint(segment, x, use_reentrant=True), 3, 1, log)
+    y.sum().backward()
+    log.append(("returned", None))
+    assert len(DEFERRED_WEIGHT_GRADS) == 0
+    # layer 3 is outside the checkpoint: its job is queued when the nested pass starts and drains with it
+    assert log == [
+        ("backward", 3), ("backward", 2), ("job", 3), ("backward", 1), ("job", 2), ("job", 1), ("returned", None)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("value,depth", [("", 0), ("0", 0), (" 3 ", 3)])
+def test_depth_from_the_environment(monkeypatch, value, depth):
+    monkeypatch.setenv(ENV_WGRAD_DEFER, value)
+    assert wgrad_defer_depth() == depth
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_bad_depth_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv(ENV_WGRAD_DEFER, value)
+    with pytest.raises(ValueError, match=ENV_WGRAD_DEFER):
+        wgrad_defer_depth()
