@@ -100,3 +100,48 @@ def test_bad_depth_names_the_variable(monkeypatch, value):
     monkeypatch.setenv(ENV_WGRAD_DEFER, value)
     with pytest.raises(ValueError, match=ENV_WGRAD_DEFER):
         wgrad_defer_depth()
+
+
+class _Failing(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise ValueError("backward failed")
+
+
+def test_jobs_left_by_a_failed_pass_are_refused_until_cleared():
+    log: list = []
+    x = torch.randn(3, requires_grad=True)
+    y = _Layer.apply(_Failing.apply(_Layer.apply(x, 0, 1, log)), 1, 1, log)
+    with pytest.raises(ValueError, match="backward failed"):
+        y.sum().backward()
+    assert len(DEFERRED_WEIGHT_GRADS) == 1 and ("job", 1) not in log  # queued by layer 1, never drained
+    with pytest.raises(RuntimeError, match="DEFERRED_WEIGHT_GRADS.clear"):
+        DEFERRED_WEIGHT_GRADS.check_nothing_left_over()
+    DEFERRED_WEIGHT_GRADS.clear()
+    DEFERRED_WEIGHT_GRADS.check_nothing_left_over()
+    assert _run(2, 1)[-1] == ("returned", None) and len(DEFERRED_WEIGHT_GRADS) == 0
+
+
+def test_a_forward_inside_a_backward_pass_may_see_queued_jobs():
+    """What a recomputed forward (activation checkpointing) sees: the jobs of the pass it runs in."""
+    seen: list = []
+
+    class _Checks(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1
+
+        @staticmethod
+        def backward(ctx, grad):
+            DEFERRED_WEIGHT_GRADS.check_nothing_left_over()  # inside the pass: no error though jobs are queued
+            seen.append(len(DEFERRED_WEIGHT_GRADS))
+            return grad
+
+    log: list = []
+    x = torch.randn(3, requires_grad=True)
+    _Layer.apply(_Checks.apply(x), 0, 2, log).sum().backward()
+    assert seen == [1] and log[-1] == ("job", 0) and len(DEFERRED_WEIGHT_GRADS) == 0

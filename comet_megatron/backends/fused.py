@@ -432,6 +432,7 @@ class _FusedMoE(torch.autograd.Function):
     def forward(ctx, tokens, probs_of_slot, w1, w2, backend: FusedBackend, handle: FusedHandle, weights):
         from comet_megatron import fused_ops
 
+        DEFERRED_WEIGHT_GRADS.check_nothing_left_over()
         plan, routing = handle.plan, handle.routing
         ep, me, e_local = backend.ep_size, backend.ep_rank, backend.num_local_experts
         config = handle.config

@@ -16,7 +16,8 @@ pass ends: Megatron's DDP without ``--overlap-grad-reduce`` reduces gradients af
 per-parameter hooks may start reducing a bucket as soon as a layer returns its (dummy) weight gradient, before the
 deferred sum has run, so the two are refused together at startup (``--moe-comet-wgrad-defer``). Inside a reentrant
 activation checkpoint (``--recompute-modules moe``) the checkpoint's own backward pass ends after each layer, so
-nothing is deferred beyond it (correct, no gain).
+nothing is deferred beyond it (correct, no gain). A backward pass that raises never reaches its final callback: the
+next fused forward then refuses to run until :meth:`DeferredWeightGrads.clear` drops the stale jobs.
 """
 
 from __future__ import annotations
@@ -84,6 +85,23 @@ class DeferredWeightGrads:
         while self._layers:
             for job in self._layers.popleft():
                 job()
+
+    def clear(self) -> None:
+        """Drop every queued job without running it (after a backward pass that raised)."""
+        self._layers.clear()
+
+    def check_nothing_left_over(self) -> None:
+        """Raise if jobs are queued outside any backward pass: only a pass that raised leaves them (its final
+        callback never ran), and running them later would add that pass's gradients to another step's ``main_grad``.
+        Called by every fused forward; a forward recomputed inside a backward pass (activation checkpointing) may
+        legitimately see jobs of the pass it runs in."""
+        if self._layers and torch._C._current_graph_task_id() == -1:
+            raise RuntimeError(
+                f"comet: {len(self._layers)} MoE layer(s) of deferred expert weight gradients ({ENV_WGRAD_DEFER}) are "
+                "still queued from a backward pass that did not finish; after handling its error call "
+                "comet_megatron.ops.deferred_wgrad.DEFERRED_WEIGHT_GRADS.clear() (and zero the gradients) before "
+                "the next step"
+            )
 
 
 DEFERRED_WEIGHT_GRADS = DeferredWeightGrads()
