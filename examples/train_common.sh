@@ -12,6 +12,7 @@
 #   MOE_FREQ            --moe-layer-freq: 1 (all MoE), 2 (alternate MoE/dense), or a list like "[1,0,1,0]"
 #   WGRAD_DEFER=N       --moe-comet-wgrad-defer: run each MoE layer's expert weight gradients N MoE layers later in
 #                       the backward pass (default 0; at EP > 1 they pair with another layer's routing imbalance)
+#   WGRAD_CARRY=1       --moe-comet-wgrad-carry: what is still deferred when a backward ends runs in the next forward
 #   RECOMPUTE=1         recompute the MoE layers in backward (--recompute-granularity selective --recompute-modules moe)
 #   SAVE LOAD SAVE_INTERVAL   dist-checkpoint folder to write / to resume from, and how often to save; to resume
 #                       across COMET=0 and COMET=1 save with EXTRA=--dist-ckpt-optim-fully-reshardable, or
@@ -76,6 +77,7 @@ fi
 [ "$GROUPED_GEMM" = 1 ] && ARGS+=(--moe-grouped-gemm)
 [ "$COMET" = 1 ] && ARGS+=(--moe-comet --moe-comet-backend "$BACKEND")
 [ "$COMET" = 1 ] && [ -n "${WGRAD_DEFER:-}" ] && ARGS+=(--moe-comet-wgrad-defer "$WGRAD_DEFER")
+[ "$COMET" = 1 ] && [ "${WGRAD_CARRY:-0}" = 1 ] && ARGS+=(--moe-comet-wgrad-carry)
 [ "$RECOMPUTE" = 1 ] && ARGS+=(--recompute-granularity selective --recompute-modules moe)
 if [ -n "${DATA_PATH:-}" ]; then
   ARGS+=(--data-path $DATA_PATH --split 99990,8,2 --tokenizer-type "${TOKENIZER_TYPE:?set TOKENIZER_TYPE}")

@@ -140,10 +140,12 @@ def _run_case(case, rank, ws, calls, dev, main_grad: bool = False):
     return metrics_calls
 
 
-def run_deferred_chain(rank: int, ws: int, depths=(0, 1, 3), layers: int = 3) -> dict:
+def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers: int = 3) -> dict:
     """``layers`` fused CometMoELayers in a chain, weights with an fp32 ``main_grad``, two micro-batches, for each
-    deferral depth (``wgrad_defer``) and both GPU accumulation methods: the ``main_grad`` bits must not depend on
-    the depth, and nothing may stay queued once a backward returns."""
+    deferral depth (``wgrad_defer``; ``"1c"``: depth 1 carried into the next forward, whose wait slots run queued jobs
+    on the lighter rank, drained after the last micro-batch as Megatron's DDP would) and both GPU accumulation
+    methods: the ``main_grad`` bits must not depend on the variant, and nothing may stay queued once a backward returns
+    unless carried."""
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
@@ -175,7 +177,8 @@ def run_deferred_chain(rank: int, ws: int, depths=(0, 1, 3), layers: int = 3) ->
             for depth in depths:
                 experts = []
                 for layer in chain:
-                    layer.comet_backend.wgrad_defer = depth
+                    layer.comet_backend.wgrad_defer = int(depth.rstrip("c"))
+                    layer.comet_backend.wgrad_carry = depth.endswith("c")
                     for weight in (layer.experts.linear_fc1.weight, layer.experts.linear_fc2.weight):
                         weight.main_grad = torch.zeros(weight.shape, dtype=torch.float32, device=dev)
                         weight.grad_added_to_main_grad = False
@@ -187,7 +190,8 @@ def run_deferred_chain(rank: int, ws: int, depths=(0, 1, 3), layers: int = 3) ->
                     for layer in chain:
                         y, _ = layer(y)
                     (y.float() * grad_out.float()).sum().backward()
-                    empty.append(len(DEFERRED_WEIGHT_GRADS) == 0)
+                    empty.append(len(DEFERRED_WEIGHT_GRADS) == 0 or depth.endswith("c"))
+                DEFERRED_WEIGHT_GRADS.drain()
                 torch.cuda.synchronize()
                 assert all(w.grad_added_to_main_grad for w in experts)
                 bits[depth] = [w.main_grad.view(torch.int32).clone() for w in experts]

@@ -33,6 +33,7 @@ from comet_megatron.fused_ops import (
 from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan, table_capacities
 from comet_megatron.routing import build_local_routing
 from comet_megatron.tuning import KernelConfig
+from tests.multirank import _free_port
 
 TEST_CONFIG = KernelConfig(
     comm_programs=2,
@@ -640,17 +641,20 @@ def _cpu_fused_backend(group, tokens, hidden, ffn, experts, topk):
     return fused
 
 
-def deferred_wgrad_glue_ep1(depths=(0, 1, 2, 5), layers=3, tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
+def deferred_wgrad_glue_ep1(
+    depths=("0", "1", "2", "5", "2c"), layers=3, tokens=24, hidden=40, ffn=24, experts=3, topk=2
+) -> dict:
     """``layers`` FusedBackend calls in a chain (each its own weights with an fp32 ``main_grad``, its own routing),
-    two micro-batches accumulated, for every deferral depth: the ``main_grad`` sums (bits), what autograd got for the
-    weights, and whether the queue was empty once each backward returned."""
+    two micro-batches accumulated, for every deferral depth (``"2c"``: depth 2 carried into the next forward, drained
+    after the last micro-batch as Megatron's DDP would): the ``main_grad`` sums (bits), what autograd got for the
+    weights, and how many layers stayed queued once each backward returned."""
     import torch.distributed as dist
 
     from comet_megatron.backends.base import ExpertWeights
     from comet_megatron.ops.activation import ExpertActivation
     from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS
 
-    dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:29518")
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
     fused = _cpu_fused_backend(dist.group.WORLD, tokens, hidden, ffn, experts, topk)
     fused.early_launch = False  # the guess would differ between layers' calls; not what this checks
     gen = torch.Generator().manual_seed(11)
@@ -667,8 +671,8 @@ def deferred_wgrad_glue_ep1(depths=(0, 1, 2, 5), layers=3, tokens=24, hidden=40,
         routings = [random_routing(gen, tokens, experts, topk) for _ in range(layers)]
         micro_batches.append((x, routings, torch.randn(tokens, hidden, generator=gen).bfloat16()))
     results = {}
-    for depth in depths:
-        fused.wgrad_defer = depth
+    for variant in depths:
+        fused.wgrad_defer, fused.wgrad_carry = int(variant.rstrip("c")), variant.endswith("c")
         weights = []
         for w1, w2 in params:
             pair = []
@@ -678,7 +682,7 @@ def deferred_wgrad_glue_ep1(depths=(0, 1, 2, 5), layers=3, tokens=24, hidden=40,
                 w.grad_added_to_main_grad = False
                 pair.append(w)
             weights.append(ExpertWeights(*pair, ExpertActivation(F.silu, True), fuse_wgrad_into_main_grad=True))
-        empty_after_backward = []
+        queued_after_backward = []
         for x, routings, grad_out in micro_batches:
             y = x.clone().requires_grad_(True)
             for layer, (routing_map, probs) in zip(weights, routings):
@@ -686,12 +690,13 @@ def deferred_wgrad_glue_ep1(depths=(0, 1, 2, 5), layers=3, tokens=24, hidden=40,
                 dispatched = fused.dispatch(y, routing, routing.tokens_per_expert.unsqueeze(0), weights=layer)
                 y = fused.combine(fused.experts(dispatched, layer), dispatched.handle)
             (y.float() * grad_out.float()).sum().backward()
-            empty_after_backward.append(len(DEFERRED_WEIGHT_GRADS) == 0)
-        results[depth] = {
+            queued_after_backward.append(len(DEFERRED_WEIGHT_GRADS))
+        DEFERRED_WEIGHT_GRADS.drain()
+        results[variant] = {
             "main_grad_bits": [_bits(w.main_grad).tolist() for layer in weights for w in (layer.fc1, layer.fc2)],
             "marked": [bool(w.grad_added_to_main_grad) for layer in weights for w in (layer.fc1, layer.fc2)],
             "main_grad_norm": sum(w.main_grad.norm().item() for layer in weights for w in (layer.fc1, layer.fc2)),
-            "empty_after_backward": empty_after_backward,
+            "queued_after_backward": queued_after_backward,
         }
     dist.destroy_process_group()
     want = results[depths[0]]["main_grad_bits"]
@@ -699,7 +704,7 @@ def deferred_wgrad_glue_ep1(depths=(0, 1, 2, 5), layers=3, tokens=24, hidden=40,
         "same_bits_as_first_depth": {str(d): r["main_grad_bits"] == want for d, r in results.items()},
         "marked": {str(d): r["marked"] for d, r in results.items()},
         "main_grad_norm": {str(d): r["main_grad_norm"] for d, r in results.items()},
-        "empty_after_backward": {str(d): r["empty_after_backward"] for d, r in results.items()},
+        "queued_after_backward": {str(d): r["queued_after_backward"] for d, r in results.items()},
     }
 
 
@@ -711,7 +716,7 @@ def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     from comet_megatron.backends.reference import ReferenceBackend
     from comet_megatron.ops.activation import ExpertActivation
 
-    dist.init_process_group("gloo", rank=0, world_size=1, init_method="tcp://127.0.0.1:29517")
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
     group = dist.group.WORLD
     fused = _cpu_fused_backend(group, tokens, hidden, ffn, experts, topk)
     reference = ReferenceBackend(group, experts)

@@ -86,3 +86,79 @@ def test_every_accumulation_leaves_ddp_the_same_main_grad(overlap_grad_reduce):
             assert got["grads_left"] == [], (rank, mode, got["grads_left"])
             for name in ("fc1", "fc2", "router"):
                 torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=f"{rank} {mode} {name}")
+
+
+class _CarriedLinear(torch.autograd.Function):
+    """y = x W^T whose weight gradient is summed into ``main_grad`` by a carried job, as the fused backward does with
+    ``COMET_WGRAD_DEFER=1 COMET_WGRAD_CARRY=1``."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return x @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, WeightGradJob
+        from comet_megatron.ops.grouped_linear import grad_after_main_grad
+
+        x, weight = ctx.saved_tensors
+        job = WeightGradJob(lambda: weight.main_grad.add_(grad.t() @ x), flops=1.0)
+        DEFERRED_WEIGHT_GRADS.submit([job], depth=1, carry=True)
+        return grad @ weight, grad_after_main_grad(weight)
+
+
+def _carried_main_grad(rank: int, ws: int) -> dict:
+    from megatron.core import parallel_state as ps
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+
+    from comet_megatron.megatron.ddp_drain import install_deferred_wgrad_drain
+    from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS
+
+    ps.initialize_model_parallel(tensor_model_parallel_size=1)
+    install_deferred_wgrad_drain()
+    install_deferred_wgrad_drain()  # idempotent
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(5, HIDDEN))
+
+        def forward(self, x):
+            return _CarriedLinear.apply(x, self.weight)
+
+    torch.manual_seed(3)
+    model = Model()
+    ddp = DistributedDataParallel(
+        moe_test_config(hidden_size=HIDDEN, num_attention_heads=2, num_moe_experts=EXPERTS, moe_router_topk=2),
+        DistributedDataParallelConfig(grad_reduce_in_fp32=True),
+        model,
+    )
+    out: dict = {"queued_after_each_backward": []}
+    for step in range(2):
+        ddp.zero_grad_buffer()
+        want = torch.zeros(5, HIDDEN)
+        for micro_batch in range(3):
+            gen = torch.Generator().manual_seed(100 * step + micro_batch)
+            x, grad = torch.randn(7, HIDDEN, generator=gen), torch.randn(7, 5, generator=gen)
+            want += grad.t() @ x
+            ddp(x).backward(grad)
+            out["queued_after_each_backward"].append(len(DEFERRED_WEIGHT_GRADS))
+        ddp.finish_grad_sync()
+        out[f"step{step}_error"] = (model.weight.main_grad - want).abs().max().item()
+    DEFERRED_WEIGHT_GRADS.submit([lambda: out.setdefault("stale_ran", True)], depth=0)  # runs at once (depth 0)
+    model_out = ddp(torch.randn(2, HIDDEN))
+    model_out.sum().backward()  # queues one carried job (depth 1, carry)
+    ddp.zero_grad_buffer()  # drops it: the gradients it would add are being zeroed
+    out["queued_after_zero"] = len(DEFERRED_WEIGHT_GRADS)
+    ps.destroy_model_parallel()
+    return out
+
+
+def test_megatron_ddp_drains_carried_weight_gradients_before_reducing():
+    """COMET_WGRAD_CARRY: a job still queued when a backward pass returns is in main_grad once Megatron's DDP reduces
+    gradients (finish_grad_sync), across three micro-batches and two steps; zero_grad_buffer drops queued jobs."""
+    out = run_ranks(1, _carried_main_grad, timeout=300)[0]
+    assert out["queued_after_each_backward"] == [1] * 6, out  # carried: the sums were not done when backward returned
+    assert out["step0_error"] < 1e-5 and out["step1_error"] < 1e-5, out
+    assert out["queued_after_zero"] == 0 and out["stale_ran"], out

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.utils.checkpoint
 
-from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, ENV_WGRAD_DEFER, wgrad_defer_depth
+from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, ENV_WGRAD_DEFER, WeightGradJob, wgrad_defer_depth
 
 
 class _Layer(torch.autograd.Function):
@@ -145,3 +145,95 @@ def test_a_forward_inside_a_backward_pass_may_see_queued_jobs():
     x = torch.randn(3, requires_grad=True)
     _Layer.apply(_Checks.apply(x), 0, 2, log).sum().backward()
     assert seen == [1] and log[-1] == ("job", 0) and len(DEFERRED_WEIGHT_GRADS) == 0
+
+
+# --- carrying into the next forward (COMET_WGRAD_CARRY) ---------------------------------------------------------------
+
+
+class _CarryingLayer(torch.autograd.Function):
+    """Like _Layer, with carrying: its job has ``flops`` = 10 x its index + 10."""
+
+    @staticmethod
+    def forward(ctx, x, index, depth, log):
+        ctx.index, ctx.depth, ctx.log = index, depth, log
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        log, index = ctx.log, ctx.index
+        job = WeightGradJob(lambda: log.append(("job", index)), flops=10.0 * index + 10.0)
+        DEFERRED_WEIGHT_GRADS.submit([job], ctx.depth, carry=True)
+        return grad * 2, None, None, None
+
+
+def test_carry_keeps_depth_layers_past_the_end_of_the_pass():
+    log: list = []
+    x = torch.randn(3, requires_grad=True)
+    y = x
+    for index in range(4):
+        y = _CarryingLayer.apply(y, index, 2, log)
+    y.sum().backward()
+    # layers 3 and 2 ran in the slots of layers 1 and 0; layers 1 and 0 (jobs of 20 and 10 FLOPs) are carried
+    assert [e for e in log if e[0] == "job"] == [("job", 3), ("job", 2)]
+    assert len(DEFERRED_WEIGHT_GRADS) == 2
+    DEFERRED_WEIGHT_GRADS.check_nothing_left_over()  # carried from a finished pass: not stale
+    # a forward's wait slot: oldest first, a job runs if at least half of it fits, order is kept
+    assert DEFERRED_WEIGHT_GRADS.run_within(9.0) == 0.0  # layer 1's job (20) needs 10
+    assert DEFERRED_WEIGHT_GRADS.run_within(12.0) == 20.0 and log[-1] == ("job", 1)
+    DEFERRED_WEIGHT_GRADS.drain()
+    assert log[-1] == ("job", 0) and len(DEFERRED_WEIGHT_GRADS) == 0
+
+
+def test_carried_layers_run_first_in_the_next_backward():
+    log: list = []
+    for micro_batch in range(2):
+        x = torch.randn(3, requires_grad=True)
+        y = x
+        for index in range(3):
+            y = _CarryingLayer.apply(y, 10 * micro_batch + index, 1, log)
+        y.sum().backward()
+        log.append(("returned", micro_batch))
+    DEFERRED_WEIGHT_GRADS.drain()
+    jobs = [e[1] for e in log if e[0] == "job"]
+    assert jobs == [2, 1, 0, 12, 11, 10]  # every job once, FIFO across micro-batches
+    assert log.index(("job", 0)) > log.index(("returned", 0))  # carried past the first pass
+
+
+@pytest.mark.parametrize("defer,carry,ok", [("1", "1", True), ("2", "0", True), ("0", "1", False), ("1", "yes", False)])
+def test_carry_from_the_environment(monkeypatch, defer, carry, ok):
+    from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_CARRY, wgrad_carry
+
+    monkeypatch.setenv(ENV_WGRAD_DEFER, defer)
+    monkeypatch.setenv(ENV_WGRAD_CARRY, carry)
+    if ok:
+        assert wgrad_carry() == (carry == "1")
+    else:
+        with pytest.raises(ValueError, match=ENV_WGRAD_CARRY):
+            wgrad_carry()
+
+
+def test_a_forward_wait_slot_runs_the_flops_of_the_rows_this_rank_is_behind_by():
+    from types import SimpleNamespace
+
+    from comet_megatron.backends.fused import _run_carried_weight_grads
+
+    ran: list = []
+    for flops in (100.0, 100.0, 100.0, 100.0):
+        DEFERRED_WEIGHT_GRADS._layers.append(_queued([WeightGradJob(lambda f=flops: ran.append(f), flops)]))
+    w1, w2 = torch.empty(2, 3, 5), torch.empty(2, 5, 3)  # forward FLOPs per row: 2 * (15 + 15) = 60
+    _run_carried_weight_grads(None, SimpleNamespace(recv_rows_per_rank=[7, 9], recv_rows=9), w1, w2)
+    assert ran == []  # the busiest rank does not wait
+    _run_carried_weight_grads(None, SimpleNamespace(recv_rows_per_rank=[7, 9], recv_rows=7), w1, w2)
+    assert ran == [100.0]  # 2 rows behind: 120 FLOPs of wait; the second job would end at 200, past 120 + 100 / 2
+    _run_carried_weight_grads(None, SimpleNamespace(recv_rows_per_rank=[6, 9], recv_rows=6), w1, w2)
+    assert ran == [100.0] * 3  # 3 rows behind: 180 of wait, two more jobs (the second ends at 200 <= 180 + 50)
+    assert len(DEFERRED_WEIGHT_GRADS) == 1
+    DEFERRED_WEIGHT_GRADS.drain()
+
+
+def _queued(jobs):
+    from comet_megatron.ops.deferred_wgrad import _QueuedLayer
+
+    layer = _QueuedLayer(jobs)
+    layer.pass_done = True
+    return layer

@@ -73,7 +73,8 @@ def test_device_plan_kernel_compiled_equals_the_host_specification():
 @pytest.mark.parametrize("ws", [2, 1], ids=["ep2", "ep1"])
 def test_deferred_weight_gradients_sum_the_same_bits(ws):
     """Three fused layers in a chain, two micro-batches: deferring the expert weight gradients by 1 or 3 layers
-    (COMET_WGRAD_DEFER) leaves the same fp32 main_grad bits as computing them in place, per accumulation method."""
+    (COMET_WGRAD_DEFER), or by 1 carried into the next forward (COMET_WGRAD_CARRY), leaves the same fp32 main_grad
+    bits as computing them in place, per accumulation method."""
     _skip_without_gpus(ws)
     from tests.fused_gpu_cases import run_deferred_chain
 

@@ -150,6 +150,12 @@ def test_wgrad_defer_option_sets_what_the_fused_backend_reads(monkeypatch, capsy
     assert wgrad_defer_depth() == 2
     export_comet_env(parser.parse_args(["--moe-comet", "--moe-comet-wgrad-defer", "0"]))
     assert wgrad_defer_depth() == 0
+    from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_CARRY, wgrad_carry
+
+    monkeypatch.setenv(ENV_WGRAD_CARRY, "")
+    monkeypatch.delenv(ENV_WGRAD_CARRY)
+    export_comet_env(parser.parse_args(["--moe-comet", "--moe-comet-wgrad-defer", "1", "--moe-comet-wgrad-carry"]))
+    assert wgrad_defer_depth() == 1 and wgrad_carry()
     with pytest.raises(SystemExit):
         parser.parse_args(["--moe-comet-wgrad-defer", "-1"])
     assert "integer >= 0" in capsys.readouterr().err
@@ -209,6 +215,11 @@ BAD_ARGS = {
     ),
     "kernel_config": (dict(moe_comet_kernel_config='{"warps": 3}'), ["--moe-comet-kernel-config", "comm_programs"]),
     "backend": (dict(moe_comet_backend="fast"), ["--moe-comet-backend 'fast'", "reference"]),
+    "wgrad_carry_without_defer": (dict(moe_comet_wgrad_carry=True), ["--moe-comet-wgrad-carry needs"]),
+    "wgrad_carry_with_fsdp": (
+        dict(moe_comet_wgrad_carry=True, moe_comet_wgrad_defer=1, use_megatron_fsdp=True),
+        ["--moe-comet-wgrad-carry with --use-megatron-fsdp"],
+    ),
     "wgrad_defer_with_overlapped_grad_reduce": (
         dict(moe_comet_wgrad_defer=1, overlap_grad_reduce=True),
         ["--moe-comet-wgrad-defer with --overlap-grad-reduce", "unset one of them"],
@@ -222,6 +233,7 @@ def test_supported_args_pass():
     validate_comet_args(_args(moe_comet_kernel_config='{"comm_programs": 24}'))
     validate_comet_args(_args(moe_comet_wgrad_defer=2, overlap_grad_reduce=False))
     validate_comet_args(_args(moe_comet_wgrad_defer=0, overlap_grad_reduce=True))
+    validate_comet_args(_args(moe_comet_wgrad_defer=1, moe_comet_wgrad_carry=True))
 
 
 @pytest.mark.parametrize("case", sorted(BAD_ARGS))

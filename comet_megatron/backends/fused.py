@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from comet_megatron.backends.base import Dispatched, ExpertWeights, MoEBackend
 from comet_megatron.comm import all_to_all
 from comet_megatron.fused_plan import HostPlan, build_plan, check_device_plan, device_plan
-from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, wgrad_defer_depth
+from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, WeightGradJob, wgrad_carry, wgrad_defer_depth
 from comet_megatron.ops.grouped_linear import (
     accumulation_method,
     grad_after_main_grad,
@@ -168,7 +168,19 @@ def _weight_grad_or_job(timer, label, weight, grad_rows, input_rows, counts, cou
         for tensor in release:
             _release(tensor)
 
-    return grad_after_main_grad(weight), job
+    flops = 2.0 * input_rows.shape[0] * weight.shape[1] * weight.shape[2]
+    return grad_after_main_grad(weight), WeightGradJob(job, flops)
+
+
+def _run_carried_weight_grads(timer, plan, w1: torch.Tensor, w2: torch.Tensor) -> None:
+    """In a forward's wait slot (this rank's combine pushed, the reduce not yet queued): as many queued weight
+    gradients as the wait this rank can expect, i.e. the forward FLOPs of the rows the busiest rank received beyond
+    this rank's (the wait's cause; zero on the busiest rank and at EP=1)."""
+    behind = max(plan.recv_rows_per_rank) - plan.recv_rows
+    if behind > 0:
+        forward_flops_per_row = 2.0 * (w1.shape[1] * w1.shape[2] + w2.shape[1] * w2.shape[2])
+        with timed(timer, "fwd.carried_wgrad"):
+            DEFERRED_WEIGHT_GRADS.run_within(behind * forward_flops_per_row)
 
 
 def _rows(tensor: torch.Tensor | None, rows: int) -> torch.Tensor | None:
@@ -250,6 +262,7 @@ class FusedBackend(MoEBackend):
         self.host_plan = _host_plan()  # COMET_HOST_PLAN at construction; settable per layer
         self.early_launch = _early_launch()  # COMET_EARLY_LAUNCH at construction; settable per layer
         self.wgrad_defer = wgrad_defer_depth()  # COMET_WGRAD_DEFER at construction; settable per layer
+        self.wgrad_carry = wgrad_carry()  # COMET_WGRAD_CARRY at construction; settable per layer
         self._recent_rows: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)
         self._gc_deferred = False
 
@@ -477,6 +490,8 @@ class _FusedMoE(torch.autograd.Function):
                 config=config,
                 grid=config.persistent_grid(backend.num_sms),
             )
+        if len(DEFERRED_WEIGHT_GRADS):  # weight gradients carried from the previous backward (COMET_WGRAD_CARRY)
+            _run_carried_weight_grads(timer, plan, w1, w2)
         with timed(timer, "fwd.reduce"):
             out = fused_ops.combine_reduce(
                 views,
@@ -632,7 +647,7 @@ class _FusedMoE(torch.autograd.Function):
             )
             jobs.append(job)
             del grad_y
-        DEFERRED_WEIGHT_GRADS.submit([job for job in jobs if job is not None], backend.wgrad_defer)
+        DEFERRED_WEIGHT_GRADS.submit([job for job in jobs if job is not None], backend.wgrad_defer, backend.wgrad_carry)
         with timed(timer, "bwd.reduce"):
             grad_tokens = fused_ops.combine_reduce(
                 views,

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 from comet_megatron.backends.selection import BACKEND_CHOICES
 from comet_megatron.errors import CometConfigError
-from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_DEFER
+from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_CARRY, ENV_WGRAD_DEFER
 from comet_megatron.ops.grouped_linear import WGRAD_ACCUMULATION_CHOICES
 
 # The environment variables the package reads (comet_megatron/tuning.py, comet_megatron/backends/fused.py,
@@ -79,6 +79,13 @@ def add_comet_args(parser):
         f"ends; sets {ENV_WGRAD_DEFER}; default 0: in their own layer). At EP > 1 a layer's backward waits for its "
         "busiest rank; deferring pairs one layer's weight gradients with another layer's routing. Keeps up to N "
         "layers' weight-gradient operands alive longer; fused backward only; not with --overlap-grad-reduce.",
+    )
+    group.add_argument(
+        "--moe-comet-wgrad-carry",
+        action="store_true",
+        help="With --moe-comet-wgrad-defer N: the weight gradients still deferred when a backward pass ends (up to N "
+        "layers) run in the next micro-batch's forward, in the MoE layers' waits for a busier rank, and the rest "
+        f"before Megatron's DDP reduces gradients (sets {ENV_WGRAD_CARRY}=1). Needs Megatron's DDP (not FSDP).",
     )
     group.add_argument(
         "--moe-comet-debug",
@@ -156,6 +163,17 @@ def _option_problems(args) -> list[str]:
             "--moe-comet-wgrad-defer with --overlap-grad-reduce: Megatron's DDP may start reducing an expert's "
             "gradient bucket before a deferred weight gradient is added; unset one of them"
         )
+    if _arg(args, "moe_comet_wgrad_carry"):
+        if not (_arg(args, "moe_comet_wgrad_defer") or 0) > 0:
+            problems.append(
+                "--moe-comet-wgrad-carry needs --moe-comet-wgrad-defer N with N >= 1 (the MoE layers to carry)"
+            )
+        fsdp = [f"--{o.replace('_', '-')}" for o in ("use_torch_fsdp2", "use_megatron_fsdp") if _arg(args, o)]
+        if fsdp:
+            problems.append(
+                f"--moe-comet-wgrad-carry with {' / '.join(fsdp)}: carried weight gradients are drained by Megatron's "
+                "DistributedDataParallel before it reduces gradients, which FSDP does not use; unset one of them"
+            )
     kernel_config = _arg(args, "moe_comet_kernel_config")
     if kernel_config:
         from comet_megatron.tuning import KernelConfig
@@ -216,6 +234,8 @@ def export_comet_env(args) -> None:
         os.environ[ENV_WGRAD_ACCUMULATION] = args.moe_comet_wgrad_accumulation
     if _arg(args, "moe_comet_wgrad_defer") is not None:
         os.environ[ENV_WGRAD_DEFER] = str(args.moe_comet_wgrad_defer)
+    if _arg(args, "moe_comet_wgrad_carry"):
+        os.environ[ENV_WGRAD_CARRY] = "1"
 
 
 def comet_layer_spec(args, base_spec):

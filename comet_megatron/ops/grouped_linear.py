@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from comet_megatron.ops.deferred_wgrad import wgrad_defer_depth
+from comet_megatron.ops.deferred_wgrad import wgrad_carry, wgrad_defer_depth
 from comet_megatron.triton_support import HAVE_TRITON, interpreting, tma_descriptors
 from comet_megatron.tuning import GEMM_TILE_SIDES, is_gemm_tile_side
 
@@ -305,6 +305,7 @@ def check_wgrad_environment() -> None:
     wgrad_kernel_overrides()
     per_expert_streams()
     wgrad_defer_depth()
+    wgrad_carry()
 
 
 def fuses_into_main_grad(gradient_accumulation_fusion: bool) -> bool:
