@@ -621,7 +621,7 @@ def _cpu_fused_backend(group, tokens, hidden, ffn, experts, topk):
     """A FusedBackend over a CPU workspace for one gloo rank, set as ``__init__`` would from the environment."""
     from comet_megatron.backends.base import MoEBackend
     from comet_megatron.backends.fused import FusedBackend
-    from comet_megatron.ops.deferred_wgrad import wgrad_defer_depth
+    from comet_megatron.ops.deferred_wgrad import wgrad_carry, wgrad_defer_depth
 
     fused = FusedBackend.__new__(FusedBackend)
     MoEBackend.__init__(fused, group, experts)
@@ -631,7 +631,7 @@ def _cpu_fused_backend(group, tokens, hidden, ffn, experts, topk):
     fused.fused_backward = os.environ.get("COMET_FUSED_BACKWARD", "1") != "0"  # what __init__ reads
     fused.defer_gc, fused._gc_deferred = True, False  # COMET_DEFER_GC=1: collection off from counts read to launch
     fused.host_plan = os.environ.get("COMET_HOST_PLAN", "0") != "0"  # what __init__ reads
-    fused.wgrad_defer = wgrad_defer_depth()  # what __init__ reads
+    fused.wgrad_defer, fused.wgrad_carry = wgrad_defer_depth(), wgrad_carry()  # what __init__ reads
     # COMET_EARLY_LAUNCH: "0" off; "1" the guess of a previous call (exact here); "small": a guess one row short,
     # so the guarded launch is a no-op and the experts' forward launches again with the same epoch
     early_mode = os.environ.get("COMET_EARLY_LAUNCH", "1")

@@ -88,6 +88,9 @@ def test_every_accumulation_leaves_ddp_the_same_main_grad(overlap_grad_reduce):
                 torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6, msg=f"{rank} {mode} {name}")
 
 
+_CARRIED_JOBS_RUN: list[int] = []
+
+
 class _CarriedLinear(torch.autograd.Function):
     """y = x W^T whose weight gradient is summed into ``main_grad`` by a carried job, as the fused backward does with
     ``COMET_WGRAD_DEFER=1 COMET_WGRAD_CARRY=1``."""
@@ -103,7 +106,12 @@ class _CarriedLinear(torch.autograd.Function):
         from comet_megatron.ops.grouped_linear import grad_after_main_grad
 
         x, weight = ctx.saved_tensors
-        job = WeightGradJob(lambda: weight.main_grad.add_(grad.t() @ x), flops=1.0)
+
+        def add():
+            _CARRIED_JOBS_RUN.append(1)
+            weight.main_grad.add_(grad.t() @ x)
+
+        job = WeightGradJob(add, flops=1.0)
         DEFERRED_WEIGHT_GRADS.submit([job], depth=1, carry=True)
         return grad @ weight, grad_after_main_grad(weight)
 
@@ -117,7 +125,8 @@ def _carried_main_grad(rank: int, ws: int) -> dict:
 
     ps.initialize_model_parallel(tensor_model_parallel_size=1)
     install_deferred_wgrad_drain()
-    install_deferred_wgrad_drain()  # idempotent
+    install_deferred_wgrad_drain()  # idempotent: one wrapper around Megatron's own method
+    out: dict = {"wrapped_once": not hasattr(DistributedDataParallel.finish_grad_sync.__wrapped__, "__wrapped__")}
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -134,7 +143,7 @@ def _carried_main_grad(rank: int, ws: int) -> dict:
         DistributedDataParallelConfig(grad_reduce_in_fp32=True),
         model,
     )
-    out: dict = {"queued_after_each_backward": []}
+    out["queued_after_each_backward"] = []
     for step in range(2):
         ddp.zero_grad_buffer()
         want = torch.zeros(5, HIDDEN)
@@ -146,19 +155,36 @@ def _carried_main_grad(rank: int, ws: int) -> dict:
             out["queued_after_each_backward"].append(len(DEFERRED_WEIGHT_GRADS))
         ddp.finish_grad_sync()
         out[f"step{step}_error"] = (model.weight.main_grad - want).abs().max().item()
-    DEFERRED_WEIGHT_GRADS.submit([lambda: out.setdefault("stale_ran", True)], depth=0)  # runs at once (depth 0)
-    model_out = ddp(torch.randn(2, HIDDEN))
-    model_out.sum().backward()  # queues one carried job (depth 1, carry)
-    ddp.zero_grad_buffer()  # drops it: the gradients it would add are being zeroed
+    ddp(torch.randn(2, HIDDEN)).sum().backward()  # queues one carried job (depth 1, carry)
+    out["queued_before_zero"], runs_before_zero = len(DEFERRED_WEIGHT_GRADS), len(_CARRIED_JOBS_RUN)
+    ddp.zero_grad_buffer()  # drops it (the gradients it would add are being zeroed): it must not run
     out["queued_after_zero"] = len(DEFERRED_WEIGHT_GRADS)
+    out["dropped_job_ran"] = len(_CARRIED_JOBS_RUN) != runs_before_zero
+    DEFERRED_WEIGHT_GRADS.drain()
+    out["main_grad_after_zero_and_drain"] = model.weight.main_grad.abs().sum().item()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COMET_WGRAD_DEFER", "1")
+        try:
+            DistributedDataParallel(
+                moe_test_config(hidden_size=HIDDEN, num_attention_heads=2, num_moe_experts=EXPERTS, moe_router_topk=2),
+                DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=True),
+                Model(),
+            )
+            out["overlap_error"] = None
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            out["overlap_error"] = f"{type(exc).__name__}: {exc}"
     ps.destroy_model_parallel()
     return out
 
 
 def test_megatron_ddp_drains_carried_weight_gradients_before_reducing():
     """COMET_WGRAD_CARRY: a job still queued when a backward pass returns is in main_grad once Megatron's DDP reduces
-    gradients (finish_grad_sync), across three micro-batches and two steps; zero_grad_buffer drops queued jobs."""
+    gradients (finish_grad_sync), across three micro-batches and two steps; zero_grad_buffer drops queued jobs; a DDP
+    with overlap_grad_reduce is refused while COMET_WGRAD_DEFER is on."""
     out = run_ranks(1, _carried_main_grad, timeout=300)[0]
     assert out["queued_after_each_backward"] == [1] * 6, out  # carried: the sums were not done when backward returned
     assert out["step0_error"] < 1e-5 and out["step1_error"] < 1e-5, out
-    assert out["queued_after_zero"] == 0 and out["stale_ran"], out
+    assert out["wrapped_once"], out
+    assert out["queued_before_zero"] == 1 and out["queued_after_zero"] == 0, out
+    assert not out["dropped_job_ran"] and out["main_grad_after_zero_and_drain"] == 0.0, out  # dropped, not run
+    assert out["overlap_error"].startswith("CometConfigError") and "--overlap-grad-reduce" in out["overlap_error"], out

@@ -15,6 +15,14 @@ import torch.utils.checkpoint
 from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS, ENV_WGRAD_DEFER, WeightGradJob, wgrad_defer_depth
 
 
+@pytest.fixture(autouse=True)
+def _empty_queue():
+    """The queue is process-global: a failing test must not leave jobs for the next one."""
+    DEFERRED_WEIGHT_GRADS.clear()
+    yield
+    DEFERRED_WEIGHT_GRADS.clear()
+
+
 class _Layer(torch.autograd.Function):
     """y = 2x; its backward logs its start, then submits a job that logs when it runs."""
 
@@ -234,6 +242,24 @@ def test_a_forward_wait_slot_runs_the_flops_of_the_rows_this_rank_is_behind_by()
 def _queued(jobs):
     from comet_megatron.ops.deferred_wgrad import _QueuedLayer
 
-    layer = _QueuedLayer(jobs)
+    layer = _QueuedLayer(jobs, graph_task=-1)
     layer.pass_done = True
     return layer
+
+
+def test_a_nested_pass_ending_does_not_vouch_for_the_enclosing_pass():
+    """Carrying, a reentrant checkpoint's pass ends inside the outer pass; if the outer pass then raises, its queued
+    layer is still stale (the nested pass's end marks only its own layers as finished)."""
+    log: list = []
+    x = torch.randn(3, requires_grad=True)
+
+    def segment(inp):
+        return _CarryingLayer.apply(inp, 1, 2, log)
+
+    inner = torch.utils.checkpoint.checkpoint(segment, _Failing.apply(x), use_reentrant=True)
+    y = _CarryingLayer.apply(inner, 2, 2, log)  # queued by the outer pass, carried past the nested pass's end
+    with pytest.raises(ValueError, match="backward failed"):
+        y.sum().backward()
+    assert len(DEFERRED_WEIGHT_GRADS) == 2
+    with pytest.raises(RuntimeError, match="did not finish"):
+        DEFERRED_WEIGHT_GRADS.check_nothing_left_over()

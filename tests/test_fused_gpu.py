@@ -78,7 +78,11 @@ def test_deferred_weight_gradients_sum_the_same_bits(ws):
     _skip_without_gpus(ws)
     from tests.fused_gpu_cases import run_deferred_chain
 
-    for rank, report in enumerate(run_ranks(ws, run_deferred_chain, timeout=400)):
+    reports = run_ranks(ws, run_deferred_chain, timeout=400)
+    for rank, report in enumerate(reports):
         assert all(report["same_bits"].values()), (rank, report)
-        assert all(all(flags) for flags in report["empty_after_backward"].values()), (rank, report)
+        for variant, queued in report["queued_after_backward"].items():  # carried: one layer left for the forward
+            assert queued == ([1, 1] if variant.endswith("c") else [0, 0]), (rank, variant, report)
         assert all(norm > 0 for norm in report["main_grad_norm"].values()), (rank, report)
+    if ws > 1:  # the routing differs per rank: in some layer a rank is behind and its forward runs carried jobs
+        assert sum(report["flops_run_in_forward"] for report in reports) > 0, reports

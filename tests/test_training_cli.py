@@ -236,6 +236,21 @@ def test_supported_args_pass():
     validate_comet_args(_args(moe_comet_wgrad_defer=1, moe_comet_wgrad_carry=True))
 
 
+def test_wgrad_deferral_from_the_environment_is_checked_too(monkeypatch):
+    """COMET_WGRAD_DEFER / COMET_WGRAD_CARRY work without the options: the startup checks read them as well."""
+    monkeypatch.setenv("COMET_WGRAD_DEFER", "1")
+    with pytest.raises(CometConfigError, match="--moe-comet-wgrad-defer with --overlap-grad-reduce"):
+        validate_comet_args(_args(overlap_grad_reduce=True))
+    validate_comet_args(_args(moe_comet_wgrad_carry=True))  # the depth comes from the environment
+    monkeypatch.setenv("COMET_WGRAD_DEFER", "0")
+    monkeypatch.setenv("COMET_WGRAD_CARRY", "1")
+    with pytest.raises(CometConfigError, match="--moe-comet-wgrad-carry needs"):
+        validate_comet_args(_args())
+    monkeypatch.setenv("COMET_WGRAD_CARRY", "maybe")
+    with pytest.raises(CometConfigError, match="COMET_WGRAD_CARRY='maybe'"):
+        validate_comet_args(_args())
+
+
 @pytest.mark.parametrize("case", sorted(BAD_ARGS))
 def test_unsupported_option_fails_naming_it(case):
     overrides, fragments = BAD_ARGS[case]

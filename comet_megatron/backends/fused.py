@@ -145,13 +145,15 @@ def _fc1_weight_grad(ctx, w1, grad_fc1_out, x_e, counts, counts_host):
     return weight_grad(w1, grad_fc1_out, x_e, counts, counts_host, ctx.weights.fuse_wgrad_into_main_grad)
 
 
-def _weight_grad_or_job(timer, label, weight, grad_rows, input_rows, counts, counts_host, fuse_into_main_grad, release):
+def _weight_grad_or_job(
+    timer, label, weight, grad_rows, input_rows, counts, counts_host, fuse_into_main_grad, release, defer: bool
+):
     """``weight``'s gradient in the fused backward: ``(gradient for autograd, job or None)``.
 
-    A gradient that goes into ``main_grad`` comes back as a job (the accumulation, timed under ``label``, then
-    :func:`_release` of the tensors in ``release``, which only it reads) for :data:`DEFERRED_WEIGHT_GRADS`, with
-    Megatron's dummy gradient to return now; one that autograd must receive is computed here, and ``release`` is
-    released at once.
+    A gradient that goes into ``main_grad`` is summed there now (``defer`` false: the accumulation, then the release
+    of ``release``, then Megatron's dummy gradient, in that order, as before deferral existed), or comes back as a job
+    doing the same later, for :data:`DEFERRED_WEIGHT_GRADS`, with the dummy to return now. One that autograd must
+    receive is computed here. ``release``: tensors only this gradient reads, freed once it has run.
     """
     method = accumulation_method(weight, input_rows, fuse_into_main_grad)
     if method is None:
@@ -168,6 +170,9 @@ def _weight_grad_or_job(timer, label, weight, grad_rows, input_rows, counts, cou
         for tensor in release:
             _release(tensor)
 
+    if not defer:
+        job()
+        return grad_after_main_grad(weight), None
     flops = 2.0 * input_rows.shape[0] * weight.shape[1] * weight.shape[2]
     return grad_after_main_grad(weight), WeightGradJob(job, flops)
 
@@ -262,7 +267,9 @@ class FusedBackend(MoEBackend):
         self.host_plan = _host_plan()  # COMET_HOST_PLAN at construction; settable per layer
         self.early_launch = _early_launch()  # COMET_EARLY_LAUNCH at construction; settable per layer
         self.wgrad_defer = wgrad_defer_depth()  # COMET_WGRAD_DEFER at construction; settable per layer
-        self.wgrad_carry = wgrad_carry()  # COMET_WGRAD_CARRY at construction; settable per layer
+        # COMET_WGRAD_CARRY at construction; settable per layer (then call
+        # comet_megatron.megatron.ddp_drain.install_deferred_wgrad_drain(), as CometMoELayer does from the variables)
+        self.wgrad_carry = wgrad_carry()
         self._recent_rows: collections.deque[int] = collections.deque(maxlen=_RECENT_CALLS)
         self._gc_deferred = False
 
@@ -561,7 +568,8 @@ class _FusedMoE(torch.autograd.Function):
         which says why that helps and what it costs). Every saved
         activation is freed as soon as its last reader is queued (as autograd frees Megatron's per-op ones); fc1's
         weight gradient goes first so that its large operand (the fc1 output gradient) is gone before fc2's
-        weight gradient allocates: the peak is all weight gradients plus fc2's operands ``[R, F + H]``.
+        weight gradient allocates: without deferral the peak is all weight gradients plus fc2's operands
+        ``[R, F + H]``; deferred, the operands live until their job runs.
         """
         from comet_megatron import fused_ops
 
@@ -629,25 +637,40 @@ class _FusedMoE(torch.autograd.Function):
                 push_probs=d_prob if wants_probs else None,
                 **common,
             )
-        fuse = weights.fuse_wgrad_into_main_grad
-        jobs = []  # the weight gradients that go into main_grad: now, or a few layers later (COMET_WGRAD_DEFER)
+        fuse, defer = weights.fuse_wgrad_into_main_grad, backend.wgrad_defer > 0
+        if not defer and len(DEFERRED_WEIGHT_GRADS):  # queued by layers that defer: before this layer's, in order
+            DEFERRED_WEIGHT_GRADS.drain()
+        jobs, job = [], None  # weight gradients deferred to a later layer (COMET_WGRAD_DEFER)
         grad_w1 = grad_w2 = None
         if wants_w1:
             grad_w1, job = _weight_grad_or_job(
-                timer, "bwd.fc1_wgrad", w1, d_fc1, x_e, counts, counts_host, fuse, release=(d_fc1, x_e)
+                timer, "bwd.fc1_wgrad", w1, d_fc1, x_e, counts, counts_host, fuse, release=(d_fc1, x_e), defer=defer
             )
             jobs.append(job)
         else:
             _release(d_fc1)
             _release(x_e)
         if wants_w2:
-            # grad_y may be a view of the workspace (EP=1, nothing deferred): dropped with the job, never released
+            # grad_y may be a view of the workspace (EP=1, nothing deferred): never released, only dropped (here, or
+            # with its job)
             grad_w2, job = _weight_grad_or_job(
-                timer, "bwd.fc2_wgrad", w2, grad_y, fc2_input, counts, counts_host, fuse, release=(fc2_input,)
+                timer,
+                "bwd.fc2_wgrad",
+                w2,
+                grad_y,
+                fc2_input,
+                counts,
+                counts_host,
+                fuse,
+                release=(fc2_input,),
+                defer=defer,
             )
             jobs.append(job)
-            del grad_y
-        DEFERRED_WEIGHT_GRADS.submit([job for job in jobs if job is not None], backend.wgrad_defer, backend.wgrad_carry)
+            del grad_y, fc2_input
+        jobs = [queued for queued in jobs if queued is not None]
+        if jobs:
+            DEFERRED_WEIGHT_GRADS.submit(jobs, backend.wgrad_defer, backend.wgrad_carry)
+        del jobs, job  # the queue holds them (and their operands) now
         with timed(timer, "bwd.reduce"):
             grad_tokens = fused_ops.combine_reduce(
                 views,

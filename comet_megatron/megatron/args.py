@@ -16,7 +16,12 @@ from types import SimpleNamespace
 
 from comet_megatron.backends.selection import BACKEND_CHOICES
 from comet_megatron.errors import CometConfigError
-from comet_megatron.ops.deferred_wgrad import ENV_WGRAD_CARRY, ENV_WGRAD_DEFER
+from comet_megatron.ops.deferred_wgrad import (
+    ENV_WGRAD_CARRY,
+    ENV_WGRAD_DEFER,
+    wgrad_carry_requested,
+    wgrad_defer_depth,
+)
 from comet_megatron.ops.grouped_linear import WGRAD_ACCUMULATION_CHOICES
 
 # The environment variables the package reads (comet_megatron/tuning.py, comet_megatron/backends/fused.py,
@@ -158,13 +163,20 @@ def _option_problems(args) -> list[str]:
             "--recompute-modules moe_act is not supported by Comet's experts: recompute the whole MoE layer "
             "with --recompute-modules moe (with --recompute-granularity selective)"
         )
-    if (_arg(args, "moe_comet_wgrad_defer") or 0) > 0 and _arg(args, "overlap_grad_reduce"):
+    defer, carry = _arg(args, "moe_comet_wgrad_defer"), _arg(args, "moe_comet_wgrad_carry")
+    try:  # the options, or else the environment variables they set (which work without them)
+        defer = wgrad_defer_depth() if defer is None else defer
+        carry = carry or wgrad_carry_requested()
+    except ValueError as exc:
+        problems.append(str(exc))
+        defer, carry = 0, False
+    if defer > 0 and _arg(args, "overlap_grad_reduce"):
         problems.append(
             "--moe-comet-wgrad-defer with --overlap-grad-reduce: Megatron's DDP may start reducing an expert's "
             "gradient bucket before a deferred weight gradient is added; unset one of them"
         )
-    if _arg(args, "moe_comet_wgrad_carry"):
-        if not (_arg(args, "moe_comet_wgrad_defer") or 0) > 0:
+    if carry:
+        if defer <= 0:
             problems.append(
                 "--moe-comet-wgrad-carry needs --moe-comet-wgrad-defer N with N >= 1 (the MoE layers to carry)"
             )

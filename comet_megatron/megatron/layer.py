@@ -17,7 +17,7 @@ from comet_megatron.errors import CometConfigError
 from comet_megatron.megatron.dispatcher import CometTokenDispatcher
 from comet_megatron.megatron.experts import CometGroupedMLP
 from comet_megatron.megatron.validation import validate_moe_config
-from comet_megatron.ops.deferred_wgrad import wgrad_carry
+from comet_megatron.ops.deferred_wgrad import wgrad_defer_depth
 
 _MOE_LAYER_KWARGS = frozenset(inspect.signature(MoELayer.__init__).parameters) - {"self"}
 
@@ -44,7 +44,7 @@ class CometMoELayer(MoELayer):
             config=config, submodules=submodules, layer_number=layer_number, pg_collection=pg_collection, **super_kwargs
         )
         self.comet_backend = create_backend(backend, config, self.ep_group, self.num_local_experts)
-        if wgrad_carry():  # carried weight gradients must be in main_grad before Megatron's DDP reduces it
+        if wgrad_defer_depth() > 0:  # deferred weight gradients must be in main_grad before Megatron's DDP reduces it
             from comet_megatron.megatron.ddp_drain import install_deferred_wgrad_drain
 
             install_deferred_wgrad_drain()

@@ -58,15 +58,21 @@ def wgrad_defer_depth() -> int:
     return depth
 
 
-def wgrad_carry() -> bool:
-    """``COMET_WGRAD_CARRY``: ``1`` carries the deferred weight gradients left at the end of a backward pass into the
-    next forward (needs ``COMET_WGRAD_DEFER`` >= 1); ``0`` or unset: drained when the pass ends."""
+def wgrad_carry_requested() -> bool:
+    """``COMET_WGRAD_CARRY`` alone: ``1`` or ``0`` / unset (anything else is an error naming the variable)."""
     raw = os.environ.get(ENV_WGRAD_CARRY, "0").strip() or "0"
     if raw not in ("0", "1"):
         raise ValueError(f"{ENV_WGRAD_CARRY}={raw!r}: give 1 (carry into the next forward) or 0")
-    if raw == "1" and wgrad_defer_depth() == 0:
-        raise ValueError(f"{ENV_WGRAD_CARRY}=1 needs {ENV_WGRAD_DEFER} >= 1 (the number of MoE layers to carry)")
     return raw == "1"
+
+
+def wgrad_carry() -> bool:
+    """``COMET_WGRAD_CARRY``: ``1`` carries the deferred weight gradients left at the end of a backward pass into the
+    next forward (needs ``COMET_WGRAD_DEFER`` >= 1); ``0`` or unset: drained when the pass ends."""
+    carry = wgrad_carry_requested()
+    if carry and wgrad_defer_depth() == 0:
+        raise ValueError(f"{ENV_WGRAD_CARRY}=1 needs {ENV_WGRAD_DEFER} >= 1 (the number of MoE layers to carry)")
+    return carry
 
 
 @dataclass
@@ -76,7 +82,7 @@ class WeightGradJob:
     ``flops``: its GEMM's FLOPs, which a forward's wait slot compares with the wait it expects.
     """
 
-    run: Callable[[], object]
+    run: Callable[[], object]  # its return value is ignored
     flops: float = 0.0
 
     def __call__(self) -> None:
@@ -84,11 +90,12 @@ class WeightGradJob:
 
 
 class _QueuedLayer:
-    __slots__ = ("jobs", "pass_done")
+    __slots__ = ("jobs", "graph_task", "pass_done")
 
-    def __init__(self, jobs):
+    def __init__(self, jobs, graph_task: int):
         self.jobs = deque(jobs)
-        self.pass_done = False  # the backward pass that queued it finished (a carried layer, not a stale one)
+        self.graph_task = graph_task  # the autograd pass that queued it
+        self.pass_done = False  # that pass finished (a carried layer, not a stale one)
 
 
 class DeferredWeightGrads:
@@ -101,23 +108,26 @@ class DeferredWeightGrads:
 
     def __init__(self):
         self._layers: deque[_QueuedLayer] = deque()
+        self.flops_run_within = 0.0  # by :meth:`run_within` since the process started (forward wait slots)
 
     def __len__(self) -> int:
         """Layers with queued jobs."""
         return len(self._layers)
 
-    def submit(self, jobs: list[Callable[[], None]], depth: int, carry: bool = False) -> None:
+    def submit(self, jobs: list[Callable[[], object]], depth: int, carry: bool = False) -> None:
         """Queue one layer's ``jobs``, then run the oldest layers' until at most ``depth`` are queued.
 
         With ``depth > 0`` this must be called from inside an autograd backward pass (a ``Function.backward``): it
         registers the end of that pass, which drains the queue (``carry``: down to ``depth`` layers).
         """
+        task = torch._C._current_graph_task_id()
         if jobs:
-            self._layers.append(_QueuedLayer(j if isinstance(j, WeightGradJob) else WeightGradJob(j) for j in jobs))
+            wrapped = (j if isinstance(j, WeightGradJob) else WeightGradJob(j) for j in jobs)
+            self._layers.append(_QueuedLayer(wrapped, task))
         if self._layers and depth > 0:
             # on every submit: a nested pass (a reentrant checkpoint's) ends at its own end, and the outer pass still
             # needs a callback for what later layers queue; a second end of the same pass finds nothing to do
-            torch.autograd.Variable._execution_engine.queue_callback(lambda: self._end_of_pass(depth, carry))
+            torch.autograd.Variable._execution_engine.queue_callback(lambda: self._end_of_pass(depth, carry, task))
         self._run_until(depth)
 
     def run_within(self, flops: float) -> float:
@@ -134,6 +144,7 @@ class DeferredWeightGrads:
                 self._layers.popleft()
             job()
             ran += job.flops
+        self.flops_run_within += ran
         return ran
 
     def drain(self) -> None:
@@ -158,10 +169,11 @@ class DeferredWeightGrads:
                 "the next step"
             )
 
-    def _end_of_pass(self, depth: int, carry: bool) -> None:
+    def _end_of_pass(self, depth: int, carry: bool, task: int) -> None:
         self._run_until(depth if carry else 0)
-        for layer in self._layers:
-            layer.pass_done = True
+        for layer in self._layers:  # only this pass's: an enclosing pass may still fail
+            if layer.graph_task == task:
+                layer.pass_done = True
 
     def _run_until(self, layers: int) -> None:
         while len(self._layers) > max(layers, 0):
