@@ -163,9 +163,14 @@ def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers:
     assert all(layer.comet_backend.name == "fused" for layer in chain)
     torch.manual_seed(4000 + rank)
     with torch.no_grad():
-        for layer in chain:
+        for index, layer in enumerate(chain):
             for p in layer.parameters():
                 p.copy_((torch.randn_like(p, dtype=torch.float32) * 0.05).to(p.dtype))
+            # a token's top-k favours experts whose router rows are longer (their logits vary more): every rank sends
+            # most rows to rank 0's experts in even layers and to the last rank's in odd ones, so at EP > 1 some rank
+            # is far behind the busiest in every layer, and its forward wait slot has room for carried jobs
+            first_half = layer.router.weight[: case.experts // 2]
+            first_half.mul_(3.0 if index % 2 == 0 else 1 / 3)
     inputs = [torch.randn(case.tokens // 2, 2, case.hidden, device=dev).bfloat16() for _ in range(2)]
     grad_outs = [torch.randn(x.shape, device=dev).bfloat16() for x in inputs]
     user_wgrad_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
