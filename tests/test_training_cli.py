@@ -785,7 +785,7 @@ def test_layer_timing_log_summary(tmp_path, capsys):
     # a window: rank 0's moe reports 1-2 only (the third, 48 calls at 4.0 ms, is after it)
     window = summarize_log(str(log), skip_reports=0, last_report=2)
     assert window["moe"][0]["fwd"]["calls"] == 32 and window["moe"][0]["fwd"]["gpu_ms"] == 5.5
-    with pytest.raises(ValueError, match="last_report"):
+    with pytest.raises(ValueError, match="--last-report 2 must be above --skip-reports 2"):
         summarize_log(str(log), skip_reports=2, last_report=2)
     main([str(log), "--skip-reports", "0", "--json", str(tmp_path / "s.json")])
     out = capsys.readouterr().out

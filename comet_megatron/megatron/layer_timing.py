@@ -133,7 +133,7 @@ def summarize_log(path: str, skip_reports: int = 2, last_report: int | None = No
     the ``last_report``-th (1-based, counted per rank and kind) are left out, so that a window of the run can be
     compared (the step time changes as a run trains)."""
     if last_report is not None and last_report <= skip_reports:
-        raise ValueError(f"last_report={last_report} leaves no report after skip_reports={skip_reports}")
+        raise ValueError(f"--last-report {last_report} must be above --skip-reports {skip_reports}")
     seen: dict = defaultdict(int)
     sections: dict = defaultdict(lambda: [0.0, 0.0, 0, 0.0, 0.0, 0])  # gpu, host, n, host max, cpu, n with cpu
     values: dict = defaultdict(lambda: [0.0, 0])
@@ -190,9 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", help="also write the summaries here")
     args = parser.parse_args(argv)
-    if args.last_report is not None and args.last_report <= args.skip_reports:
-        parser.error(f"--last-report {args.last_report} must be above --skip-reports {args.skip_reports}")
-    summaries = {path: summarize_log(path, args.skip_reports, args.last_report) for path in args.logs}
+    try:
+        summaries = {path: summarize_log(path, args.skip_reports, args.last_report) for path in args.logs}
+    except ValueError as exc:  # the window's bounds, checked once in summarize_log
+        parser.error(str(exc))
     print(
         f"{'log':34s} {'kind':9s} rank {'label':22s} {'gpu ms':>8s} {'host ms':>8s} {'calls':>6s} {'host max':>8s} "
         f"{'cpu ms':>8s}"
