@@ -708,6 +708,50 @@ def deferred_wgrad_glue_ep1(
     }
 
 
+def recompute_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
+    """The fused layer under a reentrant activation checkpoint (Megatron's ``--recompute-modules moe``): its first
+    forward runs under no_grad (layer0 launched early from the dispatch, keeping no fc1 output), the backward reruns
+    it with grad. Output and gradients must equal the plain run's bit for bit; a no_grad forward must run too."""
+    import torch.distributed as dist
+    import torch.utils.checkpoint
+
+    from comet_megatron.backends.base import ExpertWeights
+    from comet_megatron.ops.activation import ExpertActivation
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{_free_port()}")
+    fused = _cpu_fused_backend(dist.group.WORLD, tokens, hidden, ffn, experts, topk)
+    gen = torch.Generator().manual_seed(21)
+    w1 = (torch.randn(experts, 2 * ffn, hidden, generator=gen) * 0.1).bfloat16().requires_grad_(True)
+    w2 = (torch.randn(experts, hidden, ffn, generator=gen) * 0.1).bfloat16().requires_grad_(True)
+    x = torch.randn(tokens, hidden, generator=gen).bfloat16()
+    routing_map, probs = random_routing(gen, tokens, experts, topk)
+    grad_out = torch.randn(tokens, hidden, generator=gen).bfloat16()
+    weights = ExpertWeights(w1, w2, ExpertActivation(F.silu, True))
+    early_launches = []
+
+    def layer(inp):
+        routing = build_local_routing(routing_map, probs, topk)
+        dispatched = fused.dispatch(inp, routing, routing.tokens_per_expert.unsqueeze(0), weights=weights)
+        early_launches.append(dispatched.handle.early is not None)
+        return fused.combine(fused.experts(dispatched, weights), dispatched.handle)
+
+    results = {}
+    for name in ("plain", "checkpointed"):
+        w1.grad = w2.grad = None
+        xi = x.clone().requires_grad_(True)
+        out = layer(xi) if name == "plain" else torch.utils.checkpoint.checkpoint(layer, xi, use_reentrant=True)
+        (out.float() * grad_out.float()).sum().backward()
+        results[name] = [_bits(t).tolist() for t in (out.detach(), xi.grad, w1.grad, w2.grad)]
+    with torch.no_grad():
+        no_grad_out = layer(x)
+    dist.destroy_process_group()
+    return {
+        "same_bits": results["plain"] == results["checkpointed"],
+        "no_grad_forward_equal": _bits(no_grad_out).tolist() == results["plain"][0],
+        "early_launches": early_launches,
+    }
+
+
 def backend_glue_ep1(tokens=24, hidden=40, ffn=24, experts=3, topk=2) -> dict:
     """FusedBackend's dispatch/experts/autograd on one gloo rank vs ReferenceBackend (same weights)."""
     import torch.distributed as dist
@@ -780,6 +824,8 @@ if __name__ == "__main__":
         print(json.dumps(guarded_launch()))
     elif sys.argv[1] == "backend_glue_ep1":
         print(json.dumps(backend_glue_ep1()))
+    elif sys.argv[1] == "recompute_glue_ep1":
+        print(json.dumps(recompute_glue_ep1()))
     elif sys.argv[1] == "deferred_wgrad_glue_ep1":
         print(json.dumps(deferred_wgrad_glue_ep1()))
     else:

@@ -188,3 +188,12 @@ def test_deferred_weight_gradients_sum_the_same_bits():
     assert all(report["queued_after_backward"][d] == [0, 0] for d in ("0", "1", "2", "5")), report
     # carried into the next forward (COMET_WGRAD_CARRY): two layers left queued each time, drained at the end
     assert report["queued_after_backward"]["2c"] == [2, 2], report
+
+
+def test_fused_layer_under_a_reentrant_activation_checkpoint():
+    """--recompute-modules moe: the checkpoint's first forward runs under no_grad, so the early layer0 launch keeps
+    no fc1 output; the layer must not ask for one (grad mode decides, not the weights' requires_grad), and the
+    recomputed forward + backward equal the plain run bit for bit (session 18 found this broken since session 15)."""
+    report = _interpret("recompute_glue_ep1")
+    assert report["same_bits"] and report["no_grad_forward_equal"], report
+    assert report["early_launches"] == [True] * 4, report  # plain, checkpoint's no_grad + recomputed, no_grad

@@ -439,8 +439,17 @@ class FusedBackend(MoEBackend):
         )
 
     def experts(self, dispatched: Dispatched, weights: ExpertWeights) -> torch.Tensor:
+        # grad mode as the caller has it (inside Function.forward it is always off, and needs_input_grad reports the
+        # inputs' requires_grad even under no_grad, e.g. in the first forward of a reentrant activation checkpoint)
         return _FusedMoE.apply(
-            dispatched.hidden, dispatched.probs, weights.fc1, weights.fc2, self, dispatched.handle, weights
+            dispatched.hidden,
+            dispatched.probs,
+            weights.fc1,
+            weights.fc2,
+            self,
+            dispatched.handle,
+            weights,
+            torch.is_grad_enabled(),
         )
 
     def combine(self, expert_output: torch.Tensor, handle) -> torch.Tensor:
@@ -449,7 +458,7 @@ class FusedBackend(MoEBackend):
 
 class _FusedMoE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tokens, probs_of_slot, w1, w2, backend: FusedBackend, handle: FusedHandle, weights):
+    def forward(ctx, tokens, probs_of_slot, w1, w2, backend: FusedBackend, handle: FusedHandle, weights, grad_enabled):
         from comet_megatron import fused_ops
 
         DEFERRED_WEIGHT_GRADS.check_nothing_left_over()
@@ -461,7 +470,7 @@ class _FusedMoE(torch.autograd.Function):
         epoch = handle.epoch
         tables = handle.tables
         debug = _debug()
-        needs_grad = any(ctx.needs_input_grad[:4])
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:4])
         timer = process_timer("fused")
         early = handle.early
         if early is not None:  # queued by dispatch before the counts read, and it ran
@@ -553,7 +562,7 @@ class _FusedMoE(torch.autograd.Function):
             grad_probs = all_to_all(
                 grad_p_e.index_select(0, to_expert_major), plan.send_splits, plan.recv_splits, group
             )
-        return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
+        return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None, None
 
     @staticmethod
     def _fused_backward(ctx, grad_out, counts, counts_host):
@@ -687,4 +696,4 @@ class _FusedMoE(torch.autograd.Function):
             grad_probs = views.combine_probs_slots(epoch, routing.num_slots).to(ctx.probs_dtype, copy=True)
         if debug:
             _raise_if_a_wait_gave_up(views, epoch)
-        return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None
+        return grad_tokens, grad_probs, grad_w1, grad_w2, None, None, None, None
