@@ -7,6 +7,7 @@ reference backend in bf16) makes, plus a tiny absolute floor.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import traceback
@@ -41,6 +42,21 @@ def _rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+@contextlib.contextmanager
+def _wgrad_accumulation(mode: str | None):
+    """``COMET_WGRAD_ACCUMULATION=mode`` inside (unchanged for ``None``), the caller's value restored after."""
+    user_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
+    try:
+        if mode is not None:
+            os.environ["COMET_WGRAD_ACCUMULATION"] = mode
+        yield
+    finally:
+        if user_mode is None:
+            os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
+        else:
+            os.environ["COMET_WGRAD_ACCUMULATION"] = user_mode
+
+
 def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_backward: bool = False) -> dict:
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
@@ -51,19 +67,12 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
     model_parallel_cuda_manual_seed(1234)
     results = {}
-    user_wgrad_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
     for name in names:
         try:
-            if name in MAIN_GRAD_CASES:
-                os.environ["COMET_WGRAD_ACCUMULATION"] = MAIN_GRAD_CASES[name]
-            results[name] = _run_case(GPU_CASES[name], rank, ws, calls, dev, main_grad=name in MAIN_GRAD_CASES)
+            with _wgrad_accumulation(MAIN_GRAD_CASES.get(name)):
+                results[name] = _run_case(GPU_CASES[name], rank, ws, calls, dev, main_grad=name in MAIN_GRAD_CASES)
         except Exception:  # one broken case must not hide the others' results
             results[name] = {"error": traceback.format_exc()}
-        finally:
-            if user_wgrad_mode is None:
-                os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
-            else:
-                os.environ["COMET_WGRAD_ACCUMULATION"] = user_wgrad_mode
     ps.destroy_model_parallel()
     return results
 
@@ -173,12 +182,10 @@ def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers:
             first_half.mul_(3.0 if index % 2 == 0 else 1 / 3)
     inputs = [torch.randn(case.tokens // 2, 2, case.hidden, device=dev).bfloat16() for _ in range(2)]
     grad_outs = [torch.randn(x.shape, device=dev).bfloat16() for x in inputs]
-    user_wgrad_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
     report: dict = {"same_bits": {}, "queued_after_backward": {}, "main_grad_norm": {}}
     flops_run_before = DEFERRED_WEIGHT_GRADS.flops_run_within
     try:
         for method in ("per_expert", "kernel"):
-            os.environ["COMET_WGRAD_ACCUMULATION"] = method
             bits = {}
             for depth in depths:
                 experts = []
@@ -191,13 +198,14 @@ def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers:
                         weight.grad = None
                         experts.append(weight)
                 queued = []
-                for x, grad_out in zip(inputs, grad_outs):
-                    y = x.clone().requires_grad_(True)
-                    for layer in chain:
-                        y, _ = layer(y)
-                    (y.float() * grad_out.float()).sum().backward()
-                    queued.append(len(DEFERRED_WEIGHT_GRADS))
-                DEFERRED_WEIGHT_GRADS.drain()
+                with _wgrad_accumulation(method):
+                    for x, grad_out in zip(inputs, grad_outs):
+                        y = x.clone().requires_grad_(True)
+                        for layer in chain:
+                            y, _ = layer(y)
+                        (y.float() * grad_out.float()).sum().backward()
+                        queued.append(len(DEFERRED_WEIGHT_GRADS))
+                    DEFERRED_WEIGHT_GRADS.drain()
                 torch.cuda.synchronize()
                 assert all(w.grad_added_to_main_grad for w in experts)
                 bits[depth] = [w.main_grad.view(torch.int32).clone() for w in experts]
@@ -208,10 +216,6 @@ def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers:
                     torch.equal(a, b) for a, b in zip(bits[depth], bits[depths[0]])
                 )
     finally:
-        if user_wgrad_mode is None:
-            os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
-        else:
-            os.environ["COMET_WGRAD_ACCUMULATION"] = user_wgrad_mode
         ps.destroy_model_parallel()
     # FLOPs of carried jobs run in forward wait slots (only a rank behind the busiest one runs any)
     report["flops_run_in_forward"] = DEFERRED_WEIGHT_GRADS.flops_run_within - flops_run_before

@@ -24,19 +24,21 @@ def _empty_queue():
 
 
 class _Layer(torch.autograd.Function):
-    """y = 2x; its backward logs its start, then submits a job that logs when it runs."""
+    """y = 2x; its backward logs its start, then submits a job (``flops`` = 10 x its index + 10) that logs when it
+    runs, carried into the next forward with ``carry``."""
 
     @staticmethod
-    def forward(ctx, x, index, depth, log):
-        ctx.index, ctx.depth, ctx.log = index, depth, log
+    def forward(ctx, x, index, depth, log, carry=False):
+        ctx.index, ctx.depth, ctx.log, ctx.carry = index, depth, log, carry
         return x * 2
 
     @staticmethod
     def backward(ctx, grad):
         log, index = ctx.log, ctx.index
         log.append(("backward", index))
-        DEFERRED_WEIGHT_GRADS.submit([lambda: log.append(("job", index))], ctx.depth)
-        return grad * 2, None, None, None
+        job = WeightGradJob(lambda: log.append(("job", index)), flops=10.0 * index + 10.0)
+        DEFERRED_WEIGHT_GRADS.submit([job], ctx.depth, carry=ctx.carry)
+        return grad * 2, None, None, None, None
 
 
 def _run(layers: int, depth: int) -> list:
@@ -158,20 +160,8 @@ def test_a_forward_inside_a_backward_pass_may_see_queued_jobs():
 # --- carrying into the next forward (COMET_WGRAD_CARRY) ---------------------------------------------------------------
 
 
-class _CarryingLayer(torch.autograd.Function):
-    """Like _Layer, with carrying: its job has ``flops`` = 10 x its index + 10."""
-
-    @staticmethod
-    def forward(ctx, x, index, depth, log):
-        ctx.index, ctx.depth, ctx.log = index, depth, log
-        return x * 2
-
-    @staticmethod
-    def backward(ctx, grad):
-        log, index = ctx.log, ctx.index
-        job = WeightGradJob(lambda: log.append(("job", index)), flops=10.0 * index + 10.0)
-        DEFERRED_WEIGHT_GRADS.submit([job], ctx.depth, carry=True)
-        return grad * 2, None, None, None
+def _carrying(x, index, depth, log):
+    return _Layer.apply(x, index, depth, log, True)
 
 
 def test_carry_keeps_depth_layers_past_the_end_of_the_pass():
@@ -179,7 +169,7 @@ def test_carry_keeps_depth_layers_past_the_end_of_the_pass():
     x = torch.randn(3, requires_grad=True)
     y = x
     for index in range(4):
-        y = _CarryingLayer.apply(y, index, 2, log)
+        y = _carrying(y, index, 2, log)
     y.sum().backward()
     # layers 3 and 2 ran in the slots of layers 1 and 0; layers 1 and 0 (jobs of 20 and 10 FLOPs) are carried
     assert [e for e in log if e[0] == "job"] == [("job", 3), ("job", 2)]
@@ -198,7 +188,7 @@ def test_carried_layers_run_first_in_the_next_backward():
         x = torch.randn(3, requires_grad=True)
         y = x
         for index in range(3):
-            y = _CarryingLayer.apply(y, 10 * micro_batch + index, 1, log)
+            y = _carrying(y, 10 * micro_batch + index, 1, log)
         y.sum().backward()
         log.append(("returned", micro_batch))
     DEFERRED_WEIGHT_GRADS.drain()
@@ -254,10 +244,10 @@ def test_a_nested_pass_ending_does_not_vouch_for_the_enclosing_pass():
     x = torch.randn(3, requires_grad=True)
 
     def segment(inp):
-        return _CarryingLayer.apply(inp, 1, 2, log)
+        return _carrying(inp, 1, 2, log)
 
     inner = torch.utils.checkpoint.checkpoint(segment, _Failing.apply(x), use_reentrant=True)
-    y = _CarryingLayer.apply(inner, 2, 2, log)  # queued by the outer pass, carried past the nested pass's end
+    y = _carrying(inner, 2, 2, log)  # queued by the outer pass, carried past the nested pass's end
     with pytest.raises(ValueError, match="backward failed"):
         y.sum().backward()
     assert len(DEFERRED_WEIGHT_GRADS) == 2
