@@ -6,7 +6,8 @@
 # Environment (all optional):
 #   COMET=1|0           1: --moe-comet (Comet's MoE layers); 0: Megatron's alltoall dispatcher and experts
 #   BACKEND=auto        --moe-comet-backend: auto | fused | reference
-#   EP TP PP            expert / tensor / pipeline parallel sizes (expert TP is always 1)
+#   EP TP PP            expert / tensor / pipeline parallel sizes (expert TP is always 1; TP > 1 adds
+#                       --sequence-parallel, which Megatron's MoE layers need in training)
 #   NPROC NNODES NODE_RANK MASTER_ADDR MASTER_PORT   torchrun layout (GPUs per node, nodes)
 #   LAYERS SEQ MBS GBS ITERS LR SEED VOCAB           model depth and training schedule
 #   MOE_FREQ            --moe-layer-freq: 1 (all MoE), 2 (alternate MoE/dense), or a list like "[1,0,1,0]"
@@ -74,6 +75,8 @@ if [ "$IMPL" = local ]; then  # no TE/apex: Megatron's fused kernels are unavail
   ARGS+=(--attention-backend unfused --no-masked-softmax-fusion --no-rope-fusion
          --no-gradient-accumulation-fusion --no-persist-layer-norm)
 fi
+# Megatron's MoE layers refuse to train with attention TP > 1 without sequence parallelism
+[ "$TP" -gt 1 ] && ARGS+=(--sequence-parallel)
 [ "$GROUPED_GEMM" = 1 ] && ARGS+=(--moe-grouped-gemm)
 [ "$COMET" = 1 ] && ARGS+=(--moe-comet --moe-comet-backend "$BACKEND")
 [ "$COMET" = 1 ] && [ -n "${WGRAD_DEFER:-}" ] && ARGS+=(--moe-comet-wgrad-defer "$WGRAD_DEFER")

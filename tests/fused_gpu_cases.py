@@ -80,7 +80,7 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_
 def _run_case(case, rank, ws, calls, dev, main_grad: bool = False):
     from comet_megatron.megatron import get_comet_moe_module_spec
 
-    cfg32 = _config(case, ws, "cuda")
+    cfg32 = _config(case, ws, 1, "cuda")
     cfg16 = dataclasses.replace(cfg32, bf16=True, params_dtype=torch.bfloat16)
     spec = lambda b, n=case.experts: get_comet_moe_module_spec(use_te=False, num_experts=n, backend=b)  # noqa: E731
     fused = spec("fused")(config=cfg16).to(dev)
@@ -166,7 +166,7 @@ def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers:
     ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
     model_parallel_cuda_manual_seed(1234)
     case = Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000)
-    cfg = dataclasses.replace(_config(case, ws, "cuda"), bf16=True, params_dtype=torch.bfloat16)
+    cfg = dataclasses.replace(_config(case, ws, 1, "cuda"), bf16=True, params_dtype=torch.bfloat16)
     spec = get_comet_moe_module_spec(use_te=False, num_experts=case.experts, backend="fused")
     chain = [spec(config=cfg).to(dev) for _ in range(layers)]
     assert all(layer.comet_backend.name == "fused" for layer in chain)

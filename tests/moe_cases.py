@@ -45,7 +45,7 @@ CASES = {
 _BIAS = 60.0
 
 
-def _config(case: Case, ws: int, device: str):
+def _config(case: Case, ep: int, tp: int, device: str):
     return moe_test_config(
         hidden_size=case.hidden,
         ffn_hidden_size=case.ffn,
@@ -55,7 +55,12 @@ def _config(case: Case, ws: int, device: str):
         moe_router_topk=case.topk,
         gated_linear_unit=case.gated,
         activation_func=F.silu if case.gated else F.gelu,
-        expert_model_parallel_size=ws,
+        expert_model_parallel_size=ep,
+        # attention tensor parallelism with sequence parallelism (Megatron's MoE training requires it for TP > 1):
+        # each rank routes its own sequence shard; experts are not tensor-parallel
+        tensor_model_parallel_size=tp,
+        sequence_parallel=tp > 1,
+        expert_tensor_parallel_size=1,
         moe_router_load_balancing_type="aux_loss" if case.aux_loss else "none",
         moe_aux_loss_coeff=1e-2 if case.aux_loss else 0.0,
         moe_router_dtype="fp32",
@@ -65,9 +70,10 @@ def _config(case: Case, ws: int, device: str):
     )
 
 
-def _force_routing(case: Case, router_weight: torch.Tensor, x: torch.Tensor, rank: int, ws: int) -> None:
-    """Reserve input features 0 and 1 as constants; their router-weight columns set expert biases."""
-    e_local = case.experts // ws
+def _force_routing(case: Case, router_weight: torch.Tensor, x: torch.Tensor, rank: int, ep: int) -> None:
+    """Reserve input features 0 and 1 as constants; their router-weight columns set expert biases. ``rank`` is the
+    rank in the expert-parallel group, ``ep`` its size."""
+    e_local = case.experts // ep
     x[..., 0] = 1.0
     x[..., 1] = 1.0 if rank == 0 else 0.0
     router_weight[:, 0] = 0.0
@@ -86,7 +92,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).norm().item() / (denom if denom > 0 else 1.0)
 
 
-def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | None = None) -> dict:
+def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | None = None, tp: int = 1) -> dict:
+    """The cases on ``ws`` ranks: ``tp``-way tensor (and sequence) parallelism, expert parallelism over the rest."""
     from megatron.core import parallel_state as ps
     from megatron.core.models.gpt.moe_module_specs import get_moe_module_spec
 
@@ -97,15 +104,19 @@ def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | Non
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
-    ps.initialize_model_parallel(tensor_model_parallel_size=1, expert_model_parallel_size=ws)
+    ep = ws // tp
+    ps.initialize_model_parallel(
+        tensor_model_parallel_size=tp, expert_model_parallel_size=ep, expert_tensor_parallel_size=1
+    )
     if device == "cuda":
         model_parallel_cuda_manual_seed(1234)
+    ep_rank = ps.get_expert_model_parallel_rank()
     results = {}
     cases = CASES if cases is None else cases
     for name in names:
         case = cases[name]
         torch.manual_seed(1000 + rank)
-        config = _config(case, ws, device)
+        config = _config(case, ep, tp, device)
         # ModuleSpec (0.16) and functools.partial (0.19) specs are both callables that build the layer.
         mega = get_moe_module_spec(use_te=False, num_experts=case.experts, moe_grouped_gemm=False)(config=config)
         comet = get_comet_moe_module_spec(use_te=False, num_experts=case.experts, backend="reference")(config=config)
@@ -115,7 +126,7 @@ def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | Non
         router_w = torch.randn(case.experts, case.hidden) * 0.3
         torch.manual_seed(2000 + rank)
         x = torch.randn(case.tokens // 2, 2, case.hidden)
-        _force_routing(case, router_w, x, rank, ws)
+        _force_routing(case, router_w, x, ep_rank, ep)
         with torch.no_grad():
             mega.router.weight.copy_(router_w)
             comet.router.weight.copy_(router_w)
@@ -165,6 +176,7 @@ def run_cases(rank: int, ws: int, names: list[str], cases: dict[str, Case] | Non
             "tokens_per_expert": seen["comet"].tolist(),
             "output_finite": bool(torch.isfinite(outs["comet"]).all()),
             "send_splits": seen["send_splits"],
+            "parallel": (ps.get_tensor_model_parallel_world_size(), ep, config.sequence_parallel),
             "layer_types": (type(comet).__name__, type(comet.token_dispatcher).__name__, type(comet.experts).__name__),
         }
         for i, expert in enumerate(mega.experts.local_experts):

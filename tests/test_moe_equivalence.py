@@ -23,15 +23,15 @@ TOL = 1e-6
 
 
 @functools.cache
-def _run(ws: int):
+def _run(ws: int, tp: int = 1):
     try:
-        return run_ranks(ws, run_cases, list(CASES)), None
+        return run_ranks(ws, run_cases, list(CASES), None, tp), None
     except RuntimeError as exc:  # cached too: one failing spawn must not be repeated by every test
         return None, str(exc)
 
 
-def _results(ws: int):
-    results, error = _run(ws)
+def _results(ws: int, tp: int = 1):
+    results, error = _run(ws, tp)
     if error is not None:
         pytest.fail(error, pytrace=False)
     return results
@@ -80,6 +80,32 @@ def test_negative_control_is_detected(ws):
     """A 1% change of one expert's weight on every rank must show up in the comparison."""
     _skip_unrunnable(ws)
     for per_case in _results(ws):
+        m = per_case["negative_control"]
+        if m["tokens_per_expert"][0] > 0:
+            assert m["output"] > 1e-4 or m["fc1_grad_0"] > 1e-4
+
+
+# Tensor parallelism for attention (TP=2, sequence parallel) beside expert parallelism (EP=2) on 4 ranks, the
+# layout of Megatron's Mixtral recipes: each rank routes its own sequence shard over its expert-parallel group.
+TP_WORLD, TP_SIZE = 4, 2
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "negative_control"])
+def test_matches_megatron_with_tensor_and_sequence_parallel(case):
+    _skip_unrunnable(TP_WORLD)
+    for rank, per_case in enumerate(_results(TP_WORLD, TP_SIZE)):
+        m = per_case[case]
+        assert m["parallel"] == (TP_SIZE, TP_WORLD // TP_SIZE, True)  # (TP, EP, sequence parallel) really in use
+        assert m["tokens_per_expert_equal"], (rank, m["tokens_per_expert"])
+        errors = {k: v for k, v in m.items() if isinstance(v, float)}
+        assert any(k.startswith("fc1_grad") for k in errors) and "router_grad" in errors
+        bad = {k: v for k, v in errors.items() if not v <= TOL}
+        assert not bad, f"rank {rank}: {bad}"
+
+
+def test_negative_control_is_detected_with_tensor_and_sequence_parallel():
+    _skip_unrunnable(TP_WORLD)
+    for per_case in _results(TP_WORLD, TP_SIZE):
         m = per_case["negative_control"]
         if m["tokens_per_expert"][0] > 0:
             assert m["output"] > 1e-4 or m["fc1_grad_0"] > 1e-4

@@ -445,8 +445,12 @@ TRAINING_ARGV = (
 
 def _megatron_parse(argv):
     _shim_typing_override()
+    from megatron.training import arguments
     from megatron.training.arguments import parse_and_validate_args
 
+    if not torch.cuda.is_available() and hasattr(arguments, "get_device_arch_version"):
+        # validate_args asks the GPU for its architecture when TP > 1; the example scripts target Hopper
+        arguments.get_device_arch_version = lambda: 9
     sys.argv = ["pretrain", *argv]
     return parse_and_validate_args(
         extra_args_provider=add_comet_args, args_defaults={"tokenizer_type": "GPT2BPETokenizer"}
@@ -555,7 +559,8 @@ from comet_megatron.megatron.pretrain import use_comet_layer_spec
 args = _megatron_parse(sys.argv[1:])
 t = use_comet_layer_spec(args, gpt_config_from_args(args)).transformer
 print("PARSED", args.moe_comet, t.num_layers, t.num_moe_experts, t.moe_layer_freq, t.expert_model_parallel_size,
-      t.recompute_granularity, t.recompute_modules, args.save, args.load, args.save_interval, args.mock_data)
+      t.recompute_granularity, t.recompute_modules, args.save, args.load, args.save_interval, args.mock_data,
+      t.tensor_model_parallel_size, t.sequence_parallel)
 """
 
 
@@ -590,7 +595,7 @@ def _run_example(script, tmp_path, **env):
 @pytest.mark.parametrize(
     "script, env, expected",
     [
-        ("mixtral_8x7b_2gpu.sh", {}, "PARSED True 4 8 1 2 None ['core_attn'] None None None True"),
+        ("mixtral_8x7b_2gpu.sh", {}, "PARSED True 4 8 1 2 None ['core_attn'] None None None True 1 False"),
         (
             "mixtral_8x7b_2gpu.sh",
             {
@@ -601,13 +606,19 @@ def _run_example(script, tmp_path, **env):
                 "LOAD": "/tmp/ck",
                 "SAVE_INTERVAL": "50",
             },
-            "PARSED False 4 8 2 2 selective ['moe'] /tmp/ck /tmp/ck 50 True",
+            "PARSED False 4 8 2 2 selective ['moe'] /tmp/ck /tmp/ck 50 True 1 False",
         ),
-        ("qwen2_57b_a14b_2gpu.sh", {"RECOMPUTE": "1"}, "PARSED True 4 64 1 2 selective ['moe'] None None None True"),
-        ("mixtral_8x7b.sh", {}, "PARSED True 32 8 1 8 None ['core_attn'] None None None True"),
-        ("qwen2_57b_a14b.sh", {"EP": "2"}, "PARSED True 28 64 1 2 None ['core_attn'] None None None True"),
-        ("qwen3_30b_a3b_2gpu.sh", {}, "PARSED True 4 128 1 2 None ['core_attn'] None None None True"),
-        ("qwen3_30b_a3b.sh", {}, "PARSED True 48 128 1 8 None ['core_attn'] None None None True"),
+        (
+            "qwen2_57b_a14b_2gpu.sh",
+            {"RECOMPUTE": "1"},
+            "PARSED True 4 64 1 2 selective ['moe'] None None None True 1 False",
+        ),
+        ("mixtral_8x7b.sh", {}, "PARSED True 32 8 1 8 None ['core_attn'] None None None True 1 False"),
+        # attention tensor parallelism: Megatron trains MoE layers with TP > 1 only with sequence parallelism
+        ("mixtral_8x7b.sh", {"TP": "2"}, "PARSED True 32 8 1 8 None ['core_attn'] None None None True 2 True"),
+        ("qwen2_57b_a14b.sh", {"EP": "2"}, "PARSED True 28 64 1 2 None ['core_attn'] None None None True 1 False"),
+        ("qwen3_30b_a3b_2gpu.sh", {}, "PARSED True 4 128 1 2 None ['core_attn'] None None None True 1 False"),
+        ("qwen3_30b_a3b.sh", {}, "PARSED True 48 128 1 8 None ['core_attn'] None None None True 1 False"),
     ],
 )
 def test_example_command_lines_parse_with_megatron(script, env, expected, tmp_path):
