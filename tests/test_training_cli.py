@@ -520,6 +520,16 @@ def test_megatron_parser_unsupported_options_fail_at_startup():
     assert "--moe-comet-wgrad-defer with --overlap-grad-reduce" in r["error"]
 
 
+@needs_training
+def test_megatron_parser_cuda_graphs_of_the_moe_preprocess_fail_at_startup():
+    """Megatron's local CUDA graphs add moe_preprocess to moe_router: that would capture Comet's dispatch."""
+    extra = ["--moe-comet", "--cuda-graph-impl", "local", "--cuda-graph-modules", "attn", "moe_router"]
+    r = run_ranks(1, _training_run, extra, timeout=300.0)[0]
+    assert "error" in r, r
+    assert r["error"].startswith("--moe-comet cannot run this configuration")
+    assert "CUDA graphs that capture the MoE preprocess" in r["error"] and "--cuda-graph-modules" in r["error"]
+
+
 # --- example launch scripts ------------------------------------------------------------------------------
 
 EXAMPLES = ROOT / "examples"

@@ -285,3 +285,59 @@ def test_auto_backend_on_cpu_warns_once_and_uses_reference():
         assert len(first["warnings"]) == 1, first["warnings"]
         _assert_fragments(first["warnings"][0], ["'auto'", "'reference'", reason])
         assert second["warnings"] == [], "the same reason was warned about twice"
+
+
+# CUDA graphs: attention and Megatron's router may be captured, Comet's dispatch may not -------------------
+
+
+def _graph_config(impl: str, modules=None, **fields):
+    """``modules`` under the installed Megatron-Core's name: cuda_graph_modules (>= 0.19) or cuda_graph_scope."""
+    key = "cuda_graph_modules" if "cuda_graph_modules" in _config().__dataclass_fields__ else "cuda_graph_scope"
+    if impl != "none":
+        fields["cuda_graph_impl"] = impl
+    if modules is not None:
+        fields[key] = modules
+    return _config(**fields)
+
+
+GRAPH_ALLOWED = {
+    "none": ("none", None),
+    "attention_local": ("local", ["attn"]),
+    "attention_and_router_te": ("transformer_engine", ["attn", "moe_router"]),
+}
+GRAPH_REFUSED = {  # (impl, modules, fragments of the message)
+    "router_local_adds_preprocess": ("local", ["attn", "moe_router"], ["local implementation adds to moe_router"]),
+    "preprocess_te": ("transformer_engine", ["attn", "moe_router", "moe_preprocess"], ["the MoE preprocess"]),
+    "whole_layer": ("transformer_engine", [], ["whole transformer layers", "<whole layer>"]),
+    "whole_layer_full": ("transformer_engine", "full", ["whole transformer layers"]),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAPH_ALLOWED))
+def test_cuda_graphs_of_attention_and_router_pass(dist_initialized, name):
+    impl, modules = GRAPH_ALLOWED[name]
+    validate_moe_config(_graph_config(impl, modules), _fake_groups(ep=2))
+
+
+@pytest.mark.parametrize("name", list(GRAPH_REFUSED))
+def test_cuda_graphs_of_comets_dispatch_fail_at_construction(dist_initialized, name):
+    impl, modules, fragments = GRAPH_REFUSED[name]
+    message = _message(_graph_config(impl, modules), _fake_groups(ep=2))
+    option = "--cuda-graph-modules" if "cuda_graph_modules" in _config().__dataclass_fields__ else "--cuda-graph-scope"
+    _assert_fragments(
+        message,
+        [*fragments, f"--cuda-graph-impl {impl}", f"--cuda-graph-impl transformer_engine {option} attn moe_router"],
+    )
+    assert message.count("\n- ") == 1, message
+
+
+def test_whole_iteration_and_deprecated_cuda_graph_flags_fail(dist_initialized):
+    if "cuda_graph_modules" in _config().__dataclass_fields__:  # >= 0.19: an implementation of its own
+        whole_iteration = _graph_config("full_iteration")
+    else:  # 0.16: a scope of the local implementation
+        whole_iteration = _graph_config("local", ["full_iteration"])
+    _assert_fragments(_message(whole_iteration, _fake_groups(ep=2)), ["the whole training iteration"])
+    _assert_fragments(
+        _message(_config(enable_cuda_graph=True), _fake_groups(ep=2)),
+        ["whole transformer layers", "--cuda-graph-impl local"],
+    )

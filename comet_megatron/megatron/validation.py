@@ -63,9 +63,52 @@ def validate_moe_config(config, pg_collection) -> None:
             f"moe_token_dispatcher_type={config.moe_token_dispatcher_type!r}: Megatron builds that dispatcher "
             "before Comet replaces it; set --moe-token-dispatcher-type alltoall"
         )
+    cuda_graph_problem = _cuda_graph_problem(config)
+    if cuda_graph_problem:
+        problems.append(cuda_graph_problem)
     try:
         check_wgrad_environment()
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
         raise CometConfigError("CometMoELayer cannot run this configuration:\n- " + "\n- ".join(problems))
+
+
+def _cuda_graph_problem(config) -> str | None:
+    """CUDA graphs may capture attention and Megatron's router, never Comet's dispatch: its preprocess keeps the
+    routing on the dispatcher between stages and the fused path reads the routing counts on the host."""
+    impl = getattr(config, "cuda_graph_impl", None) or "none"
+    if getattr(config, "enable_cuda_graph", False):  # deprecated spellings of the implementation
+        impl = "local"
+    elif getattr(config, "external_cuda_graph", False):
+        impl = "transformer_engine"
+    if impl == "none":
+        return None
+    # Megatron-Core >= 0.19 names them cuda_graph_modules, 0.16 cuda_graph_scope; enums in a config, strings in args
+    option = "--cuda-graph-modules" if hasattr(config, "cuda_graph_modules") else "--cuda-graph-scope"
+    modules = getattr(config, "cuda_graph_modules", None)
+    if modules is None:
+        modules = getattr(config, "cuda_graph_scope", None)
+    if modules is None or isinstance(modules, str) or not hasattr(modules, "__iter__"):
+        modules = [] if modules is None else str(getattr(modules, "name", modules)).split(",")
+    names = {str(getattr(m, "name", m)).strip() for m in modules} - {"", "full"}  # "full": the whole layer
+    if impl == "local" and "moe_router" in names:
+        names.add("moe_preprocess")  # Megatron's local implementation captures both together
+    if impl == "full_iteration" or "full_iteration" in names:
+        captured = "the whole training iteration"
+    elif not names:
+        captured = "whole transformer layers (no modules named)"
+    elif "moe" in names:
+        captured = "the MoE layers"
+    elif "moe_preprocess" in names:
+        captured = "the MoE preprocess (" + (
+            "which the local implementation adds to moe_router)" if impl == "local" else "moe_preprocess)"
+        )
+    else:
+        return None
+    return (
+        f"CUDA graphs that capture {captured} are not supported (--cuda-graph-impl {impl}, {option} "
+        f"{' '.join(sorted(names)) or '<whole layer>'}): Comet's dispatch keeps its routing state between stages "
+        "outside the graph and reads the routing counts on the host. Capture attention and the router only "
+        f"(--cuda-graph-impl transformer_engine {option} attn moe_router) or use --cuda-graph-impl none"
+    )
