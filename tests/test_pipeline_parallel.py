@@ -1,0 +1,238 @@
+"""Pipeline parallelism (the layout of the multi-node example scripts: PP > 1): a GPT model split over 2 stages,
+Comet's spec swap against Megatron's unmodified spec, on 2 gloo ranks (PP=2, EP=1 per stage).
+
+Four layers, MoE / dense / dense / MoE (``moe_layer_freq=[1, 0, 0, 1]``), so each stage holds one MoE layer at a
+different global layer number. Per stage:
+
+* the same layer types as Megatron's model, with Comet's layer where Megatron has its MoE layer;
+* the dist-checkpoint layout (keys with global layer numbers, shapes, offsets, replica ids) equals Megatron's;
+* Comet's checkpoint, written by both stages, loads into Megatron's model (``strict="raise_all"``): every
+  parameter equal, none left at its initial value;
+* one forward and backward through both stages (activations and their gradient sent between the ranks as
+  Megatron's schedule does): the loss and every parameter gradient equal Megatron's (fp32, reference backend).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.megatron_cpu import apply_cpu_checkpoint_shims
+from tests.multirank import run_ranks
+
+LAYER_FREQ = [1, 0, 0, 1]
+VOCAB, SEQ, BATCH = 64, 16, 2
+TOL = 1e-5
+
+
+def _config():
+    from megatron.core.transformer.transformer_config import TransformerConfig
+
+    return TransformerConfig(
+        num_layers=len(LAYER_FREQ),
+        hidden_size=32,
+        ffn_hidden_size=48,
+        num_attention_heads=4,
+        num_moe_experts=4,
+        moe_router_topk=2,
+        moe_ffn_hidden_size=24,
+        moe_layer_freq=LAYER_FREQ,
+        moe_token_dispatcher_type="alltoall",
+        moe_router_load_balancing_type="aux_loss",
+        moe_aux_loss_coeff=1e-2,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        bias_activation_fusion=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        pipeline_model_parallel_size=2,
+        pipeline_dtype=torch.float32,
+        params_dtype=torch.float32,
+        use_cpu_initialization=True,
+    )
+
+
+def _build(config, comet: bool):
+    from megatron.core import parallel_state as ps
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
+
+    from comet_megatron.megatron import to_comet_spec
+
+    spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False)
+    if comet:
+        spec = to_comet_spec(spec, backend="reference")
+    return GPTModel(
+        config=config,
+        transformer_layer_spec=spec,
+        vocab_size=VOCAB,
+        max_sequence_length=SEQ,
+        pre_process=ps.is_pipeline_first_stage(),
+        post_process=ps.is_pipeline_last_stage(),
+    )
+
+
+def _layout(model) -> list[tuple]:
+    from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, apply_factories
+    from megatron.core.dist_checkpointing.utils import extract_sharded_base
+
+    state = model.sharded_state_dict()
+    apply_factories(state)
+    flat, _ = extract_sharded_base(state)
+    rows = []
+
+    def visit(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, list):
+            for v in value:
+                visit(v)
+        elif isinstance(value, ShardedTensor):
+            rows.append((value.key, tuple(value.global_shape), tuple(value.global_offset), value.replica_id))
+        elif isinstance(value, ShardedObject):
+            rows.append((value.key, tuple(value.global_shape), tuple(value.global_offset), value.replica_id))
+
+    visit(flat)
+    return sorted(rows, key=repr)
+
+
+def _megatron_name(name: str) -> tuple[str, int | None]:
+    """Comet's ``...mlp.experts.linear_fc1.weight`` holds all local experts; Megatron's SequentialMLP names each
+    ``...mlp.experts.local_experts.{i}.linear_fc1.weight``."""
+    if ".local_experts." not in name:
+        return name, None
+    head, tail = name.split(".local_experts.")
+    index, rest = tail.split(".", 1)
+    return f"{head}.{rest}", int(index)
+
+
+def _pipeline_step(model, tokens, rank: int) -> float | None:
+    """Stage 0 sends its output to stage 1 and receives the gradient back, as Megatron's schedule does."""
+    import torch.distributed as dist
+
+    positions = torch.arange(SEQ).expand(BATCH, SEQ)
+    mask = torch.ones(1, 1, SEQ, SEQ, dtype=torch.bool).triu(1)
+    if rank == 0:
+        hidden = model(tokens, positions, mask)
+        dist.send(hidden.detach().contiguous(), 1)
+        grad = torch.empty_like(hidden)
+        dist.recv(grad, 1)
+        hidden.backward(grad)
+        return None
+    received = torch.empty(SEQ, BATCH, model.config.hidden_size)
+    dist.recv(received, 0)
+    received.requires_grad_(True)
+    model.set_input_tensor(received)
+    loss = model(None, positions, mask, labels=torch.roll(tokens, -1, 1)).float().mean()
+    loss.backward()
+    dist.send(received.grad.contiguous(), 0)
+    return loss.item()
+
+
+def run_pipeline(rank: int, ws: int, root: str) -> dict:
+    from megatron.core import dist_checkpointing
+    from megatron.core import parallel_state as ps
+    from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+    from comet_megatron.megatron import CometMoELayer
+
+    apply_cpu_checkpoint_shims()
+    # Megatron's local attention forks the CUDA RNG tracker around its dropout even with dropout 0 (test_spec.py)
+    get_cuda_rng_tracker().fork = lambda *args, **kwargs: contextlib.nullcontext()
+    ps.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=ws)
+    config = _config()
+    torch.manual_seed(11)
+    comet = _build(config, comet=True)
+    with torch.no_grad():  # norms start at ones/zeros: make every tensor distinct, so a swapped load shows
+        for param in comet.parameters():
+            param.normal_(0, 0.2)
+    torch.manual_seed(12)
+    stock = _build(config, comet=False)
+    out = {
+        "layers": [
+            (layer.layer_number, type(layer.mlp).__name__, isinstance(layer.mlp, CometMoELayer))
+            for layer in comet.decoder.layers
+        ],
+        "stock_layers": [(layer.layer_number, type(layer.mlp).__name__) for layer in stock.decoder.layers],
+        "layout_equal": _layout(comet) == _layout(stock),
+        "layout_keys": [row[0] for row in _layout(comet)],
+    }
+    directory = os.path.join(root, "comet_pp2")
+    if rank == 0:
+        os.makedirs(directory)
+    torch.distributed.barrier()
+    dist_checkpointing.save(comet.sharded_state_dict(), directory)
+    before = {n: p.detach().clone() for n, p in stock.named_parameters()}
+    stock.load_state_dict(dist_checkpointing.load(stock.sharded_state_dict(), directory, strict="raise_all"))
+    comet_params = dict(comet.named_parameters())
+    mismatched, unchanged = [], []
+    for name, param in stock.named_parameters():
+        comet_name, index = _megatron_name(name)
+        expected = comet_params[comet_name] if index is None else comet_params[comet_name][index]
+        if not torch.equal(param, expected):
+            mismatched.append(name)
+        if torch.equal(param, before[name]):
+            unchanged.append(name)
+    out.update(mismatched=mismatched, unchanged=unchanged, num_params=len(before))
+
+    torch.manual_seed(3)
+    tokens = torch.randint(0, VOCAB, (BATCH, SEQ))
+    out["loss_comet"] = _pipeline_step(comet, tokens, rank)
+    out["loss_stock"] = _pipeline_step(stock, tokens, rank)
+    grad_errors = {}
+    for name, param in stock.named_parameters():
+        comet_name, index = _megatron_name(name)
+        comet_grad = comet_params[comet_name].grad
+        comet_grad = comet_grad if index is None else comet_grad[index]
+        denom = param.grad.norm().item() or 1.0
+        grad_errors[name] = (comet_grad - param.grad).norm().item() / denom
+    out["grad_errors"] = grad_errors
+    ps.destroy_model_parallel()
+    return out
+
+
+@functools.cache
+def _results(root: str):
+    return run_ranks(2, run_pipeline, root, timeout=600.0)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return _results(str(tmp_path_factory.mktemp("pp_ckpt")))
+
+
+def test_each_stage_holds_comets_layer_where_megatron_has_its_moe_layer(results):
+    expected = {0: [(1, True), (2, False)], 1: [(3, False), (4, True)]}  # (global layer number, Comet MoE layer)
+    for rank, r in enumerate(results):
+        assert [(n, is_comet) for n, _, is_comet in r["layers"]] == expected[rank]
+        for (n, name, _), (stock_n, stock_name) in zip(r["layers"], r["stock_layers"]):
+            assert n == stock_n and (name == stock_name or (name, stock_name) == ("CometMoELayer", "MoELayer"))
+
+
+def test_checkpoint_layout_equals_megatrons_on_every_stage(results):
+    for rank, r in enumerate(results):
+        assert r["layout_equal"], rank
+    moe_layer = {0: "decoder.layers.0.mlp.experts", 1: "decoder.layers.3.mlp.experts"}
+    for rank, r in enumerate(results):  # keys carry the global layer index (stage 1's MoE layer is the 4th)
+        assert any(k.startswith(moe_layer[rank]) for k in r["layout_keys"]), r["layout_keys"]
+
+
+def test_comets_pipeline_checkpoint_loads_into_megatron(results):
+    for r in results:
+        assert r["mismatched"] == [] and r["unchanged"] == [] and r["num_params"] > 5
+
+
+def test_forward_backward_through_both_stages_equals_megatron(results):
+    loss_comet, loss_stock = results[1]["loss_comet"], results[1]["loss_stock"]
+    assert abs(loss_comet - loss_stock) <= TOL * abs(loss_stock), (loss_comet, loss_stock)
+    for rank, r in enumerate(results):
+        assert any("experts" in name for name in r["grad_errors"]), rank
+        bad = {k: v for k, v in r["grad_errors"].items() if not v <= TOL}
+        assert not bad, (rank, bad)
