@@ -33,6 +33,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.checkpoint_layout import comet_counterpart, sharded_layout
 from tests.megatron_cpu import apply_cpu_checkpoint_shims, moe_test_config
 from tests.multirank import run_ranks
 
@@ -97,42 +98,6 @@ def _randomize(layer, seed: int, router_seed: int) -> None:
         layer.router.weight.copy_(torch.randn(layer.router.weight.shape, generator=router_gen))
 
 
-def _layout(sharded_state_dict) -> list[tuple]:
-    """Every ShardedTensor/ShardedObject after applying factories, as comparable tuples."""
-    from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, apply_factories
-    from megatron.core.dist_checkpointing.utils import extract_sharded_base
-
-    apply_factories(sharded_state_dict)
-    flat, _ = extract_sharded_base(sharded_state_dict)
-    items = []
-
-    def visit(value):
-        if isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-        elif isinstance(value, list):
-            for v in value:
-                visit(v)
-        elif isinstance(value, ShardedTensor):
-            items.append(
-                (
-                    "tensor",
-                    value.key,
-                    tuple(value.global_shape),
-                    tuple(value.global_offset),
-                    tuple(value.axis_fragmentations),
-                    tuple(value.local_shape),
-                    value.prepend_axis_num,
-                    value.replica_id,
-                )
-            )
-        elif isinstance(value, ShardedObject):
-            items.append(("object", value.key, tuple(value.global_shape), tuple(value.global_offset), value.replica_id))
-
-    visit(flat)
-    return sorted(items, key=repr)
-
-
 def _strip(state: dict) -> dict:
     assert all(k.startswith(PREFIX) for k in state), sorted(state)
     return {k[len(PREFIX) :]: v for k, v in state.items()}
@@ -180,8 +145,8 @@ def run_interchange(rank: int, ws: int, root: str) -> dict:
         comet_before = _expert_weights(comet)
 
         layouts = {
-            "megatron": _layout(mega.sharded_state_dict(prefix=PREFIX, metadata=metadata)),
-            "comet": _layout(comet.sharded_state_dict(prefix=PREFIX, metadata=metadata)),
+            "megatron": sharded_layout(mega.sharded_state_dict(prefix=PREFIX, metadata=metadata)),
+            "comet": sharded_layout(comet.sharded_state_dict(prefix=PREFIX, metadata=metadata)),
         }
 
         _save(mega, os.path.join(root, name, "megatron_ep2"), metadata)
@@ -263,13 +228,7 @@ def _gpt_model_round_trip(directory: str, ws: int) -> dict:
         return {"error": f"{type(exc).__name__}: {exc}"[-3000:]}
     mismatched, unchanged = [], []
     for name, param in stock.named_parameters():
-        if ".local_experts." in name:  # ...mlp.experts.local_experts.{i}.linear_fc1.weight
-            head, tail = name.split(".local_experts.")
-            index, rest = tail.split(".", 1)
-            expected = comet_params[f"{head}.{rest}"][int(index)]
-        else:
-            expected = comet_params[name]
-        if not torch.equal(param, expected):
+        if not torch.equal(param, comet_counterpart(comet_params, name)):
             mismatched.append(name)
         if torch.equal(param, stock_before[name]):
             unchanged.append(name)
@@ -279,30 +238,8 @@ def _gpt_model_round_trip(directory: str, ws: int) -> dict:
         "unchanged": unchanged,
         "num_params": len(stock_before),
         "moe_key_present": "decoder.layers.0.mlp.experts.experts.linear_fc1.weight"
-        in {v.key for v in _flat_sharded(comet.sharded_state_dict())},
+        in {row[1] for row in sharded_layout(comet.sharded_state_dict())},
     }
-
-
-def _flat_sharded(sharded_state_dict) -> list:
-    from megatron.core.dist_checkpointing.mapping import apply_factories
-    from megatron.core.dist_checkpointing.utils import extract_sharded_base
-
-    apply_factories(sharded_state_dict)
-    flat, _ = extract_sharded_base(sharded_state_dict)
-    out = []
-
-    def visit(value):
-        if isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-        elif isinstance(value, list):
-            for v in value:
-                visit(v)
-        else:
-            out.append(value)
-
-    visit(flat)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.checkpoint_layout import comet_counterpart, sharded_layout
 from tests.megatron_cpu import apply_cpu_checkpoint_shims
 from tests.multirank import run_ranks
 
@@ -78,41 +79,6 @@ def _build(config, comet: bool):
     )
 
 
-def _layout(model) -> list[tuple]:
-    from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor, apply_factories
-    from megatron.core.dist_checkpointing.utils import extract_sharded_base
-
-    state = model.sharded_state_dict()
-    apply_factories(state)
-    flat, _ = extract_sharded_base(state)
-    rows = []
-
-    def visit(value):
-        if isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-        elif isinstance(value, list):
-            for v in value:
-                visit(v)
-        elif isinstance(value, ShardedTensor):
-            rows.append((value.key, tuple(value.global_shape), tuple(value.global_offset), value.replica_id))
-        elif isinstance(value, ShardedObject):
-            rows.append((value.key, tuple(value.global_shape), tuple(value.global_offset), value.replica_id))
-
-    visit(flat)
-    return sorted(rows, key=repr)
-
-
-def _megatron_name(name: str) -> tuple[str, int | None]:
-    """Comet's ``...mlp.experts.linear_fc1.weight`` holds all local experts; Megatron's SequentialMLP names each
-    ``...mlp.experts.local_experts.{i}.linear_fc1.weight``."""
-    if ".local_experts." not in name:
-        return name, None
-    head, tail = name.split(".local_experts.")
-    index, rest = tail.split(".", 1)
-    return f"{head}.{rest}", int(index)
-
-
 def _pipeline_step(model, tokens, rank: int) -> float | None:
     """Stage 0 sends its output to stage 1 and receives the gradient back, as Megatron's schedule does."""
     import torch.distributed as dist
@@ -161,8 +127,8 @@ def run_pipeline(rank: int, ws: int, root: str) -> dict:
             for layer in comet.decoder.layers
         ],
         "stock_layers": [(layer.layer_number, type(layer.mlp).__name__) for layer in stock.decoder.layers],
-        "layout_equal": _layout(comet) == _layout(stock),
-        "layout_keys": [row[0] for row in _layout(comet)],
+        "layout_equal": sharded_layout(comet.sharded_state_dict()) == sharded_layout(stock.sharded_state_dict()),
+        "layout_keys": [row[1] for row in sharded_layout(comet.sharded_state_dict())],
     }
     directory = os.path.join(root, "comet_pp2")
     if rank == 0:
@@ -174,9 +140,7 @@ def run_pipeline(rank: int, ws: int, root: str) -> dict:
     comet_params = dict(comet.named_parameters())
     mismatched, unchanged = [], []
     for name, param in stock.named_parameters():
-        comet_name, index = _megatron_name(name)
-        expected = comet_params[comet_name] if index is None else comet_params[comet_name][index]
-        if not torch.equal(param, expected):
+        if not torch.equal(param, comet_counterpart(comet_params, name)):
             mismatched.append(name)
         if torch.equal(param, before[name]):
             unchanged.append(name)
@@ -186,11 +150,10 @@ def run_pipeline(rank: int, ws: int, root: str) -> dict:
     tokens = torch.randint(0, VOCAB, (BATCH, SEQ))
     out["loss_comet"] = _pipeline_step(comet, tokens, rank)
     out["loss_stock"] = _pipeline_step(stock, tokens, rank)
+    comet_grads = {name: param.grad for name, param in comet.named_parameters()}
     grad_errors = {}
     for name, param in stock.named_parameters():
-        comet_name, index = _megatron_name(name)
-        comet_grad = comet_params[comet_name].grad
-        comet_grad = comet_grad if index is None else comet_grad[index]
+        comet_grad = comet_counterpart(comet_grads, name)
         denom = param.grad.norm().item() or 1.0
         grad_errors[name] = (comet_grad - param.grad).norm().item() / denom
     out["grad_errors"] = grad_errors

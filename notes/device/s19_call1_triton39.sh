@@ -7,11 +7,7 @@
 # (2) are the GEMM cores faster or slower under 3.9 (bench_gemm_core, Mixtral at 4096 tokens, EP=2 simulated).
 # Prediction: tests pass (CI compiles every kernel with 3.9 for sm_90); GEMM cores within +-5% of 3.6.
 source notes/device/common.sh
-T36=$(cd /tmp && PYTHONPATH= python -c "import triton, os; print(os.path.dirname(triton.__file__))")
-mkdir -p /tmp/t39 && tar -xJf .t39/rest.tar.xz -C /tmp/t39 && xz -dc .t39/libtriton.so.xz > /tmp/t39/triton/_C/libtriton.so
-chmod +x /tmp/t39/triton/_C/libtriton.so
-run39() { env PYTHONPATH=/tmp/t39:/tmp/site:$PWD TRITON_BACKENDS_IN_TREE=1 TRITON_DEFAULT_FP_FUSION=1 \
-  TRITON_PTXAS_BLACKWELL_PATH=$T36/backends/nvidia/bin/ptxas-blackwell "$@"; }
+source notes/device/triton39.sh
 python -c "import triton, torch; print('image: triton', triton.__version__, 'torch', torch.__version__)"
 run39 python -c "import triton; print('carried: triton', triton.__version__, triton.__file__)"
 echo "setup ($((SECONDS-T0)) s)"

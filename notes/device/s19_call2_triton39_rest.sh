@@ -1,11 +1,7 @@
 # Session 19, call 2 (one GPU): call 1's `-k ep1` also deselected the launcher, routing-kernel and weight-gradient tests;
 # run them under the carried Triton 3.9, then the GEMM-core pair again in the other order (3.9 first) for the noise.
 source notes/device/common.sh
-T36=$(cd /tmp && PYTHONPATH= python -c "import triton, os; print(os.path.dirname(triton.__file__))")
-mkdir -p /tmp/t39 && tar -xJf .t39/rest.tar.xz -C /tmp/t39 && xz -dc .t39/libtriton.so.xz > /tmp/t39/triton/_C/libtriton.so
-chmod +x /tmp/t39/triton/_C/libtriton.so
-run39() { env PYTHONPATH=/tmp/t39:/tmp/site:$PWD TRITON_BACKENDS_IN_TREE=1 TRITON_DEFAULT_FP_FUSION=1 \
-  TRITON_PTXAS_BLACKWELL_PATH=$T36/backends/nvidia/bin/ptxas-blackwell "$@"; }
+source notes/device/triton39.sh
 run39 env COMET_TEST_DEVICE=cuda timeout 240 python -m pytest -q -p no:cacheprovider tests/test_launcher.py \
   tests/test_routing_kernel.py tests/test_wgrad_kernel.py tests/test_grouped_linear.py -k "compiled or gpu or launch or cached" \
   > $OUT/tests_triton39_rest.log 2>&1
