@@ -1,8 +1,8 @@
 """CometMoELayer (reference backend) equals Megatron's own MoELayer (alltoall + SequentialMLP).
 
-fp32, same weights and inputs, 1/2/4 expert-parallel ranks: output, input gradient, every local
-expert's weight gradients, the router weight gradient (aux loss included) and shared-expert gradients
-agree to 1e-6 relative; tokens per expert are compared exactly.
+fp32, same weights and inputs, 1/2/4 expert-parallel ranks (and TP=2 + sequence parallel beside EP=2):
+output, input gradient, every local expert's weight gradients, the router weight gradient (aux loss included)
+and shared-expert gradients agree to 1e-6 relative; tokens per expert are compared exactly.
 
 On the GPU machine: ``COMET_TEST_DEVICE=cuda pytest tests/test_moe_equivalence.py`` (NCCL, one GPU
 per rank; world sizes larger than the GPU count are skipped).
@@ -19,6 +19,10 @@ from tests.moe_cases import CASES, run_cases
 from tests.multirank import run_ranks, selected_device
 
 WORLD_SIZES = (1, 2, 4)
+# (ranks, attention tensor-parallel size): expert parallelism over all ranks, and TP=2 with sequence parallelism
+# beside EP=2 on 4 ranks, the layout of Megatron's Mixtral recipes (each rank routes its own sequence shard)
+LAYOUTS = [(ws, 1) for ws in WORLD_SIZES] + [(4, 2)]
+LAYOUT_IDS = [f"ws{ws}-tp{tp}" for ws, tp in LAYOUTS]
 TOL = 1e-6
 
 
@@ -42,12 +46,13 @@ def _skip_unrunnable(ws: int):
         pytest.skip(f"needs {ws} GPUs")
 
 
-@pytest.mark.parametrize("ws", WORLD_SIZES)
+@pytest.mark.parametrize("ws, tp", LAYOUTS, ids=LAYOUT_IDS)
 @pytest.mark.parametrize("case", [c for c in CASES if c != "negative_control"])
-def test_matches_megatron(ws, case):
+def test_matches_megatron(ws, tp, case):
     _skip_unrunnable(ws)
-    for rank, per_case in enumerate(_results(ws)):
+    for rank, per_case in enumerate(_results(ws, tp)):
         m = per_case[case]
+        assert m["parallel"] == (tp, ws // tp, tp > 1)  # (TP, EP, sequence parallel) really in use
         assert m["layer_types"] == ("CometMoELayer", "CometTokenDispatcher", "CometGroupedMLP")
         assert m["tokens_per_expert_equal"], (rank, m["tokens_per_expert"])
         assert m["output_finite"]
@@ -75,37 +80,11 @@ def test_routing_pressure_took_effect(ws):
     assert all(s == 0 for s in sends[1:])
 
 
-@pytest.mark.parametrize("ws", WORLD_SIZES)
-def test_negative_control_is_detected(ws):
+@pytest.mark.parametrize("ws, tp", LAYOUTS, ids=LAYOUT_IDS)
+def test_negative_control_is_detected(ws, tp):
     """A 1% change of one expert's weight on every rank must show up in the comparison."""
     _skip_unrunnable(ws)
-    for per_case in _results(ws):
-        m = per_case["negative_control"]
-        if m["tokens_per_expert"][0] > 0:
-            assert m["output"] > 1e-4 or m["fc1_grad_0"] > 1e-4
-
-
-# Tensor parallelism for attention (TP=2, sequence parallel) beside expert parallelism (EP=2) on 4 ranks, the
-# layout of Megatron's Mixtral recipes: each rank routes its own sequence shard over its expert-parallel group.
-TP_WORLD, TP_SIZE = 4, 2
-
-
-@pytest.mark.parametrize("case", [c for c in CASES if c != "negative_control"])
-def test_matches_megatron_with_tensor_and_sequence_parallel(case):
-    _skip_unrunnable(TP_WORLD)
-    for rank, per_case in enumerate(_results(TP_WORLD, TP_SIZE)):
-        m = per_case[case]
-        assert m["parallel"] == (TP_SIZE, TP_WORLD // TP_SIZE, True)  # (TP, EP, sequence parallel) really in use
-        assert m["tokens_per_expert_equal"], (rank, m["tokens_per_expert"])
-        errors = {k: v for k, v in m.items() if isinstance(v, float)}
-        assert any(k.startswith("fc1_grad") for k in errors) and "router_grad" in errors
-        bad = {k: v for k, v in errors.items() if not v <= TOL}
-        assert not bad, f"rank {rank}: {bad}"
-
-
-def test_negative_control_is_detected_with_tensor_and_sequence_parallel():
-    _skip_unrunnable(TP_WORLD)
-    for per_case in _results(TP_WORLD, TP_SIZE):
+    for per_case in _results(ws, tp):
         m = per_case["negative_control"]
         if m["tokens_per_expert"][0] > 0:
             assert m["output"] > 1e-4 or m["fc1_grad_0"] > 1e-4
