@@ -372,16 +372,18 @@ def launch(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_m=128, blo
     )  # fmt: skip
 
 
-def run_case(name: str, args, variants: list[dict]) -> dict:
+def run_case(name: str, args, variants: list[dict], launch_fn=None) -> dict:
     """One case: our Triton fc1 core (``dispatch_fc1`` with ``MODE=2``, as ``bench_gemm_core``'s ``fc1`` row),
-    ``torch._grouped_mm`` and each Gluon variant on the same received rows, timed in ``args.rounds`` interleaved
-    rounds; outputs checked against the PyTorch path and compared with the Triton kernel's bit for bit."""
+    ``torch._grouped_mm`` and each Gluon variant (run by ``launch_fn``, default :func:`launch`, with the variant's
+    keyword arguments) on the same received rows, timed in ``args.rounds`` interleaved rounds; outputs checked
+    against the PyTorch path and compared with the Triton kernel's bit for bit."""
     import torch
     from bench_gemm_core import CASES, Problem, fc1_reference, rel_err, time_ms
 
     from comet_megatron.fused_ops import dispatch_fc1
     from comet_megatron.tuning import ShapeKey, default_config
 
+    launch_fn = launch_fn or launch
     dev = torch.device("cuda", 0)
     props = torch.cuda.get_device_properties(dev)
     case = CASES[name]
@@ -428,7 +430,7 @@ def run_case(name: str, args, variants: list[dict]) -> dict:
         pre_g = torch.full_like(pre_t, float("nan"))
         label = f"gluon{i}"
         try:
-            launch(recv, w1, mtiles, num_mtiles, probs, act_g, pre_g, **v)
+            launch_fn(recv, w1, mtiles, num_mtiles, probs, act_g, pre_g, **v)
             torch.cuda.synchronize()
         except Exception as exc:  # a variant that does not compile or fit: reported, the others still run
             res[f"{label}_error"] = f"{type(exc).__name__}: {exc}"[:400]
@@ -438,14 +440,14 @@ def run_case(name: str, args, variants: list[dict]) -> dict:
         res["rel_err"][f"{label}_preact"] = rel_err(pre_g, ref_pre)
         res["rel_err"][f"{label}_act_equal_triton"] = float((act_g == act_t).float().mean())
         res["rel_err"][f"{label}_preact_equal_triton"] = float((pre_g == pre_t).float().mean())
-        timed[label] = lambda v=v, a=act_g, q=pre_g: launch(recv, w1, mtiles, num_mtiles, probs, a, q, **v)
+        timed[label] = lambda v=v, a=act_g, q=pre_g: launch_fn(recv, w1, mtiles, num_mtiles, probs, a, q, **v)
     for _ in range(args.rounds):
         for label, fn in timed.items():
             res["ms"].setdefault(label, []).append(time_ms(fn, args.iters, args.warmup))
     return res
 
 
-def main(argv=None) -> None:
+def main(argv=None, launch_fn=None, description=None, json_name="probe_gluon_ws_fc1.json") -> None:
     import argparse
     import json
     import os
@@ -457,7 +459,7 @@ def main(argv=None) -> None:
     sys.path.insert(0, os.path.dirname(here))
     sys.path.insert(0, os.path.dirname(os.path.dirname(here)))
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     p.add_argument("--cases", default="mixtral-8x7b,phi3.5-moe,qwen2-57b-a14b,dsv3-like,qwen1.5-moe-a2.7b")
     p.add_argument("--tokens", type=int, default=None, help="tokens per simulated rank (default: the case's)")
     p.add_argument("--ep", type=int, default=2)
@@ -470,7 +472,7 @@ def main(argv=None) -> None:
     variants = json.loads(args.variants)
     report = {"device": torch.cuda.get_device_name(0), "command": " ".join(sys.argv), "cases": {}}
     for name in args.cases.split(","):
-        res = run_case(name, args, variants)
+        res = run_case(name, args, variants, launch_fn)
         report["cases"][name] = res
         torch.cuda.empty_cache()
         ms = {k: sum(v) / len(v) for k, v in res["ms"].items()}
@@ -482,7 +484,7 @@ def main(argv=None) -> None:
                 print(f"   {k}: {v}")
         if args.out:
             os.makedirs(args.out, exist_ok=True)
-            with open(os.path.join(args.out, "probe_gluon_ws_fc1.json"), "w") as fh:
+            with open(os.path.join(args.out, json_name), "w") as fh:
                 json.dump(report, fh, indent=1)
 
 
