@@ -248,9 +248,8 @@ def compile_only() -> None:
     }
     for multicast in (True, False):
         constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "LOADER_REGS": 40}
-        source = GluonASTSource(
-            fn=ws_fc1_cluster_kernel, signature=signature | dict.fromkeys(constexprs, "constexpr"), constexprs=constexprs
-        )
+        full_signature = signature | dict.fromkeys(constexprs, "constexpr")
+        source = GluonASTSource(fn=ws_fc1_cluster_kernel, signature=full_signature, constexprs=constexprs)
         compiled = triton.compile(
             source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_ctas": 2, "maxnreg": 168}
         )
