@@ -56,7 +56,7 @@ from comet_megatron.kernels.tiles import grouped_tile  # noqa: E402
 
 @gluon.jit
 def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr, F, H,
-                         GROUP_M: gl.constexpr, MULTICAST: gl.constexpr):  # fmt: skip
+                         GROUP_M: gl.constexpr, MULTICAST: gl.constexpr, PAIR_RELEASE: gl.constexpr):  # fmt: skip
     a_bufs, g_bufs, l_bufs = bufs
     ready_bars, empty_bars, pair_empty_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
@@ -75,7 +75,8 @@ def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs
             s = step % STAGES
             free_phase = ((step // STAGES) & 1) ^ 1
             mbarrier.wait(empty_bars.index(s), free_phase)  # this CTA's consumers are done with its A half
-            mbarrier.wait(pair_empty_bars.index(s), free_phase)  # (CTA 0 only) both CTAs are done with the weights
+            if PAIR_RELEASE:  # (CTA 0 only) both CTAs are done with the weights
+                mbarrier.wait(pair_empty_bars.index(s), free_phase)
             bar = ready_bars.index(s)
             mbarrier.expect(bar, nbytes)
             tma.async_load(a_desc, [row0, k], bar, a_bufs.index(s))
@@ -86,7 +87,7 @@ def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs
 
 @gluon.jit
 def _pair_mma_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr, F, H,
-                        GROUP_M: gl.constexpr, MULTICAST: gl.constexpr):  # fmt: skip
+                        GROUP_M: gl.constexpr, MULTICAST: gl.constexpr, PAIR_RELEASE: gl.constexpr):  # fmt: skip
     a_bufs, g_bufs, l_bufs = bufs
     ready_bars, empty_bars, pair_empty_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
@@ -116,12 +117,14 @@ def _pair_mma_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_
             acc_g, acc_l = warpgroup_mma_wait(2, deps=(acc_g, acc_l))
             prev = (step + STAGES - 1) % STAGES
             mbarrier.arrive(empty_bars.index(prev), pred=k > 0)
-            mbarrier.arrive(pair_empty_bars.index(prev), pred=k > 0)
+            if PAIR_RELEASE:
+                mbarrier.arrive(pair_empty_bars.index(prev), pred=k > 0)
             step += 1
         acc_g, acc_l = warpgroup_mma_wait(0, deps=(acc_g, acc_l))
         prev = (step + STAGES - 1) % STAGES
         mbarrier.arrive(empty_bars.index(prev))
-        mbarrier.arrive(pair_empty_bars.index(prev))
+        if PAIR_RELEASE:
+            mbarrier.arrive(pair_empty_bars.index(prev))
         _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, acc_layout)
 
 
@@ -139,6 +142,7 @@ def ws_fc1_cluster_kernel(
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,  # pairs per raster group
     MULTICAST: gl.constexpr,
+    PAIR_RELEASE: gl.constexpr,  # False: no cross-CTA release (diagnostic only: unsafe with MULTICAST)
     LOADER_REGS: gl.constexpr,
 ):
     BK: gl.constexpr = a_desc.block_type.shape[1]
@@ -161,9 +165,9 @@ def ws_fc1_cluster_kernel(
     gl.warp_specialize(
         [
             (_pair_mma_partition, (a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr,
-                                   F, H, GROUP_M, MULTICAST)),
+                                   F, H, GROUP_M, MULTICAST, PAIR_RELEASE)),
             (_pair_load_partition, (a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr,
-                                    F, H, GROUP_M, MULTICAST)),
+                                    F, H, GROUP_M, MULTICAST, PAIR_RELEASE)),
         ],
         [1],
         [LOADER_REGS],
@@ -194,7 +198,7 @@ _PAIRS: dict = {}
 
 
 def launch_cluster(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_n=128, block_k=64, stages=4, group_m=8,
-                   multicast=True, loader_regs=40, maxnreg=168, num_clusters=None):  # fmt: skip
+                   multicast=True, pair_release=True, loader_regs=40, maxnreg=168, num_clusters=None):  # fmt: skip
     """:func:`ws_fc1_cluster_kernel` on ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16); ``group_m`` counts
     128-row tiles (as :func:`gluon_ws_fc1.launch`'s), so a raster group holds ``group_m // 2`` pairs."""
     import torch
@@ -212,7 +216,8 @@ def launch_cluster(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_n=
     num_sms = torch.cuda.get_device_properties(recv.device).multi_processor_count
     ws_fc1_cluster_kernel[(num_clusters or num_sms // 2,)](
         a_desc, w_desc, pairs, pairs.shape[0], probs, act, preact, two_f // 2, h,
-        STAGES=stages, GROUP_M=max(1, group_m // 2), MULTICAST=multicast, LOADER_REGS=loader_regs,
+        STAGES=stages, GROUP_M=max(1, group_m // 2), MULTICAST=multicast, PAIR_RELEASE=pair_release,
+        LOADER_REGS=loader_regs,
         num_warps=8, num_ctas=2, maxnreg=maxnreg,
     )  # fmt: skip
 
@@ -247,7 +252,7 @@ def compile_only() -> None:
         "H": "i32",
     }
     for multicast in (True, False):
-        constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "LOADER_REGS": 40}
+        constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "PAIR_RELEASE": True, "LOADER_REGS": 40}
         full_signature = signature | dict.fromkeys(constexprs, "constexpr")
         source = GluonASTSource(fn=ws_fc1_cluster_kernel, signature=full_signature, constexprs=constexprs)
         compiled = triton.compile(
@@ -266,9 +271,52 @@ def compile_only() -> None:
             f"{v} {k}" for k, v in counts.items()))  # fmt: skip
 
 
+def smoke(variant: dict) -> None:
+    """One launch of one variant (JSON ``launch_any`` keywords) on a small problem — 3 experts of 512, 384 and 100
+    rows (a full pair, a half-empty pair, a partial tile), H 1024, F 512 — checked against PyTorch, with progress
+    printed as it goes: run under ``timeout``, a hang shows where it stopped."""
+    import time
+
+    import torch
+
+    def say(msg):
+        print(f"[{time.strftime('%X')}] {variant}: {msg}", flush=True)
+
+    dev = torch.device("cuda", 0)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    sizes, h, f = [512, 384, 100], 1024, 512
+    rows = sum(sizes)
+    recv = torch.randn(rows + 256, h, device=dev, generator=gen).bfloat16()
+    w1 = (torch.randn(len(sizes), 2 * f, h, device=dev, generator=gen) / h**0.5).bfloat16()
+    probs = torch.rand(rows + 256, device=dev, generator=gen)
+    tiles, start = [], 0
+    for e, n in enumerate(sizes):
+        for t in range(-(-n // 128)):
+            tiles.append((e, start + 128 * t, min(start + 128 * (t + 1), start + n), t))
+        start += n
+    mtiles = torch.tensor(tiles, dtype=torch.int32, device=dev)
+    act = torch.full((rows, f), float("nan"), dtype=torch.bfloat16, device=dev)
+    preact = torch.full((rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=dev)
+    offs = torch.cumsum(torch.tensor(sizes, device=dev), 0).to(torch.int32)
+    ref_pre = torch._grouped_mm(recv[:rows], w1.transpose(1, 2), offs=offs)
+    gate, lin = ref_pre.float().chunk(2, dim=-1)
+    ref_act = (gate * torch.sigmoid(gate) * lin * probs[:rows, None]).bfloat16()
+    torch.cuda.synchronize()
+    say("inputs ready; launching")
+    launch_any(recv, w1, mtiles, len(tiles), probs, act, preact, **variant)
+    say("launched; synchronizing")
+    torch.cuda.synchronize()
+    err = [((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in ((preact, ref_pre), (act, ref_act))]
+    say(f"done: rel err preact {err[0]:.2e} act {err[1]:.2e}, NaN left {int(act.isnan().sum())}")
+
+
 if __name__ == "__main__":
     if "--compile-only" in sys.argv:
         compile_only()
+    elif "--smoke" in sys.argv:
+        import json
+
+        smoke(json.loads(sys.argv[sys.argv.index("--smoke") + 1]))
     else:
         gluon_ws_fc1.main(
             launch_fn=launch_any, description=__doc__.split("\n\n")[0], json_name="probe_gluon39_ws_fc1_cluster.json"
