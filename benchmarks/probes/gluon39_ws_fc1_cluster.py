@@ -271,10 +271,10 @@ def compile_only() -> None:
             f"{v} {k}" for k, v in counts.items()))  # fmt: skip
 
 
-def smoke(variant: dict) -> None:
-    """One launch of one variant (JSON ``launch_any`` keywords) on a small problem — 3 experts of 512, 384 and 100
-    rows (a full pair, a half-empty pair, a partial tile), H 1024, F 512 — checked against PyTorch, with progress
-    printed as it goes: run under ``timeout``, a hang shows where it stopped."""
+def smoke(variant: dict, sizes=(512, 384, 100), h: int = 1024, f: int = 512, launches: int = 1) -> None:
+    """``launches`` launches of one variant (JSON ``launch_any`` keywords) on a small problem — experts of ``sizes``
+    rows (by default a full pair, a half-empty pair, a partial tile), ``H = h``, ``F = f`` — checked against PyTorch,
+    with progress printed as it goes: run under ``timeout``, a hang shows where it stopped."""
     import time
 
     import torch
@@ -284,7 +284,6 @@ def smoke(variant: dict) -> None:
 
     dev = torch.device("cuda", 0)
     gen = torch.Generator(device=dev).manual_seed(0)
-    sizes, h, f = [512, 384, 100], 1024, 512
     rows = sum(sizes)
     recv = torch.randn(rows + 256, h, device=dev, generator=gen).bfloat16()
     w1 = (torch.randn(len(sizes), 2 * f, h, device=dev, generator=gen) / h**0.5).bfloat16()
@@ -302,10 +301,12 @@ def smoke(variant: dict) -> None:
     gate, lin = ref_pre.float().chunk(2, dim=-1)
     ref_act = (gate * torch.sigmoid(gate) * lin * probs[:rows, None]).bfloat16()
     torch.cuda.synchronize()
-    say("inputs ready; launching")
-    launch_any(recv, w1, mtiles, len(tiles), probs, act, preact, **variant)
-    say("launched; synchronizing")
-    torch.cuda.synchronize()
+    pairs = pair_table(mtiles, len(tiles), 128).shape[0]
+    say(f"inputs ready ({len(tiles)} tiles, {pairs} pairs, {-(-f // 128)} N-tiles); launching")
+    for i in range(launches):
+        launch_any(recv, w1, mtiles, len(tiles), probs, act, preact, **variant)
+        say(f"launch {i} issued; synchronizing")
+        torch.cuda.synchronize()
     err = [((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in ((preact, ref_pre), (act, ref_act))]
     say(f"done: rel err preact {err[0]:.2e} act {err[1]:.2e}, NaN left {int(act.isnan().sum())}")
 
@@ -316,7 +317,13 @@ if __name__ == "__main__":
     elif "--smoke" in sys.argv:
         import json
 
-        smoke(json.loads(sys.argv[sys.argv.index("--smoke") + 1]))
+        variant = json.loads(sys.argv[sys.argv.index("--smoke") + 1])
+        problem = json.loads(sys.argv[sys.argv.index("--problem") + 1]) if "--problem" in sys.argv else {}
+        try:
+            smoke(variant, **problem)
+        except Exception as exc:
+            print(f"{variant}: {type(exc).__name__}: {str(exc)[:1500]}", flush=True)
+            raise SystemExit(1) from exc
     else:
         gluon_ws_fc1.main(
             launch_fn=launch_any, description=__doc__.split("\n\n")[0], json_name="probe_gluon39_ws_fc1_cluster.json"

@@ -411,6 +411,7 @@ def run_case(name: str, args, variants: list[dict], launch_fn=None) -> dict:
         triton_fc1(1, r)
     triton_fc1(2)
     torch.cuda.synchronize()
+    print(f"{name}: Triton core ran", flush=True)
     recv, probs, w1 = prob.views[0].recv, prob.views[0].recv_probs, prob.w1[0]
     x_e, p_e = prob.views[0].received(rows, h), probs[:rows]
     mtiles, num_mtiles = tables[0]["mtiles"], plan.mtiles.shape[0]
@@ -430,6 +431,7 @@ def run_case(name: str, args, variants: list[dict], launch_fn=None) -> dict:
         pre_g = torch.full_like(pre_t, float("nan"))
         label = f"gluon{i}"
         try:
+            print(f"{name}: {label} {v}", flush=True)
             launch_fn(recv, w1, mtiles, num_mtiles, probs, act_g, pre_g, **v)
             torch.cuda.synchronize()
         except Exception as exc:  # a variant that does not compile or fit: reported, the others still run
@@ -441,6 +443,7 @@ def run_case(name: str, args, variants: list[dict], launch_fn=None) -> dict:
         res["rel_err"][f"{label}_act_equal_triton"] = float((act_g == act_t).float().mean())
         res["rel_err"][f"{label}_preact_equal_triton"] = float((pre_g == pre_t).float().mean())
         timed[label] = lambda v=v, a=act_g, q=pre_g: launch_fn(recv, w1, mtiles, num_mtiles, probs, a, q, **v)
+    print(f"{name}: checked {list(timed)}; timing", flush=True)
     for _ in range(args.rounds):
         for label, fn in timed.items():
             res["ms"].setdefault(label, []).append(time_ms(fn, args.iters, args.warmup))
