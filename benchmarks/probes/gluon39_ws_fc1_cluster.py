@@ -87,7 +87,8 @@ def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs
 
 @gluon.jit
 def _pair_mma_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr, F, H,
-                        GROUP_M: gl.constexpr, MULTICAST: gl.constexpr, PAIR_RELEASE: gl.constexpr):  # fmt: skip
+                        GROUP_M: gl.constexpr, MULTICAST: gl.constexpr, PAIR_RELEASE: gl.constexpr,
+                        CGA_M: gl.constexpr):  # fmt: skip
     a_bufs, g_bufs, l_bufs = bufs
     ready_bars, empty_bars, pair_empty_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
@@ -96,7 +97,7 @@ def _pair_mma_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_
     BK: gl.constexpr = a_desc.block_type.shape[1]
     # each CTA's two consumer warpgroups stacked along M (64 rows each), the CTAs stacked along M
     acc_layout: gl.constexpr = gl.NVMMADistributedLayout(
-        version=[3, 0], warps_per_cta=[gl.num_warps(), 1], instr_shape=[16, BN, 16], cga_layout=[[1, 0]]
+        version=[3, 0], warps_per_cta=[gl.num_warps(), 1], instr_shape=[16, BN, 16], cga_layout=CGA_M
     )
     num_n = gl.cdiv(F, BN)
     num_items = num_pairs * num_n
@@ -142,30 +143,35 @@ def ws_fc1_cluster_kernel(
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,  # pairs per raster group
     MULTICAST: gl.constexpr,
-    PAIR_RELEASE: gl.constexpr,  # False: no cross-CTA release (diagnostic only: unsafe with MULTICAST)
+    PAIR_RELEASE: gl.constexpr,  # the cross-CTA release: required with MULTICAST, wrong without it (see launch)
     LOADER_REGS: gl.constexpr,
 ):
     BK: gl.constexpr = a_desc.block_type.shape[1]
     BN: gl.constexpr = w_desc.block_type.shape[0]
     dtype: gl.constexpr = a_desc.dtype
-    gl.static_assert(gl.num_ctas() == 2, "launch with num_ctas=2")
+    gl.static_assert(gl.num_ctas() <= 2, "launch with num_ctas=2 (or 1: the same kernel without clusters)")
+    CGA_M: gl.constexpr = [[1, 0]] if gl.num_ctas() == 2 else []
     a_bufs = gl.allocate_shared_memory(dtype, [STAGES, a_desc.block_type.shape[0], BK], a_desc.layout)
     g_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
     l_bufs = gl.allocate_shared_memory(dtype, [STAGES, BN, BK], w_desc.layout)
     ready_bars = mbarrier.allocate_mbarrier(batch=STAGES)
     empty_bars = mbarrier.allocate_mbarrier(batch=STAGES)
-    pair_empty_bars = mbarrier.allocate_mbarrier(batch=STAGES, two_ctas=True)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=1)
-        mbarrier.init(pair_empty_bars.index(i), count=1)
+    if PAIR_RELEASE:
+        pair_empty_bars = mbarrier.allocate_mbarrier(batch=STAGES, two_ctas=True)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(pair_empty_bars.index(i), count=1)
+    else:
+        pair_empty_bars = empty_bars  # unused
     fence_async_shared()
     bufs = (a_bufs, g_bufs, l_bufs)
     bars = (ready_bars, empty_bars, pair_empty_bars)
     gl.warp_specialize(
         [
             (_pair_mma_partition, (a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr,
-                                   F, H, GROUP_M, MULTICAST, PAIR_RELEASE)),
+                                   F, H, GROUP_M, MULTICAST, PAIR_RELEASE, CGA_M)),
             (_pair_load_partition, (a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr,
                                     F, H, GROUP_M, MULTICAST, PAIR_RELEASE)),
         ],
@@ -198,33 +204,43 @@ _PAIRS: dict = {}
 
 
 def launch_cluster(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_n=128, block_k=64, stages=4, group_m=8,
-                   multicast=True, pair_release=True, loader_regs=40, maxnreg=168, num_clusters=None):  # fmt: skip
+                   multicast=True, pair_release=None, loader_regs=40, maxnreg=168, num_clusters=None,
+                   ctas=2):  # fmt: skip
     """:func:`ws_fc1_cluster_kernel` on ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16); ``group_m`` counts
-    128-row tiles (as :func:`gluon_ws_fc1.launch`'s), so a raster group holds ``group_m // 2`` pairs."""
+    128-row tiles (as :func:`gluon_ws_fc1.launch`'s), so a raster group holds ``group_m // 2`` pairs. ``ctas=1``
+    runs the same kernel on single CTAs (one M-tile per item, no multicast): the control under the same compiler
+    (``gluon_ws_fc1``'s kernel, written for Triton 3.6, does not compile under 3.9)."""
     import torch
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-    key = (mtiles.data_ptr(), num_mtiles)
-    if key not in _PAIRS:
-        _PAIRS[key] = pair_table(mtiles, num_mtiles, 128)
+    multicast = multicast and ctas == 2
+    pair_release = multicast if pair_release is None else pair_release
+    if multicast != pair_release:
+        # without multicast CTA 1 refills its weight tiles itself and can run a phase ahead of CTA 0: its releases
+        # would complete a phase of CTA 0's count-2 barrier alone (a race, then a hang: seen on the device)
+        raise ValueError("pair_release must equal multicast: the release exists for the multicast weight tiles")
+    key = (mtiles.data_ptr(), num_mtiles, ctas)
+    if key not in _PAIRS:  # ctas=1: each M-tile alone
+        _PAIRS[key] = pair_table(mtiles, num_mtiles, 128) if ctas == 2 else mtiles[:num_mtiles, :3].contiguous()
     pairs = _PAIRS[key]
     e, two_f, h = w1.shape
-    a_layout = gl.NVMMASharedLayout.get_default_for([256, block_k], gl.bfloat16, cga_layout=[[1, 0]])
-    w_layout = gl.NVMMASharedLayout.get_default_for([block_n, block_k], gl.bfloat16, cga_layout=[[0, 0]])
-    a_desc = TensorDescriptor.from_tensor(recv, [256, block_k], a_layout)
+    rows = 128 * ctas
+    a_layout = gl.NVMMASharedLayout.get_default_for([rows, block_k], gl.bfloat16, cga_layout=[[1, 0]][: ctas - 1])
+    w_layout = gl.NVMMASharedLayout.get_default_for([block_n, block_k], gl.bfloat16, cga_layout=[[0, 0]][: ctas - 1])
+    a_desc = TensorDescriptor.from_tensor(recv, [rows, block_k], a_layout)
     w_desc = TensorDescriptor.from_tensor(w1.view(e * two_f, h), [block_n, block_k], w_layout)
     num_sms = torch.cuda.get_device_properties(recv.device).multi_processor_count
-    ws_fc1_cluster_kernel[(num_clusters or num_sms // 2,)](
+    ws_fc1_cluster_kernel[(num_clusters or num_sms // ctas,)](
         a_desc, w_desc, pairs, pairs.shape[0], probs, act, preact, two_f // 2, h,
-        STAGES=stages, GROUP_M=max(1, group_m // 2), MULTICAST=multicast, PAIR_RELEASE=pair_release,
+        STAGES=stages, GROUP_M=max(1, group_m // ctas), MULTICAST=multicast, PAIR_RELEASE=pair_release,
         LOADER_REGS=loader_regs,
-        num_warps=8, num_ctas=2, maxnreg=maxnreg,
+        num_warps=8, num_ctas=ctas, maxnreg=maxnreg,
     )  # fmt: skip
 
 
 def launch_any(*args, cluster: bool = True, **kw):
-    """A probe variant: ``cluster=True`` runs :func:`launch_cluster`, ``False`` the 1-CTA :func:`gluon_ws_fc1.launch`
-    (``multicast`` and ``num_clusters`` are the cluster kernel's only)."""
+    """A probe variant: ``cluster=True`` runs :func:`launch_cluster` (``ctas=1`` for its single-CTA control), ``False``
+    the 1-CTA :func:`gluon_ws_fc1.launch` (Triton 3.6 only)."""
     if cluster:
         return launch_cluster(*args, **kw)
     return gluon_ws_fc1.launch(*args, **kw)
@@ -232,16 +248,21 @@ def launch_any(*args, cluster: bool = True, **kw):
 
 def compile_only() -> None:
     """Compile the kernel for sm_90 without a GPU and print what the PTX shows of the cluster mechanics."""
+    for ctas, multicast in ((2, True), (2, False), (1, False)):
+        a_layout = gl.NVMMASharedLayout.get_default_for([128 * ctas, 64], gl.bfloat16, cga_layout=[[1, 0]][: ctas - 1])
+        w_layout = gl.NVMMASharedLayout.get_default_for([128, 64], gl.bfloat16, cga_layout=[[0, 0]][: ctas - 1])
+        _compile_and_report(a_layout, w_layout, ctas, multicast)
+
+
+def _compile_and_report(a_layout, w_layout, ctas: int, multicast: bool) -> None:
     import re
 
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    a_layout = gl.NVMMASharedLayout.get_default_for([256, 64], gl.bfloat16, cga_layout=[[1, 0]])
-    w_layout = gl.NVMMASharedLayout.get_default_for([128, 64], gl.bfloat16, cga_layout=[[0, 0]])
     signature = {
-        "a_desc": f"tensordesc<bf16[256, 64],{a_layout!r}>",
+        "a_desc": f"tensordesc<bf16[{128 * ctas}, 64],{a_layout!r}>",
         "w_desc": f"tensordesc<bf16[128, 64],{w_layout!r}>",
         "pairs_ptr": "*i32",
         "num_pairs": "i32",
@@ -251,24 +272,23 @@ def compile_only() -> None:
         "F": "i32",
         "H": "i32",
     }
-    for multicast in (True, False):
-        constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "PAIR_RELEASE": True, "LOADER_REGS": 40}
-        full_signature = signature | dict.fromkeys(constexprs, "constexpr")
-        source = GluonASTSource(fn=ws_fc1_cluster_kernel, signature=full_signature, constexprs=constexprs)
-        compiled = triton.compile(
-            source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_ctas": 2, "maxnreg": 168}
-        )
-        ptx = compiled.asm["ptx"]
-        counts = {
-            name: len(re.findall(pattern, ptx))
-            for name, pattern in {
-                "multicast copies": r"multicast::cluster",
-                "cluster arrives": r"mbarrier\.arrive\.shared::cluster",
-                "wgmma": r"wgmma\.mma_async",
-            }.items()
-        }
-        print(f"multicast={multicast}: shared {compiled.metadata.shared} B, " + ", ".join(
-            f"{v} {k}" for k, v in counts.items()))  # fmt: skip
+    constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "PAIR_RELEASE": multicast, "LOADER_REGS": 40}
+    full_signature = signature | dict.fromkeys(constexprs, "constexpr")
+    source = GluonASTSource(fn=ws_fc1_cluster_kernel, signature=full_signature, constexprs=constexprs)
+    compiled = triton.compile(
+        source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "num_ctas": ctas, "maxnreg": 168}
+    )
+    ptx = compiled.asm["ptx"]
+    counts = {
+        name: len(re.findall(pattern, ptx))
+        for name, pattern in {
+            "multicast copies": r"multicast::cluster",
+            "cluster arrives": r"mbarrier\.arrive\.shared::cluster",
+            "wgmma": r"wgmma\.mma_async",
+        }.items()
+    }
+    print(f"ctas={ctas} multicast={multicast}: shared {compiled.metadata.shared} B, " + ", ".join(
+        f"{v} {k}" for k, v in counts.items()))  # fmt: skip
 
 
 def smoke(variant: dict, sizes=(512, 384, 100), h: int = 1024, f: int = 512, launches: int = 1) -> None:
