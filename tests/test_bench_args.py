@@ -202,3 +202,25 @@ def test_tuned_config_is_stored_under_the_backend_shape_key(bench, tmp_path, mon
     assert stored["stored"] and stored["key"] == key.as_str() and stored["fwdbwd_ms"] == 4.0
     assert tuning.choose_config(key) == tuning.KernelConfig(comm_programs=24)
     assert bench.store_tuned("x", {"variants": {}}, "fwdbwd_ms")["stored"] is False
+
+
+def test_gemm_core_bench_expert_major_tile_order(gemm_core):
+    """``--tile-orders expert`` permutes rank 0's M-tile rows into (expert, first row) order and nothing else."""
+    import torch
+
+    from comet_megatron.fused_plan import build_plan
+
+    # EP=2, 2 local experts; rank 0's experts get 200 / 300 own rows and 100 / 70 from rank 1: the tiles of own rows
+    # (expert 0's first, expert 1's first two) come before the rest
+    counts = torch.tensor([[200, 300, 5, 9], [100, 70, 7, 3]])
+    plan = build_plan(counts, 0, 2, 128, 8)
+    tables = plan.device_tables(torch.device("cpu"))
+    before = tables["mtiles"][: plan.mtiles.shape[0]].clone()
+    assert before[:, :2].tolist() != sorted(before[:, :2].tolist())  # the plan's order is not expert-major here
+    gemm_core.expert_major(plan, tables)
+    after = tables["mtiles"][: plan.mtiles.shape[0]]
+    assert after[:, :2].tolist() == sorted(before[:, :2].tolist())
+    assert sorted(after.tolist()) == sorted(before.tolist())
+    assert gemm_core.parse_args(["--tile-orders", "plan,expert"]).tile_orders == ["plan", "expert"]
+    with pytest.raises(SystemExit):
+        gemm_core.parse_args(["--tile-orders", "random"])
