@@ -66,21 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tokens", type=int, default=None, help="tokens per simulated rank (default: the case's)")
     p.add_argument("--ep", type=int, default=2, help="simulated expert-parallel ranks")
     p.add_argument("--configs", default="[{}]", help="JSON list of KernelConfig overrides ({} = the layer's default)")
-    p.add_argument(
-        "--tile-orders",
-        default="plan",
-        help="comma list: 'plan' (the plan's M-tile order: tiles of own rows first) and/or 'expert' (rank 0's M-tiles "
-        "sorted expert-major) — every configuration runs once per order",
-    )
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for bench_gemm_core_<case>.json")
     args = p.parse_args(argv)
     args.overrides = parse_comet_configs(p, args.configs) or [{}]
-    args.tile_orders = args.tile_orders.split(",")
-    if not set(args.tile_orders) <= {"plan", "expert"}:
-        p.error(f"--tile-orders {','.join(args.tile_orders)}: each must be 'plan' or 'expert'")
     if args.ep < 1 or CASES[args.case].experts % args.ep:
         p.error(f"--ep {args.ep} must be >= 1 and divide the case's {CASES[args.case].experts} experts")
     return args
@@ -133,9 +124,10 @@ class Problem:
         )
         self.dev = dev
 
-    def plans(self, block_m: int):
+    def plans(self, block_m: int, own_rows_first: bool = True):
         max_t = self.views[0].max_tiles_per_expert
-        plans = [build_plan(self.counts, r, self.e_local, block_m, max_t) for r in range(self.ep)]
+        order = dict(own_rows_first=own_rows_first)
+        plans = [build_plan(self.counts, r, self.e_local, block_m, max_t, **order) for r in range(self.ep)]
         tables = [p.device_tables(self.dev) for p in plans]
         return plans, tables
 
@@ -189,22 +181,9 @@ def swiglu_backward(d_a: torch.Tensor, pre: torch.Tensor, p: torch.Tensor):
     return scaled * lin * s * (1 + gate * (1 - s)), scaled * silu, (d_a * silu * lin).sum(-1)
 
 
-def expert_major(plan, tables: dict) -> None:
-    """Sort the plan's M-tile table in place by (expert, first row): what the GEMM programs would run without the
-    own-rows-first order (each expert's weight tiles then read once per N-tile and row group instead of once per
-    part). Only rank 0's GEMM programs are timed, and with every flag published (``MODE=2``) nothing depends on
-    the order but the time."""
-    n = plan.mtiles.shape[0]
-    order = sorted(range(n), key=lambda i: (int(plan.mtiles[i, 0]), int(plan.mtiles[i, 1])))
-    mtiles = tables["mtiles"]
-    mtiles[:n] = mtiles[:n][torch.tensor(order, device=mtiles.device)]
-
-
-def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args, tile_order: str = "plan") -> dict:
+def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args) -> dict:
     ep, f, h = prob.ep, prob.ffn, prob.hidden
-    plans, tables = prob.plans(cfg.block_m)
-    if tile_order == "expert":
-        expert_major(plans[0], tables[0])
+    plans, tables = prob.plans(cfg.block_m, cfg.own_rows_first)
     rows = plans[0].recv_rows
     common = dict(ep=ep, gated=True, activation="silu", config=cfg, grid=cfg.persistent_grid(num_sms))
     acts = [torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
@@ -223,7 +202,7 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
             prob.w2[r], preacts[r], epoch=epoch, ep_rank=r, mode=mode, **common,
         )  # fmt: skip
 
-    out = {"config": dataclasses.asdict(cfg), "tile_order": tile_order, "ms": {}}
+    out = {"config": dataclasses.asdict(cfg), "ms": {}}
     for r in range(ep):
         fc1(r, 1)
     fc1(0, 2)
@@ -381,14 +360,13 @@ def main(argv=None) -> None:
     results = []
     key = ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, args.ep, props.name, num_sms)
     base = default_config(key)
-    runs = [(o, order) for o in args.overrides for order in args.tile_orders]
-    for i, (cfg, (overrides, order)) in enumerate(zip(kernel_configs(base, [o for o, _ in runs]), runs)):
+    for i, cfg in enumerate(kernel_configs(base, args.overrides)):
         try:
-            res = run_config(prob, cfg, epoch0=2 * i + 1, num_sms=num_sms, args=args, tile_order=order)
+            res = run_config(prob, cfg, epoch0=2 * i + 1, num_sms=num_sms, args=args)
         except Exception as exc:  # e.g. a configuration that needs more shared memory than the GPU has
             res = {"config": dataclasses.asdict(cfg), "error": f"{type(exc).__name__}: {exc}"[:300]}
             torch.cuda.synchronize()
-        res["overrides"] = overrides if order == "plan" else overrides | {"tile_order": order}
+        res["overrides"] = args.overrides[i]
         results.append(res)
     report = {
         "bench": "bench_gemm_core",

@@ -112,7 +112,8 @@ class FusedPlan(HostPlan):
             the rows this rank pushes, one unit per (destination expert M-tile), own rank first, then the
             others in rotated order, each expert-major (the order the destination computes in).
         mtiles: ``[M, 4]`` (local expert, first row, end row, tile index in the expert): tiles holding only
-            local rows first, then the rest; expert-major within each group.
+            local rows first, then the rest; expert-major within each group (one group without
+            ``own_rows_first``).
         src_table: ``[E_local, ep, 2]`` (row offset inside the expert, rows) of each source rank here.
         src_first_slot: ``[E_local, ep]`` first slot, at the source rank, of its rows for each local expert.
         max_tiles_per_expert: flag-array stride (``MAX_T``) the plan was built for.
@@ -174,6 +175,7 @@ def device_plan(
     rows_limit: int = _NO_LIMIT,
     tokens_limit: int = _NO_LIMIT,
     tiles_limit: int = _NO_LIMIT,
+    own_rows_first: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The kernels' tables (as :meth:`FusedPlan.device_tables` returns them) built on ``counts``' device from the
     ``[ep, E]`` counts matrix there, without reading it on the host. ``units`` and ``mtiles`` have capacity rows
@@ -211,6 +213,7 @@ def device_plan(
         EP_P2=triton.next_power_of_2(ep),
         E_P2=triton.next_power_of_2(ep * num_local_experts),
         BLOCK=32,
+        OWN_FIRST=own_rows_first,
         num_warps=4,
     )
     return tables
@@ -223,6 +226,7 @@ def check_device_plan(
     block_m: int,
     tokens: int,
     max_tiles_per_expert: int,
+    own_rows_first: bool = True,
 ) -> dict[str, torch.Tensor]:
     """``tables`` if :func:`device_plan`'s capacities held for these counts, else tables rebuilt with room: a source
     rank brought more tokens than ``tokens`` (M-tiles), or this rank sent more rows than ``tokens * topk`` (units) —
@@ -234,7 +238,9 @@ def check_device_plan(
     if int(tiles.sum()) <= tables["mtiles"].shape[0] and sent <= tokens * plan.topk:
         return tables
     tokens = max(tokens, plan.max_tokens_per_rank, -(-sent // plan.topk))
-    return device_plan(counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, plan.topk)
+    return device_plan(
+        counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, plan.topk, own_rows_first=own_rows_first
+    )
 
 
 def _check_tiles(tiles_per_expert: np.ndarray, block_m: int, max_tiles_per_expert: int) -> None:
@@ -252,9 +258,10 @@ def build_plan(
     block_m: int,
     max_tiles_per_expert: int,
     topk: int = 1,
+    own_rows_first: bool = True,
 ):
     """Work lists for ``ep_rank`` from the host ``int64 [ep, E]`` counts matrix (``topk``: slots per token, for
-    :attr:`HostPlan.max_tokens_per_rank`)."""
+    :attr:`HostPlan.max_tokens_per_rank`; ``own_rows_first``: :attr:`KernelConfig.own_rows_first`)."""
     counts_t = counts.to("cpu", torch.int64)
     ep = counts_t.shape[0]
     e_local = num_local_experts
@@ -296,9 +303,11 @@ def build_plan(
     mt_row1 = np.minimum(mt_row0 + block_m, expert_start[me, mt_expert] + rows_at[me, mt_expert])
     mtiles = np.stack([mt_expert, mt_row0, mt_row1, mt_tile], axis=1).reshape(-1, 4)
     # Tiles made only of this rank's own rows (first in each expert: rotated order) go first — they need no
-    # remote data; then the others, each group expert-major so that grouped tiles share weight tiles.
+    # remote data; then the others, each group expert-major so that grouped tiles share weight tiles. Without
+    # own_rows_first: one group, expert-major.
     local_rows = per_dest[me, me]  # [e]
     needs_remote = (mt_row1 - expert_start[me, mt_expert]) > local_rows[mt_expert]
+    needs_remote &= own_rows_first
     mtiles = mtiles[np.argsort(needs_remote * (1 << 40) + mt_expert * (1 << 20) + mt_tile, kind="stable")]
 
     src_counts = per_dest[:, me, :].T  # [e, src]

@@ -51,6 +51,7 @@ def build_plan_kernel(
     EP_P2: tl.constexpr,
     E_P2: tl.constexpr,
     BLOCK: tl.constexpr,
+    OWN_FIRST: tl.constexpr,  # M-tiles of own rows first (False: expert-major, as KernelConfig.own_rows_first)
 ):
     E = EP * EL
     src = tl.arange(0, EP_P2)
@@ -91,7 +92,8 @@ def build_plan_kernel(
             u += n
             expert_start += tl.sum(col)
 
-    # --- this rank as an expert owner: M-tiles made only of its own rows first, then the rest, expert-major ---
+    # --- this rank as an expert owner: M-tiles made only of its own rows first, then the rest, expert-major (or all
+    # expert-major: every tile in the first group) ---
     m = 0
     for group in range(2):
         expert_start = 0
@@ -101,7 +103,10 @@ def build_plan_kernel(
             rows = tl.sum(col)
             local = tl.sum(tl.where(src == me, col, 0))  # own rows come first in the expert (rotated order)
             tiles = (rows + BM - 1) // BM
-            local_tiles = tl.where(local == rows, tiles, local // BM)
+            if OWN_FIRST:
+                local_tiles = tl.where(local == rows, tiles, local // BM)
+            else:
+                local_tiles = tiles
             t_lo = tl.where(group == 0, 0, local_tiles)
             t_hi = tl.where(group == 0, local_tiles, tiles)
             for t0 in range(0, t_hi - t_lo, BLOCK):

@@ -97,10 +97,12 @@ def simulated_workspaces(ws, tokens, hidden, e_local, topk) -> list[RankViews]:
     )
 
 
-def device_tables_checked(counts, plan, block_m: int, tokens: int, topk: int) -> dict:
+def device_tables_checked(counts, plan, block_m: int, tokens: int, topk: int, own_rows_first: bool = True) -> dict:
     """The plan kernel's tables for ``plan``'s rank (what the layer uses), after checking them against the host
-    specification entry for entry (``build_plan``'s ``plan``)."""
-    tables = device_plan(counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, topk)
+    specification entry for entry (``build_plan``'s ``plan``, built with the same ``own_rows_first``)."""
+    tables = device_plan(
+        counts, plan.ep_rank, plan.num_local_experts, block_m, tokens, topk, own_rows_first=own_rows_first
+    )
     mismatch = plan_mismatches(tables, plan)
     assert not mismatch, f"device plan != build_plan for rank {plan.ep_rank}: {mismatch}"
     return tables
@@ -141,9 +143,10 @@ def plan_equivalence(cases: int = 60, seed: int = 0, device: str = "cpu") -> dic
             counts[-1] = 0  # a rank sends nothing
         if case % 6 == 2:
             counts[:, :e_local] = 0  # rank 0's experts get nothing
+        own_first = (case // 2) % 2 == 0  # both M-tile orders (KernelConfig.own_rows_first)
         for me in range(ep):
-            plan = build_plan(counts, me, e_local, block_m, 10**6)
-            tables = device_plan(counts.to(device), me, e_local, block_m, tokens, topk)
+            plan = build_plan(counts, me, e_local, block_m, 10**6, own_rows_first=own_first)
+            tables = device_plan(counts.to(device), me, e_local, block_m, tokens, topk, own_rows_first=own_first)
             if bad := plan_mismatches(tables, plan):
                 failures.append({"case": case, "ep": ep, "e_local": e_local, "block_m": block_m, "me": me, "bad": bad})
             checked += 1
@@ -316,8 +319,9 @@ def simulate(
             routing_map, probs = random_routing(gen, tokens, experts, topk, skew)
             routings.append(build_local_routing(routing_map, probs, topk))
         counts = torch.stack([r.tokens_per_expert for r in routings])
-        plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
-        plan_tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk) for p in plans]
+        order = dict(own_rows_first=cfg.own_rows_first)
+        plans = [build_plan(counts, r, e_local, cfg.block_m, max_t, **order) for r in range(ws)]
+        plan_tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk, **order) for p in plans]
         acts = [None] * ws
         for mode in (1, 2):
             for r in range(ws):
@@ -429,8 +433,9 @@ def simulate_backward(
         routings.append(build_local_routing(routing_map, probs, topk))
         grads_out.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
     counts = torch.stack([r.tokens_per_expert for r in routings])
-    plans = [build_plan(counts, r, e_local, cfg.block_m, max_t) for r in range(ws)]
-    tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk) for p in plans]
+    order = dict(own_rows_first=cfg.own_rows_first)
+    plans = [build_plan(counts, r, e_local, cfg.block_m, max_t, **order) for r in range(ws)]
+    tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk, **order) for p in plans]
     local = lambda w, r: w[r * e_local : (r + 1) * e_local].contiguous()  # noqa: E731
     common = dict(ep=ws, gated=gated, activation=activation, config=cfg, grid=5)
     # forward (epoch 1): keep what the autograd function keeps

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layer.py"
 
@@ -204,23 +205,16 @@ def test_tuned_config_is_stored_under_the_backend_shape_key(bench, tmp_path, mon
     assert bench.store_tuned("x", {"variants": {}}, "fwdbwd_ms")["stored"] is False
 
 
-def test_gemm_core_bench_expert_major_tile_order(gemm_core):
-    """``--tile-orders expert`` permutes rank 0's M-tile rows into (expert, first row) order and nothing else."""
-    import torch
-
-    from comet_megatron.fused_plan import build_plan
-
-    # EP=2, 2 local experts; rank 0's experts get 200 / 300 own rows and 100 / 70 from rank 1: the tiles of own rows
-    # (expert 0's first, expert 1's first two) come before the rest
-    counts = torch.tensor([[200, 300, 5, 9], [100, 70, 7, 3]])
-    plan = build_plan(counts, 0, 2, 128, 8)
-    tables = plan.device_tables(torch.device("cpu"))
-    before = tables["mtiles"][: plan.mtiles.shape[0]].clone()
-    assert before[:, :2].tolist() != sorted(before[:, :2].tolist())  # the plan's order is not expert-major here
-    gemm_core.expert_major(plan, tables)
-    after = tables["mtiles"][: plan.mtiles.shape[0]]
-    assert after[:, :2].tolist() == sorted(before[:, :2].tolist())
-    assert sorted(after.tolist()) == sorted(before.tolist())
-    assert gemm_core.parse_args(["--tile-orders", "plan,expert"]).tile_orders == ["plan", "expert"]
-    with pytest.raises(SystemExit):
-        gemm_core.parse_args(["--tile-orders", "random"])
+def test_gemm_core_bench_plans_follow_the_tile_order_option(gemm_core, capsys):
+    """``--configs '[{"own_rows_first": false}]'`` reaches the plans the bench times (expert-major M-tiles)."""
+    args = gemm_core.parse_args(["--configs", '[{}, {"own_rows_first": false}]'])
+    configs = gemm_core.kernel_configs(gemm_core.KernelConfig(), args.overrides)
+    assert [c.own_rows_first for c in configs] == [True, False]
+    prob = object.__new__(gemm_core.Problem)  # the plans need only the counts and the workspace's flag stride
+    # EP=2, 2 local experts at rank 0: 200 / 300 own rows, 100 / 70 from rank 1 (own-rows-first differs there)
+    prob.counts = torch.tensor([[200, 300, 5, 9], [100, 70, 7, 3]])
+    prob.ep, prob.e_local, prob.dev = 2, 2, torch.device("cpu")
+    prob.views = [type("Views", (), {"max_tiles_per_expert": 8})()]
+    own_first, expert_major = (prob.plans(128, c.own_rows_first)[0][0].mtiles[:, [0, 3]].tolist() for c in configs)
+    assert own_first == [[0, 0], [1, 0], [1, 1], [0, 1], [0, 2], [1, 2]]
+    assert expert_major == sorted(own_first)

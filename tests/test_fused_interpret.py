@@ -47,6 +47,10 @@ CASES = {
     "ep2_fc2_flattened_tile_loop": dict(
         ws=2, experts=2, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"fc2_flatten": True}
     ),
+    # M-tiles expert-major (KernelConfig.own_rows_first off): tiles needing remote rows interleave with local ones
+    "ep2_expert_major_tiles": dict(
+        ws=2, experts=4, topk=2, tokens=40, hidden=32, ffn=16, config_overrides={"own_rows_first": False}
+    ),
 }
 
 
@@ -129,6 +133,9 @@ BACKWARD_CASES = {
         ws=2, experts=6, topk=3, tokens=9, hidden=33, ffn=20, gated=False, activation="gelu"
     ),
     "ep2_top1_multi_tile": dict(ws=2, experts=2, topk=1, tokens=40, hidden=32, ffn=16),
+    "ep2_expert_major_tiles": dict(
+        ws=2, experts=4, topk=2, tokens=40, hidden=32, ffn=16, config_overrides={"own_rows_first": False}
+    ),
     # The tests' config, like the defaults, stores dA and finishes with the elementwise activation backward, in
     # two column slices; these run the activation backward inside the data-gradient epilogue
     # (KernelConfig.dgrad_fused_activation), whole and split. ffn 40 leaves the last 32-wide data-gradient tile

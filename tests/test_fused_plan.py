@@ -45,10 +45,13 @@ def test_units_push_every_slot_once_to_its_offset(seed, ep, e_local, block_m):
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("ep,e_local,block_m", [(1, 3, 16), (2, 4, 128), (4, 2, 64)])
-def test_mtiles_cover_received_rows_once_local_first(seed, ep, e_local, block_m):
+@pytest.mark.parametrize("own_rows_first", [True, False])
+def test_mtiles_cover_received_rows_once_in_order(seed, ep, e_local, block_m, own_rows_first):
+    """Every received row in exactly one M-tile; the tiles of own rows first (``own_rows_first``, the default), or
+    all expert-major."""
     counts = _random_counts(seed, ep, e_local)
     for me in range(ep):
-        plan = build_plan(counts, me, e_local, block_m, 10**6)
+        plan = build_plan(counts, me, e_local, block_m, 10**6, own_rows_first=own_rows_first)
         covered = torch.zeros(plan.recv_rows, dtype=torch.int64)
         local_rows = counts[me, me * e_local : (me + 1) * e_local]
         expert_start = torch.cumsum(plan.tokens_per_expert, 0) - plan.tokens_per_expert
@@ -57,8 +60,11 @@ def test_mtiles_cover_received_rows_once_local_first(seed, ep, e_local, block_m)
             assert 0 < row1 - row0 <= block_m and row0 == int(expert_start[expert]) + tile * block_m
             covered[row0:row1] += 1
             remote = row1 - int(expert_start[expert]) > int(local_rows[expert])
-            assert not (seen_remote and not remote), "a tile of local rows after one that needs remote rows"
+            if own_rows_first:
+                assert not (seen_remote and not remote), "a tile of local rows after one that needs remote rows"
             seen_remote |= remote
+        if not own_rows_first:
+            assert plan.mtiles[:, [0, 3]].tolist() == sorted(plan.mtiles[:, [0, 3]].tolist())
         assert bool((covered == 1).all())
         assert plan.recv_rows == int(counts[:, me * e_local : (me + 1) * e_local].sum())
         assert plan.recv_splits == [int(counts[s, me * e_local : (me + 1) * e_local].sum()) for s in range(ep)]

@@ -334,7 +334,16 @@ class FusedBackend(MoEBackend):
                     tokens_limit=self.buffer.tokens_capacity,
                     tiles_limit=views.max_tiles_per_expert,
                 )
-            tables = device_plan(counts, self.ep_rank, e_local, config.block_m, num_tokens, self.topk, **limits)
+            tables = device_plan(
+                counts,
+                self.ep_rank,
+                e_local,
+                config.block_m,
+                num_tokens,
+                self.topk,
+                own_rows_first=config.own_rows_first,
+                **limits,
+            )
             if rows_guess is not None:
                 verdict, copied = _start_copy_to_host(tables["sizes"][2:])  # queued after the counts' copy
                 with timed(timer, "fwd.dispatch_fc1"):
@@ -353,13 +362,25 @@ class FusedBackend(MoEBackend):
                 views = self.buffer.ensure(plan.max_tokens_per_rank, tokens.shape[-1], e_local, self.topk)
                 if self.host_plan:
                     plan = build_plan(
-                        counts_host, self.ep_rank, e_local, config.block_m, views.max_tiles_per_expert, self.topk
+                        counts_host,
+                        self.ep_rank,
+                        e_local,
+                        config.block_m,
+                        views.max_tiles_per_expert,
+                        self.topk,
+                        own_rows_first=config.own_rows_first,
                     )
                     # one pinned copy, queued now: no later step (the backward included) needs a host-to-device copy
                     tables = plan.device_tables(tokens.device)
                 else:
                     tables = check_device_plan(
-                        tables, plan, counts, config.block_m, num_tokens, views.max_tiles_per_expert
+                        tables,
+                        plan,
+                        counts,
+                        config.block_m,
+                        num_tokens,
+                        views.max_tiles_per_expert,
+                        own_rows_first=config.own_rows_first,
                     )
             self._recent_rows.append(plan.recv_rows)
         if timer is not None:  # this rank's rows and the busiest rank's: routing imbalance sets the pace
