@@ -7,6 +7,12 @@ release goes to CTA 0's barrier (``mbarrier.arrive(..., from_cta=0)``), which is
 CTA 0 refills a stage that CTA 1 still reads. Prints the PTX lines that show it:
 ``cp.async.bulk.tensor...multicast::cluster`` and ``mbarrier.arrive.shared::cluster``.
 
+Correction (session 20, reading the PTX): ``from_cta=0`` on a per-CTA barrier is CTA 0 arriving on *every* CTA's copy
+(threads 0 and 1 of CTA 0, one address each), not each CTA arriving on CTA 0's, so the ``released`` barrier below
+would never complete on a GPU (this probe only compiles). The release to CTA 0 that a pipelined kernel needs is a
+``mbarrier.allocate_mbarrier(two_ctas=True)`` barrier: both CTAs' arrivals land in CTA 0's copy and only CTA 0 waits
+(``gluon39_ws_fc1_cluster.py``).
+
 Session 19 (Triton 3.9.0, here): both compile for sm_90 with ``num_ctas=2``; each CTA expects 32768 bytes (its A half
 plus the whole B tile). Triton 3.6 (the GPU image's) has neither ``multicast=`` nor CGA layouts in Gluon; plain
 Triton's ``num_ctas=2`` splits a tile over the cluster without multicast.

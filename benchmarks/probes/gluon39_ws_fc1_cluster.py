@@ -28,6 +28,7 @@ Not imported by the package. Runs under the carried Triton 3.9 on the device (``
   run39 python benchmarks/probes/gluon39_ws_fc1_cluster.py --cases mixtral-8x7b --tokens 4096 \\
       --variants '[{"cluster": false}, {"cluster": true}, {"cluster": true, "multicast": false}]' --out DIR
   python benchmarks/probes/gluon39_ws_fc1_cluster.py --compile-only   # no GPU: compiles for sm_90 and checks the PTX
+  python benchmarks/probes/gluon39_ws_fc1_cluster.py --replot FILE.json   # chart of a run (FILE.png)
 """
 
 from __future__ import annotations
@@ -331,9 +332,43 @@ def smoke(variant: dict, sizes=(512, 384, 100), h: int = 1024, f: int = 512, lau
     say(f"done: rel err preact {err[0]:.2e} act {err[1]:.2e}, NaN left {int(act.isnan().sum())}")
 
 
+def plot(report: dict, path: str) -> str:
+    """Bars per case: each kernel's ms (means of the rounds), torch._grouped_mm's, and the labels' variants."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(report["cases"])
+    labels = list(report["cases"][cases[0]]["ms"])
+    fig, ax = plt.subplots(figsize=(11, 6))
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        ms = [sum(v) / len(v) for v in (report["cases"][c]["ms"][label] for c in cases)]
+        name = label
+        if label in report["cases"][cases[0]]["variants"]:
+            name = f"{label} {report['cases'][cases[0]]['variants'][label]}"
+        ax.bar([j - 0.4 + (i + 0.5) * width for j in range(len(cases))], ms, width, label=name)
+    ax.set_xticks(range(len(cases)))
+    ax.set_xticklabels(cases)
+    ax.set_ylabel("ms (fc1 GEMM core: SwiGLU·prob epilogue, [gate | linear] saved)")
+    ax.set_title(f"fc1 cores, EP=2 simulated, rank 0, {report['device']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written: {path}"
+
+
 if __name__ == "__main__":
     if "--compile-only" in sys.argv:
         compile_only()
+    elif "--replot" in sys.argv:
+        import json
+
+        for path in sys.argv[sys.argv.index("--replot") + 1 :]:
+            with open(path) as fh:
+                print(plot(json.load(fh), os.path.splitext(path)[0] + ".png"))
     elif "--smoke" in sys.argv:
         import json
 
