@@ -61,9 +61,9 @@ class KernelConfig:
     # at EP > 1 the M-tiles made only of this rank's own rows run first (they need no remote rows: the GEMM starts
     # while the rest arrive), the others after; False: expert-major, so an expert whose tiles fall in both groups
     # has its weight tiles read once instead of twice. Session 20, one H100, EP=2 simulated, GEMM cores alone
-    # (nothing waits): expert-major took DSv3-like's fc1 5.45 -> 4.47 ms, fc2 3.06 -> 2.71, Qwen1.5-MoE's fc1
-    # 0.84 -> 0.76; Qwen2-57B's fc1 3.94 -> 4.05. What it costs the overlap is not measured (needs 2 GPUs), so the
-    # tuner decides (candidate_configs); the default keeps the overlap.
+    # (nothing waits), means of two runs: expert-major took DSv3-like's fc1 5.54 -> 4.56 ms and its four GEMM cores
+    # 17.2 -> 15.0, Qwen1.5-MoE's fc1 0.90 -> 0.77; Mixtral, Phi, Qwen2-57B within the noise. What it costs the
+    # overlap is not measured (needs 2 GPUs), so the tuner decides (candidate_configs); the default keeps it.
     own_rows_first: bool = True
 
     def persistent_grid(self, num_sms: int) -> int:
