@@ -270,8 +270,11 @@ def test_activation_backward_kernel_compiles_for_sm90(gated):
     assert stores[True] == stores[False] * (halves + 1) // halves, stores
 
 
-@pytest.mark.parametrize("ep,e_local,counts_type", [(1, 8, "*i64"), (2, 4, "*i64"), (8, 32, "*i32")])
-def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type):
+@pytest.mark.parametrize(
+    "ep,e_local,counts_type,own_first",
+    [(1, 8, "*i64", True), (2, 4, "*i64", True), (2, 4, "*i64", False), (8, 32, "*i32", False)],
+)
+def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type, own_first):
     from comet_megatron.kernels.plan import build_plan_kernel
 
     sig = {"counts_ptr": counts_type}
@@ -283,6 +286,7 @@ def test_plan_kernel_compiles_for_sm90(ep, e_local, counts_type):
         EP_P2=triton.next_power_of_2(ep),
         E_P2=triton.next_power_of_2(ep * e_local),
         BLOCK=32,
+        OWN_FIRST=own_first,  # KernelConfig.own_rows_first
     )
     _compile(build_plan_kernel, sig, constexprs, 4, 1)
 
