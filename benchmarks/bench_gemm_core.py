@@ -126,8 +126,10 @@ class Problem:
 
     def plans(self, block_m: int, own_rows_first: bool = True):
         max_t = self.views[0].max_tiles_per_expert
-        order = dict(own_rows_first=own_rows_first)
-        plans = [build_plan(self.counts, r, self.e_local, block_m, max_t, **order) for r in range(self.ep)]
+        plans = [
+            build_plan(self.counts, r, self.e_local, block_m, max_t, own_rows_first=own_rows_first)
+            for r in range(self.ep)
+        ]
         tables = [p.device_tables(self.dev) for p in plans]
         return plans, tables
 

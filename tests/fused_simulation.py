@@ -108,6 +108,14 @@ def device_tables_checked(counts, plan, block_m: int, tokens: int, topk: int, ow
     return tables
 
 
+def checked_plans(counts, ws: int, e_local: int, cfg: KernelConfig, max_t: int, tokens: int, topk: int):
+    """Every simulated rank's host plan and the plan kernel's tables for it (checked against it), in ``cfg``'s
+    M-tile order: ``(plans, tables)``."""
+    order = dict(own_rows_first=cfg.own_rows_first)
+    plans = [build_plan(counts, r, e_local, cfg.block_m, max_t, **order) for r in range(ws)]
+    return plans, [device_tables_checked(counts, p, cfg.block_m, tokens, topk, **order) for p in plans]
+
+
 def plan_mismatches(tables: dict, plan) -> list[str]:
     """Names of the tables where the device plan differs from the host plan (only the used rows compared)."""
     n_units, n_mtiles, _verdict = (int(v) for v in tables["sizes"].tolist())
@@ -319,9 +327,7 @@ def simulate(
             routing_map, probs = random_routing(gen, tokens, experts, topk, skew)
             routings.append(build_local_routing(routing_map, probs, topk))
         counts = torch.stack([r.tokens_per_expert for r in routings])
-        order = dict(own_rows_first=cfg.own_rows_first)
-        plans = [build_plan(counts, r, e_local, cfg.block_m, max_t, **order) for r in range(ws)]
-        plan_tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk, **order) for p in plans]
+        plans, plan_tables = checked_plans(counts, ws, e_local, cfg, max_t, tokens, topk)
         acts = [None] * ws
         for mode in (1, 2):
             for r in range(ws):
@@ -433,9 +439,7 @@ def simulate_backward(
         routings.append(build_local_routing(routing_map, probs, topk))
         grads_out.append(torch.randn(tokens, hidden, generator=gen).bfloat16())
     counts = torch.stack([r.tokens_per_expert for r in routings])
-    order = dict(own_rows_first=cfg.own_rows_first)
-    plans = [build_plan(counts, r, e_local, cfg.block_m, max_t, **order) for r in range(ws)]
-    tables = [device_tables_checked(counts, p, cfg.block_m, tokens, topk, **order) for p in plans]
+    plans, tables = checked_plans(counts, ws, e_local, cfg, max_t, tokens, topk)
     local = lambda w, r: w[r * e_local : (r + 1) * e_local].contiguous()  # noqa: E731
     common = dict(ep=ws, gated=gated, activation=activation, config=cfg, grid=5)
     # forward (epoch 1): keep what the autograd function keeps

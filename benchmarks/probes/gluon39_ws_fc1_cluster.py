@@ -13,11 +13,15 @@ saved) with these changes:
   stores none of them);
 - A is one ``[256, BK]`` TMA box split over the cluster (CGA basis ``[[1, 0]]``: each CTA loads its 128 rows); the
   weight boxes are replicated (``[[0, 0]]``) and, with ``multicast=True``, CTA 0 alone issues them for both;
-- a stage is released twice: to the CTA's own ``empty`` barrier (its loader refills its A half) and to the pair's
-  ``pair_empty`` barrier, which lives in CTA 0 (``allocate_mbarrier(two_ctas=True)``: both CTAs' arrivals land
-  there and only CTA 0 waits on it) — CTA 0 multicasts into CTA 1's stage only after CTA 1 has read it.
+- a stage is released twice: to the CTA's own ``empty`` barrier (its loader refills its A half) and, with
+  multicast, to the pair's ``pair_empty`` barrier, which lives in CTA 0 (``allocate_mbarrier(two_ctas=True)``: both
+  CTAs' arrivals land there and only CTA 0 waits on it) — CTA 0 multicasts into CTA 1's stage only after CTA 1 has
+  read it.
 
-``MULTICAST=False`` is the control: same pairs and clusters, each CTA loading the weight tiles itself.
+``MULTICAST=False`` is the control: same pairs and clusters, each CTA loading the weight tiles itself and releasing
+its stages to itself only. (It must not use the pair release: CTA 1, refilling its own weight tiles, can run a phase
+ahead of CTA 0 and complete a phase of CTA 0's count-2 barrier alone — a race, then a hang, seen on the device.)
+``ctas=1`` runs the same kernel on single CTAs, one M-tile per item.
 
 Learned compiling (session 20, Triton 3.9 here, sm_90): ``mbarrier.arrive(bar, from_cta=0)`` on a per-CTA barrier is
 *CTA 0 arriving on every CTA's copy* (a broadcast), not every CTA arriving on CTA 0's — session 19's compile probe
@@ -26,7 +30,7 @@ misread it; the release to CTA 0 is a ``two_ctas`` barrier.
 Not imported by the package. Runs under the carried Triton 3.9 on the device (``notes/device/triton39.sh``):
 
   run39 python benchmarks/probes/gluon39_ws_fc1_cluster.py --cases mixtral-8x7b --tokens 4096 \\
-      --variants '[{"cluster": false}, {"cluster": true}, {"cluster": true, "multicast": false}]' --out DIR
+      --variants '[{"ctas": 1}, {"ctas": 2}, {"ctas": 2, "multicast": false}]' --out DIR
   python benchmarks/probes/gluon39_ws_fc1_cluster.py --compile-only   # no GPU: compiles for sm_90 and checks the PTX
   python benchmarks/probes/gluon39_ws_fc1_cluster.py --replot FILE.json   # chart of a run (FILE.png)
 """
@@ -57,7 +61,7 @@ from comet_megatron.kernels.tiles import grouped_tile  # noqa: E402
 
 @gluon.jit
 def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr, F, H,
-                         GROUP_M: gl.constexpr, MULTICAST: gl.constexpr, PAIR_RELEASE: gl.constexpr):  # fmt: skip
+                         GROUP_M: gl.constexpr, MULTICAST: gl.constexpr):  # fmt: skip
     a_bufs, g_bufs, l_bufs = bufs
     ready_bars, empty_bars, pair_empty_bars = bars
     STAGES: gl.constexpr = a_bufs.shape[0]
@@ -76,7 +80,7 @@ def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs
             s = step % STAGES
             free_phase = ((step // STAGES) & 1) ^ 1
             mbarrier.wait(empty_bars.index(s), free_phase)  # this CTA's consumers are done with its A half
-            if PAIR_RELEASE:  # (CTA 0 only) both CTAs are done with the weights
+            if MULTICAST:  # (CTA 0 only) both CTAs are done with the weights
                 mbarrier.wait(pair_empty_bars.index(s), free_phase)
             bar = ready_bars.index(s)
             mbarrier.expect(bar, nbytes)
@@ -88,7 +92,7 @@ def _pair_load_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs
 
 @gluon.jit
 def _pair_mma_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr, F, H,
-                        GROUP_M: gl.constexpr, MULTICAST: gl.constexpr, PAIR_RELEASE: gl.constexpr,
+                        GROUP_M: gl.constexpr, MULTICAST: gl.constexpr,
                         CGA_M: gl.constexpr):  # fmt: skip
     a_bufs, g_bufs, l_bufs = bufs
     ready_bars, empty_bars, pair_empty_bars = bars
@@ -119,13 +123,13 @@ def _pair_mma_partition(a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_
             acc_g, acc_l = warpgroup_mma_wait(2, deps=(acc_g, acc_l))
             prev = (step + STAGES - 1) % STAGES
             mbarrier.arrive(empty_bars.index(prev), pred=k > 0)
-            if PAIR_RELEASE:
+            if MULTICAST:
                 mbarrier.arrive(pair_empty_bars.index(prev), pred=k > 0)
             step += 1
         acc_g, acc_l = warpgroup_mma_wait(0, deps=(acc_g, acc_l))
         prev = (step + STAGES - 1) % STAGES
         mbarrier.arrive(empty_bars.index(prev))
-        if PAIR_RELEASE:
+        if MULTICAST:
             mbarrier.arrive(pair_empty_bars.index(prev))
         _epilogue_masked(acc_g, acc_l, probs_ptr, act_ptr, preact_ptr, row0, row1, n, F, BM, BN, acc_layout)
 
@@ -144,7 +148,6 @@ def ws_fc1_cluster_kernel(
     STAGES: gl.constexpr,
     GROUP_M: gl.constexpr,  # pairs per raster group
     MULTICAST: gl.constexpr,
-    PAIR_RELEASE: gl.constexpr,  # the cross-CTA release: required with MULTICAST, wrong without it (see launch)
     LOADER_REGS: gl.constexpr,
 ):
     BK: gl.constexpr = a_desc.block_type.shape[1]
@@ -160,7 +163,7 @@ def ws_fc1_cluster_kernel(
     for i in gl.static_range(STAGES):
         mbarrier.init(ready_bars.index(i), count=1)
         mbarrier.init(empty_bars.index(i), count=1)
-    if PAIR_RELEASE:
+    if MULTICAST:
         pair_empty_bars = mbarrier.allocate_mbarrier(batch=STAGES, two_ctas=True)
         for i in gl.static_range(STAGES):
             mbarrier.init(pair_empty_bars.index(i), count=1)
@@ -172,9 +175,9 @@ def ws_fc1_cluster_kernel(
     gl.warp_specialize(
         [
             (_pair_mma_partition, (a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr,
-                                   F, H, GROUP_M, MULTICAST, PAIR_RELEASE, CGA_M)),
+                                   F, H, GROUP_M, MULTICAST, CGA_M)),
             (_pair_load_partition, (a_desc, w_desc, bufs, bars, pairs_ptr, num_pairs, probs_ptr, act_ptr, preact_ptr,
-                                    F, H, GROUP_M, MULTICAST, PAIR_RELEASE)),
+                                    F, H, GROUP_M, MULTICAST)),
         ],
         [1],
         [LOADER_REGS],
@@ -205,8 +208,7 @@ _PAIRS: dict = {}
 
 
 def launch_cluster(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_n=128, block_k=64, stages=4, group_m=8,
-                   multicast=True, pair_release=None, loader_regs=40, maxnreg=168, num_clusters=None,
-                   ctas=2):  # fmt: skip
+                   multicast=True, loader_regs=40, maxnreg=168, num_clusters=None, ctas=2):  # fmt: skip
     """:func:`ws_fc1_cluster_kernel` on ``recv [R_cap, H]`` and ``w1 [E, 2F, H]`` (bf16); ``group_m`` counts
     128-row tiles (as :func:`gluon_ws_fc1.launch`'s), so a raster group holds ``group_m // 2`` pairs. ``ctas=1``
     runs the same kernel on single CTAs (one M-tile per item, no multicast): the control under the same compiler
@@ -215,11 +217,6 @@ def launch_cluster(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_n=
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
     multicast = multicast and ctas == 2
-    pair_release = multicast if pair_release is None else pair_release
-    if multicast != pair_release:
-        # without multicast CTA 1 refills its weight tiles itself and can run a phase ahead of CTA 0: its releases
-        # would complete a phase of CTA 0's count-2 barrier alone (a race, then a hang: seen on the device)
-        raise ValueError("pair_release must equal multicast: the release exists for the multicast weight tiles")
     key = (mtiles.data_ptr(), num_mtiles, ctas)
     if key not in _PAIRS:  # ctas=1: each M-tile alone
         _PAIRS[key] = pair_table(mtiles, num_mtiles, 128) if ctas == 2 else mtiles[:num_mtiles, :3].contiguous()
@@ -233,18 +230,9 @@ def launch_cluster(recv, w1, mtiles, num_mtiles, probs, act, preact, *, block_n=
     num_sms = torch.cuda.get_device_properties(recv.device).multi_processor_count
     ws_fc1_cluster_kernel[(num_clusters or num_sms // ctas,)](
         a_desc, w_desc, pairs, pairs.shape[0], probs, act, preact, two_f // 2, h,
-        STAGES=stages, GROUP_M=max(1, group_m // ctas), MULTICAST=multicast, PAIR_RELEASE=pair_release,
-        LOADER_REGS=loader_regs,
+        STAGES=stages, GROUP_M=max(1, group_m // ctas), MULTICAST=multicast, LOADER_REGS=loader_regs,
         num_warps=8, num_ctas=ctas, maxnreg=maxnreg,
     )  # fmt: skip
-
-
-def launch_any(*args, cluster: bool = True, **kw):
-    """A probe variant: ``cluster=True`` runs :func:`launch_cluster` (``ctas=1`` for its single-CTA control), ``False``
-    the 1-CTA :func:`gluon_ws_fc1.launch` (Triton 3.6 only)."""
-    if cluster:
-        return launch_cluster(*args, **kw)
-    return gluon_ws_fc1.launch(*args, **kw)
 
 
 def compile_only() -> None:
@@ -273,7 +261,7 @@ def _compile_and_report(a_layout, w_layout, ctas: int, multicast: bool) -> None:
         "F": "i32",
         "H": "i32",
     }
-    constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "PAIR_RELEASE": multicast, "LOADER_REGS": 40}
+    constexprs = {"STAGES": 4, "GROUP_M": 4, "MULTICAST": multicast, "LOADER_REGS": 40}
     full_signature = signature | dict.fromkeys(constexprs, "constexpr")
     source = GluonASTSource(fn=ws_fc1_cluster_kernel, signature=full_signature, constexprs=constexprs)
     compiled = triton.compile(
@@ -293,9 +281,9 @@ def _compile_and_report(a_layout, w_layout, ctas: int, multicast: bool) -> None:
 
 
 def smoke(variant: dict, sizes=(512, 384, 100), h: int = 1024, f: int = 512, launches: int = 1) -> None:
-    """``launches`` launches of one variant (JSON ``launch_any`` keywords) on a small problem — experts of ``sizes``
-    rows (by default a full pair, a half-empty pair, a partial tile), ``H = h``, ``F = f`` — checked against PyTorch,
-    with progress printed as it goes: run under ``timeout``, a hang shows where it stopped."""
+    """``launches`` launches of one variant (JSON :func:`launch_cluster` keywords) on a small problem — experts of
+    ``sizes`` rows (by default a full pair, a half-empty pair, a partial tile), ``H = h``, ``F = f`` — checked against
+    PyTorch, with progress printed as it goes: run under ``timeout``, a hang shows where it stopped."""
     import time
 
     import torch
@@ -325,7 +313,7 @@ def smoke(variant: dict, sizes=(512, 384, 100), h: int = 1024, f: int = 512, lau
     pairs = pair_table(mtiles, len(tiles), 128).shape[0]
     say(f"inputs ready ({len(tiles)} tiles, {pairs} pairs, {-(-f // 128)} N-tiles); launching")
     for i in range(launches):
-        launch_any(recv, w1, mtiles, len(tiles), probs, act, preact, **variant)
+        launch_cluster(recv, w1, mtiles, len(tiles), probs, act, preact, **variant)
         say(f"launch {i} issued; synchronizing")
         torch.cuda.synchronize()
     err = [((a.float() - b.float()).norm() / b.float().norm()).item() for a, b in ((preact, ref_pre), (act, ref_act))]
@@ -380,6 +368,5 @@ if __name__ == "__main__":
             print(f"{variant}: {type(exc).__name__}: {str(exc)[:1500]}", flush=True)
             raise SystemExit(1) from exc
     else:
-        gluon_ws_fc1.main(
-            launch_fn=launch_any, description=__doc__.split("\n\n")[0], json_name="probe_gluon39_ws_fc1_cluster.json"
-        )
+        title = __doc__.split("\n\n")[0]
+        gluon_ws_fc1.main(launch_fn=launch_cluster, description=title, json_name="probe_gluon39_ws_fc1_cluster.json")
