@@ -109,8 +109,9 @@ class FusedPlan(HostPlan):
 
     Attributes:
         units: ``[U, 6]`` (dest rank, local expert at dest, M-tile at dest, dest row, first slot, rows):
-            the rows this rank pushes, one unit per (destination expert M-tile), own rank first, then the
-            others in rotated order, each expert-major (the order the destination computes in).
+            the rows this rank pushes, one unit per (destination expert M-tile), in the order the destinations
+            compute: own rank first, then the others in rotated order, each expert-major; without
+            ``own_rows_first`` expert-major across destinations (own rank first within each expert).
         mtiles: ``[M, 4]`` (local expert, first row, end row, tile index in the expert): tiles holding only
             local rows first, then the rest; expert-major within each group (one group without
             ``own_rows_first``).
@@ -290,8 +291,12 @@ def build_plan(
     first_slot = my_slot_start[dest * e_local + expert] + (lo - my_within[seg])
     dest_row = expert_start[dest, expert] + lo
     units = np.stack([dest, expert, tile, dest_row, first_slot, hi - lo], axis=1).reshape(-1, 6)
-    # destinations in rotated order (own rows first), then in the order the destination computes: by expert
-    order = np.argsort(((dest - me) % ep) * (1 << 40) + expert * (1 << 20) + tile, kind="stable")
+    # In the order the destinations compute. Own rows first: destinations in rotated order (own rows first), each
+    # expert-major. Without own_rows_first every destination computes expert-major over local and remote rows, so
+    # the rows of its first experts must arrive first: expert-major across destinations (own rank first in each).
+    rotated = (dest - me) % ep
+    major, minor = (rotated, expert) if own_rows_first else (expert, rotated)
+    order = np.argsort(major * (1 << 40) + minor * (1 << 20) + tile, kind="stable")
     units = units[order]
 
     # --- this rank as an expert owner: M-tiles and source tables ---

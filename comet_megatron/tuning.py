@@ -64,6 +64,8 @@ class KernelConfig:
     # (nothing waits), means of two runs: expert-major took DSv3-like's fc1 5.54 -> 4.56 ms and its four GEMM cores
     # 17.2 -> 15.0, Qwen1.5-MoE's fc1 0.90 -> 0.77; Mixtral, Phi, Qwen2-57B within the noise. What it costs the
     # overlap is not measured (needs 2 GPUs), so the tuner decides (candidate_configs); the default keeps it.
+    # The push units follow the same order (fused_plan.build_plan): expert-major across destinations without it,
+    # so that a destination's first experts receive their remote rows first.
     own_rows_first: bool = True
 
     def persistent_grid(self, num_sms: int) -> int:

@@ -51,7 +51,7 @@ def build_plan_kernel(
     EP_P2: tl.constexpr,
     E_P2: tl.constexpr,
     BLOCK: tl.constexpr,
-    OWN_FIRST: tl.constexpr,  # M-tiles of own rows first (False: expert-major, as KernelConfig.own_rows_first)
+    OWN_FIRST: tl.constexpr,  # own rows first (False: expert-major), as KernelConfig.own_rows_first
 ):
     E = EP * EL
     src = tl.arange(0, EP_P2)
@@ -63,13 +63,29 @@ def build_plan_kernel(
     my_slot_start = tl.sum(tl.where(src[:, None] == me, slot_start, 0), axis=0)  # [g]
     k = tl.arange(0, BLOCK)
 
-    # --- this rank as a token owner: one unit per (destination expert M-tile) its rows touch, own rank first ---
+    # --- this rank as a token owner: one unit per (destination expert M-tile) its rows touch, in the order the
+    # destinations compute: own rank first, each destination expert-major (OWN_FIRST), or expert-major across the
+    # destinations, own rank first within each expert ---
+    totals = tl.sum(block, axis=0)  # [g] rows of global expert g at its owner
+    if OWN_FIRST:
+        n_outer = EP
+        n_inner = EL
+    else:
+        n_outer = EL
+        n_inner = EP
     u = 0
-    for j in range(EP):
-        dest = (me + j) % EP
-        expert_start = 0  # first row of expert e in dest's expert-major buffer
-        for e in range(EL):
+    for outer in range(n_outer):
+        for inner in range(n_inner):
+            if OWN_FIRST:
+                j = outer
+                e = inner
+            else:
+                j = inner
+                e = outer
+            dest = (me + j) % EP
             g = dest * EL + e
+            # first row of expert e in dest's expert-major buffer
+            expert_start = tl.sum(tl.where((g_all >= dest * EL) & (g_all < g), totals, 0))
             col = _column(counts_ptr, src, g, E, EP)
             within = tl.sum(tl.where(src == me, _rotated_prefix(col, src, dest, EP), 0))
             rows = tl.sum(tl.where(src == me, col, 0))
@@ -90,7 +106,6 @@ def build_plan_kernel(
                 tl.store(out + 4, first_slot + lo - within, mask=ok)
                 tl.store(out + 5, hi - lo, mask=ok)
             u += n
-            expert_start += tl.sum(col)
 
     # --- this rank as an expert owner: M-tiles made only of its own rows first, then the rest, expert-major (or all
     # expert-major: every tile in the first group) ---
@@ -131,9 +146,9 @@ def build_plan_kernel(
     tl.store(sizes_ptr, u)
     tl.store(sizes_ptr + 1, m)
     mine = (g_all >= me * EL) & (g_all < (me + 1) * EL)
-    my_rows = tl.sum(tl.where(mine, tl.sum(block, axis=0), 0))
+    my_rows = tl.sum(tl.where(mine, totals, 0))
     most_tokens = tl.max(tl.sum(block, axis=1)) // topk  # the workspace's growth decision (HostPlan)
-    most_tiles = tl.max((tl.sum(block, axis=0) + BM - 1) // BM)  # any expert's, at any rank: the flags' stride
+    most_tiles = tl.max((totals + BM - 1) // BM)  # any expert's, at any rank: the flags' stride
     fits = (u <= units_cap) & (m <= mtiles_cap) & (my_rows <= rows_limit) & (most_tokens <= tokens_limit)
     fits = fits & (most_tiles <= tiles_limit)
     tl.store(sizes_ptr + 2, fits.to(tl.int32))

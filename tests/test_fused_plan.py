@@ -22,11 +22,14 @@ def _random_counts(seed: int, ep: int, e_local: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("ep,e_local,block_m", [(1, 3, 16), (2, 4, 128), (4, 2, 64), (3, 1, 16)])
-def test_units_push_every_slot_once_to_its_offset(seed, ep, e_local, block_m):
+@pytest.mark.parametrize("own_rows_first", [True, False])
+def test_units_push_every_slot_once_to_its_offset(seed, ep, e_local, block_m, own_rows_first):
+    """Every slot pushed once, inside one M-tile of its destination expert, in the order the destinations compute:
+    own rank first, each destination expert-major; or (``own_rows_first`` off) expert-major across destinations."""
     counts = _random_counts(seed, ep, e_local)
     starts = expert_major_offsets(counts, e_local, rotate=True)  # [dest, src, e]
     for me in range(ep):
-        plan = build_plan(counts, me, e_local, block_m, 10**6)
+        plan = build_plan(counts, me, e_local, block_m, 10**6, own_rows_first=own_rows_first)
         slots = int(counts[me].sum())
         covered = torch.zeros(slots, dtype=torch.int64)
         for dest, expert, tile, dest_row, first_slot, rows in plan.units.tolist():
@@ -38,9 +41,10 @@ def test_units_push_every_slot_once_to_its_offset(seed, ep, e_local, block_m):
             assert seg_start <= dest_row and dest_row + rows <= seg_start + int(counts[me, dest * e_local + expert])
             assert (dest_row - expert_start) // block_m == tile == (dest_row + rows - 1 - expert_start) // block_m
         assert bool((covered == 1).all()), f"rank {me}: slots pushed {covered.tolist()}"
-        # own rank first (rotated order)
-        dests = [u[0] for u in plan.units.tolist()]
-        assert dests == sorted(dests, key=lambda d: (d - me) % ep)
+        order = [((d - me) % ep, e, t) for d, e, t in plan.units[:, :3].tolist()]  # (rotated dest, expert, tile)
+        if not own_rows_first:
+            order = [(e, r, t) for r, e, t in order]
+        assert order == sorted(order) and len(set(order)) == len(order)
 
 
 @pytest.mark.parametrize("seed", range(8))
