@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""layer0 (dispatch ⊕ fc1) at EP=2 with the peer rank's pushes emulated on one GPU: how long rank 0's GEMM waits
+for remote rows in each M-tile order (``KernelConfig.own_rows_first``), and how that grows when the peer starts late.
+
+Why on one GPU: the question needs the arrival order, not NVLink itself, and 2-GPU machines are not always lent.
+Two ranks are simulated on the device (:func:`comet_megatron.fused_ops.single_process_views`). Every iteration,
+with a fresh epoch (nothing is left over from the previous one):
+
+* stream B, after ``skew`` µs idle (``torch.cuda._sleep``): rank 1's pushes *to rank 0* only (its plan's units
+  filtered to destination 0, ``MODE=1``) on ``peer_programs`` programs. Their number sets the arrival rate: it is
+  calibrated first, per case, to the remote-write rate ``--link-gbps`` (default: the 314 GB/s NVLink measured on the
+  2×H200 machine, ``../shared/NOTES.md``), and the emulated rate is reported. With ``own_rows_first`` the peer
+  pushes its own local rows before any remote ones (``fused_plan.build_plan``): the time its local units take alone
+  (measured, at its ``comm_programs``) is added to the idle time; expert-major units interleave destinations, so
+  its remote rows start at once.
+* stream A: rank 0's whole ``dispatch_fc1`` (its pushes and the GEMM, ``MODE=0``) on the layer's persistent grid
+  less ``peer_programs`` (so that the peer's programs always find SMs), its tiles waiting on their flags.
+
+Timed: from the start of both to the end of both (the host's launches hidden behind a sleep on stream A). Next to it,
+per order: rank 0's GEMM with every flag already raised (``MODE=2``, nothing waits) on the same grid — the difference
+is the wait. Every emulated run's outputs are compared bit for bit with that run's.
+
+Left out: NVLink (the peer's rows go through HBM, at the calibrated rate), rank 0's own remote pushes (at HBM speed
+instead of the link's: they free its push programs sooner in both orders).
+
+  python benchmarks/bench_arrival.py --case dsv3-like --skews-us 0,100,300 --out DIR  # DIR/bench_arrival_<case>.json
+  TRITON_INTERPRET=1 python benchmarks/bench_arrival.py --check   # the launch plumbing on CPU (no timing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_gemm_core import Problem, expected_received, fc1_reference, rel_err  # noqa: E402
+from bench_layer import CASES, Case  # noqa: E402
+
+from comet_megatron.fused_ops import dispatch_fc1  # noqa: E402
+from comet_megatron.fused_plan import FusedPlan  # noqa: E402
+from comet_megatron.tuning import KernelConfig, ShapeKey, default_config  # noqa: E402
+
+PEER, TIMED = 1, 0
+NVLINK_WRITE_GBPS = 314.0  # ../shared/NOTES.md: remote row writes between the two H200s
+
+
+def units_to(plan: FusedPlan, dest: int) -> FusedPlan:
+    """``plan`` with only its units pushing to rank ``dest``, in the same order (the rest of the plan shared)."""
+    part = copy.copy(plan)
+    part.units = plan.units[plan.units[:, 0] == dest]
+    return part
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--case", default="dsv3-like", choices=sorted(CASES))
+    p.add_argument("--tokens", type=int, default=None, help="tokens per simulated rank (default: the case's)")
+    p.add_argument("--skews-us", default="0,100,300", help="comma-separated delays of the peer's start, µs")
+    p.add_argument("--link-gbps", type=float, default=NVLINK_WRITE_GBPS, help="remote-write rate to emulate")
+    p.add_argument("--peer-programs", type=int, default=None, help="skip the calibration: the peer's programs")
+    p.add_argument("--configs", default='[{"own_rows_first": true}, {"own_rows_first": false}]',
+                   help="JSON list of KernelConfig overrides of the layer's default")  # fmt: skip
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="directory for bench_arrival_<case>.json")
+    p.add_argument("--check", action="store_true", help="CPU, TRITON_INTERPRET=1: the launches' results, no timing")
+    args = p.parse_args(argv)
+    try:
+        args.skews = [float(s) for s in args.skews_us.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--skews-us {args.skews_us!r}: give comma-separated numbers of microseconds, e.g. 0,100,300")
+    if not args.skews or min(args.skews) < 0:
+        p.error("--skews-us needs at least one delay, none negative")
+    if args.link_gbps <= 0:
+        p.error("--link-gbps must be positive")
+    if args.peer_programs is not None and args.peer_programs < 1:
+        p.error("--peer-programs must be >= 1")
+    from bench_layer import parse_comet_configs
+
+    args.overrides = parse_comet_configs(p, args.configs) or [{}]
+    return args
+
+
+class Emulation:
+    """One case and one kernel configuration on two simulated ranks: the launches of the emulated layer0."""
+
+    def __init__(self, prob: Problem, cfg: KernelConfig, grid: int, epoch0: int):
+        self.prob, self.cfg, self.grid = prob, cfg, grid
+        self.plans, self.tables = prob.plans(cfg.block_m, cfg.own_rows_first)
+        peer_plan = self.plans[PEER]
+        self.peer_remote = units_to(peer_plan, TIMED).device_tables(prob.dev)
+        self.peer_local = units_to(peer_plan, PEER).device_tables(prob.dev)
+        self.remote_bytes = int(peer_plan.units[peer_plan.units[:, 0] == TIMED, 5].sum()) * prob.hidden * 2
+        f = prob.ffn
+        self.act = [
+            torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in self.plans
+        ]
+        self.preact = [
+            torch.full((p.recv_rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in self.plans
+        ]
+        self.epoch = epoch0
+
+    def next_epoch(self) -> int:
+        self.epoch += 1
+        return self.epoch
+
+    def launch(self, rank: int, tables: dict, mode: int, grid: int, epoch: int, debug: bool = True):
+        """``rank``'s dispatch_fc1 with the given unit tables (``MODE`` 0: pushes + GEMM, 1: pushes, 2: GEMM)."""
+        p = self.prob
+        return dispatch_fc1(
+            p.views[rank], self.plans[rank], tables, p.x[rank], p.token_of_slot[rank], p.probs_of_slot[rank],
+            p.w1[rank], epoch=epoch, ep_rank=rank, ep=p.ep, gated=True, activation="silu", config=self.cfg,
+            grid=grid, mode=mode, save_preact=True, debug=debug, act_out=self.act[rank],
+            preact_out=self.preact[rank],
+        )  # fmt: skip
+
+    def peer_pushes(self, tables: dict, programs: int, epoch: int):
+        return self.launch(PEER, tables, mode=1, grid=programs, epoch=epoch)
+
+    def all_pushed_then_gemm(self, epoch: int):
+        """Every flag of ``epoch`` raised first, then rank 0's GEMM alone: the no-wait reference."""
+        self.peer_pushes(self.peer_remote, self.cfg.comm_programs, epoch)
+        self.launch(TIMED, self.tables[TIMED], mode=1, grid=self.grid, epoch=epoch)
+        self.launch(TIMED, self.tables[TIMED], mode=2, grid=self.grid, epoch=epoch)
+
+    def errors(self) -> int:
+        return int(self.prob.views[TIMED].error.item()) + int(self.prob.views[PEER].error.item())
+
+
+def fc1_error_vs_torch(emu: Emulation, act: torch.Tensor) -> float:
+    """Relative error of rank 0's ``act`` against PyTorch's fc1 on the rows the pushes must have delivered."""
+    plan = emu.plans[TIMED]
+    x_e, p_e = expected_received(emu.prob, plan, emu.prob.x)
+    offs = torch.cumsum(plan.tokens_per_expert.to(emu.prob.dev), 0).to(torch.int32)
+    return rel_err(act, fc1_reference(x_e, p_e, emu.prob.w1[TIMED], offs)[1])
+
+
+def check(args) -> dict:
+    """CPU, interpreter: the emulation's launch sequence (peer remote units, then rank 0's MODE=0) leaves rank 0's
+    outputs equal to the no-wait path's and to PyTorch's; the unit split partitions the peer's units in order."""
+    assert os.environ.get("TRITON_INTERPRET") == "1", "--check runs the kernels' logic: set TRITON_INTERPRET=1"
+    dev = torch.device("cpu")
+    case = Case(hidden=32, ffn=16, experts=4, topk=2, tokens=40)
+    prob = Problem(case, case.tokens, 2, dev, args.seed)
+    report = {}
+    for own_first in (True, False):
+        cfg = dataclasses.replace(KernelConfig(), comm_programs=2, own_rows_first=own_first)
+        emu = Emulation(prob, cfg, grid=4, epoch0=10 if own_first else 20)
+        units = emu.plans[PEER].units
+        remote, local = units_to(emu.plans[PEER], TIMED).units, units_to(emu.plans[PEER], PEER).units
+        partition = remote.shape[0] + local.shape[0] == units.shape[0] and remote.shape[0] > 0 and local.shape[0] > 0
+        in_order = all(
+            torch.equal(part, units[units[:, 0] == d]) for part, d in ((remote, TIMED), (local, PEER))
+        )  # fmt: skip
+        epoch = emu.next_epoch()
+        emu.peer_pushes(emu.peer_remote, 1, epoch)  # one program, as the throttled peer
+        emu.launch(TIMED, emu.tables[TIMED], mode=0, grid=3, epoch=epoch)
+        emulated = emu.act[TIMED].clone(), emu.preact[TIMED].clone()
+        for t in (*emu.act, *emu.preact):
+            t.fill_(float("nan"))
+        emu.all_pushed_then_gemm(emu.next_epoch())
+        rows = emu.plans[TIMED].recv_rows
+        report["own_rows_first" if own_first else "expert_major"] = {
+            "units_split_partitions": bool(partition),
+            "units_split_keeps_order": bool(in_order),
+            "rows": rows,
+            "emulated_equals_no_wait": bool(
+                torch.equal(emulated[0], emu.act[TIMED]) and torch.equal(emulated[1], emu.preact[TIMED])
+            ),
+            "act_rel_err_vs_torch": fc1_error_vs_torch(emu, emulated[0]),
+            "debug_errors": emu.errors(),
+        }
+    return report
+
+
+class CudaTimer:
+    """Timing of work issued on two streams, the host's launch cost hidden behind a sleep on the first."""
+
+    def __init__(self, dev):
+        self.main = torch.cuda.current_stream(dev)
+        self.side = torch.cuda.Stream(dev)
+        self.cycles_per_us = self._calibrate_sleep()
+
+    @staticmethod
+    def _calibrate_sleep() -> float:
+        cycles = 20_000_000
+        torch.cuda._sleep(1000)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.cuda._sleep(cycles)
+        end.record()
+        end.synchronize()
+        return cycles / (start.elapsed_time(end) * 1e3)
+
+    def sleep_us(self, us: float) -> None:
+        if us > 0:
+            torch.cuda._sleep(int(us * self.cycles_per_us))
+
+    def time_ms(self, main_work, side_work=None, side_delay_us: float = 0.0) -> float:
+        """GPU ms from a common start until ``main_work`` (current stream) and ``side_work`` (side stream, after
+        ``side_delay_us``) have both finished."""
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        self.sleep_us(2000)  # covers the launches below: the GPU starts the timed work without waiting for the host
+        start.record(self.main)
+        if side_work is not None:
+            self.side.wait_event(start)
+            with torch.cuda.stream(self.side):
+                self.sleep_us(side_delay_us)
+                side_work()
+        main_work()
+        if side_work is not None:
+            self.main.wait_stream(self.side)
+        end.record(self.main)
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    def median_ms(self, n: int, warmup: int, *a, **kw) -> float:
+        for _ in range(warmup):
+            self.time_ms(*a, **kw)
+        return statistics.median(self.time_ms(*a, **kw) for _ in range(n))
+
+
+def calibrate_peer(emu: Emulation, timer: CudaTimer, link_gbps: float, iters: int) -> dict:
+    """Programs for the peer's remote pushes whose rate is nearest ``link_gbps`` (ratio in log), each count's rate."""
+    rates = {}
+    for programs in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32):
+        ms = timer.median_ms(iters, 1, lambda p=programs: emu.peer_pushes(emu.peer_remote, p, emu.next_epoch()))
+        rates[programs] = emu.remote_bytes / ms / 1e6
+    best = min(rates, key=lambda k: abs(torch.tensor(rates[k] / link_gbps).log().item()))
+    return {"programs": best, "gbps": rates[best], "rates_gbps": rates}
+
+
+def measure(emu: Emulation, timer: CudaTimer, peer_programs: int, args) -> dict:
+    """One configuration: the no-wait GEMM, then the emulated layer0 at every skew (median ms each)."""
+    cfg, grid = emu.cfg, emu.grid
+
+    def gemm_alone(epoch):
+        return emu.launch(TIMED, emu.tables[TIMED], 2, grid, epoch)
+
+    def layer0(epoch):
+        return emu.launch(TIMED, emu.tables[TIMED], 0, grid, epoch)
+
+    def peer_remote(epoch, programs=peer_programs):
+        return emu.peer_pushes(emu.peer_remote, programs, epoch)
+
+    local_ms = timer.median_ms(
+        args.iters, 1, lambda: emu.peer_pushes(emu.peer_local, cfg.comm_programs, emu.next_epoch())
+    )
+    peer_lead_us = 1e3 * local_ms if cfg.own_rows_first else 0.0
+    res = {"config": dataclasses.asdict(cfg), "grid": grid, "peer_local_pushes_ms": local_ms, "ms": {}}
+    no_wait = []
+    for _ in range(args.warmup + args.iters):  # every flag raised beforehand; the pushes are not timed
+        epoch = emu.next_epoch()
+        peer_remote(epoch, cfg.comm_programs)
+        emu.launch(TIMED, emu.tables[TIMED], mode=1, grid=grid, epoch=epoch)
+        no_wait.append(timer.time_ms(lambda e=epoch: gemm_alone(e)))
+    res["ms"]["no_wait"] = statistics.median(no_wait[args.warmup :])
+    reference = emu.act[TIMED].clone(), emu.preact[TIMED].clone()
+    exact = True
+    for skew in args.skews:
+        times = []
+        for it in range(args.warmup + args.iters):
+            epoch = emu.next_epoch()
+            for t in (emu.act[TIMED], emu.preact[TIMED]):
+                t.fill_(float("nan"))
+            times.append(timer.time_ms(lambda e=epoch: layer0(e), lambda e=epoch: peer_remote(e), skew + peer_lead_us))
+            if it == 0:
+                exact = exact and torch.equal(emu.act[TIMED], reference[0])
+                exact = exact and torch.equal(emu.preact[TIMED], reference[1])
+        res["ms"][f"skew_{skew:g}us"] = statistics.median(times[args.warmup :])
+    res["outputs_exact"] = bool(exact)
+    res["debug_errors"] = emu.errors()
+    res["fc1_act_rel_err_vs_torch"] = fc1_error_vs_torch(emu, reference[0])
+    return res
+
+
+def run(args) -> dict:
+    if not torch.cuda.is_available():
+        sys.exit("bench_arrival.py needs a CUDA GPU (or --check with TRITON_INTERPRET=1 on CPU)")
+    dev = torch.device("cuda", 0)
+    torch.cuda.set_device(dev)
+    case = CASES[args.case]
+    tokens = args.tokens or case.tokens
+    props = torch.cuda.get_device_properties(dev)
+    num_sms = props.multi_processor_count
+    prob = Problem(case, tokens, 2, dev, args.seed)
+    base = default_config(ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, 2, props.name, num_sms))
+    timer = CudaTimer(dev)
+    results, calibration = [], None
+    for i, overrides in enumerate(args.overrides):
+        cfg = dataclasses.replace(base, **overrides)
+        emu = Emulation(prob, cfg, grid=cfg.persistent_grid(num_sms), epoch0=1000 * (i + 1))
+        if calibration is None:
+            calibration = (
+                {"programs": args.peer_programs, "gbps": None, "rates_gbps": {}}
+                if args.peer_programs
+                else calibrate_peer(emu, timer, args.link_gbps, args.iters)
+            )
+        emu.grid -= calibration["programs"]  # the peer's programs always find SMs: no wait can deadlock
+        results.append({"overrides": overrides} | measure(emu, timer, calibration["programs"], args))
+    return {
+        "bench": "bench_arrival",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": props.name,
+        "num_sms": num_sms,
+        "torch": torch.__version__,
+        "case": args.case,
+        "shape": dataclasses.asdict(case) | {"tokens": tokens},
+        "recv_rows_rank0": emu.plans[TIMED].recv_rows,
+        "peer_remote_mb": emu.remote_bytes / 1e6,
+        "link_gbps_target": args.link_gbps,
+        "peer": calibration,
+        "skews_us": args.skews,
+        "configs": results,
+        "command": " ".join(sys.argv),
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.check:
+        print(json.dumps(check(args)))
+        return
+    report = run(args)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, f"bench_arrival_{args.case}.json"), "w") as fh:
+            json.dump(report, fh, indent=1)
+    peer = report["peer"]
+    rate = f"{peer['gbps']:.0f} GB/s" if peer["gbps"] else "not calibrated"
+    print(
+        f"\n{report['case']}, {report['shape']['tokens']} tokens/rank, EP 2 emulated on {report['device']}; "
+        f"peer {peer['programs']} programs ({rate}, target {report['link_gbps_target']:.0f}), "
+        f"{report['peer_remote_mb']:.0f} MB remote"
+    )
+    cols = ["no_wait"] + [f"skew_{s:g}us" for s in report["skews_us"]]
+    print(f"{'config':<28} {'peer local':>10} " + " ".join(f"{c:>14}" for c in cols) + "  exact  err vs torch")
+    for res in report["configs"]:
+        cells = [f"{res['ms'][c]:7.3f}" + (f" {res['ms'][c] / res['ms']['no_wait']:5.2f}x" if c != "no_wait" else "")
+                 for c in cols]  # fmt: skip
+        label = json.dumps(res["overrides"])[:28]
+        ok = res["outputs_exact"] and res["debug_errors"] == 0
+        print(f"{label:<28} {res['peer_local_pushes_ms']:10.3f} " + " ".join(f"{c:>14}" for c in cells)
+              + f"  {ok!s:5}  {res['fc1_act_rel_err_vs_torch']:.1e}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

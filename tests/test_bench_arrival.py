@@ -1,0 +1,65 @@
+"""benchmarks/bench_arrival.py: its launch plumbing under the interpreter (the peer's remote units alone, then rank
+0's whole layer0) and its argument checks. The timing itself needs a GPU (``python benchmarks/bench_arrival.py``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.interpreter import run_interpreted
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_arrival.py"
+
+
+@pytest.fixture(scope="module")
+def arrival():
+    sys.path.insert(0, str(BENCH.parent))
+    spec = importlib.util.spec_from_file_location("bench_arrival", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("order", ["own_rows_first", "expert_major"])
+def test_emulated_layer0_gives_the_no_wait_outputs(order):
+    """The peer's units split by destination keep their order and cover every unit; rank 0's layer0 fed only by the
+    peer's remote units (its own pushes in the same launch) equals the path with every flag raised first, bit for bit,
+    and PyTorch's fc1 within the interpreter's truncation (tests/test_fused_interpret.py: 4e-2)."""
+    report = run_interpreted("benchmarks.bench_arrival", "--check")[order]
+    assert report["units_split_partitions"] and report["units_split_keeps_order"], report
+    assert report["emulated_equals_no_wait"] and report["debug_errors"] == 0, report
+    assert report["act_rel_err_vs_torch"] < 4e-2, report
+
+
+def test_arguments_are_checked_with_the_option_named(arrival, capsys):
+    args = arrival.parse_args(["--skews-us", "0, 250", "--configs", '[{"own_rows_first": false}]'])
+    assert args.skews == [0.0, 250.0] and args.overrides == [{"own_rows_first": False}]
+    assert [o["own_rows_first"] for o in arrival.parse_args([]).overrides] == [True, False]
+    for bad, option in (
+        (["--skews-us", "soon"], "--skews-us"),
+        (["--skews-us", "-5"], "--skews-us"),
+        (["--link-gbps", "0"], "--link-gbps"),
+        (["--peer-programs", "0"], "--peer-programs"),
+        (["--configs", '[{"own_rows_frist": false}]'], "own_rows_frist"),
+    ):
+        with pytest.raises(SystemExit):
+            arrival.parse_args(bad)
+        assert option in capsys.readouterr().err
+
+
+def test_units_to_keeps_one_destination_in_order(arrival):
+    import torch
+
+    from comet_megatron.fused_plan import build_plan
+
+    counts = torch.tensor([[3, 0, 17, 5], [9, 2, 0, 30]])
+    plan = build_plan(counts, 1, 2, 4, 16, own_rows_first=True)
+    for dest in (0, 1):
+        part = arrival.units_to(plan, dest)
+        assert torch.equal(part.units, plan.units[plan.units[:, 0] == dest])
+        assert part.mtiles is plan.mtiles and part.units.shape[0] > 0
+    assert plan.units.shape[0] == sum(arrival.units_to(plan, d).units.shape[0] for d in (0, 1))
