@@ -17,8 +17,10 @@ with a fresh epoch (nothing is left over from the previous one):
   less ``peer_programs`` (so that the peer's programs always find SMs), its tiles waiting on their flags.
 
 Timed: from the start of both to the end of both (the host's launches hidden behind a sleep on stream A). Next to it,
-per order: rank 0's GEMM with every flag already raised (``MODE=2``, nothing waits) on the same grid — the difference
-is the wait. Every emulated run's outputs are compared bit for bit with that run's.
+per order and on the same grid: ``no_wait``, rank 0's GEMM with every flag already raised (``MODE=2``: the core
+alone), and ``peer_ready``, rank 0's whole layer0 with the peer's rows delivered beforehand (its own pushes timed) —
+a skew column minus ``peer_ready`` is what waiting on the peer costs. Every emulated run's outputs are compared bit
+for bit with ``no_wait``'s.
 
 Left out: NVLink (the peer's rows go through HBM, at the calibrated rate), rank 0's own remote pushes (at HBM speed
 instead of the link's: they free its push programs sooner in both orders).
@@ -50,7 +52,10 @@ from comet_megatron.fused_plan import FusedPlan  # noqa: E402
 from comet_megatron.tuning import KernelConfig, ShapeKey, default_config  # noqa: E402
 
 PEER, TIMED = 1, 0
-NVLINK_WRITE_GBPS = 314.0  # ../shared/NOTES.md: remote row writes between the two H200s
+NVLINK_WRITE_GBPS = 314.0
+RATIO_TO = {
+    "peer_ready": "no_wait"
+}  # the table's ratios: the skew columns to peer_ready (what waiting on the peer adds)  # ../shared/NOTES.md: remote row writes between the two H200s
 
 
 def units_to(plan: FusedPlan, dest: int) -> FusedPlan:
@@ -266,6 +271,12 @@ def measure(emu: Emulation, timer: CudaTimer, peer_programs: int, args) -> dict:
         no_wait.append(timer.time_ms(lambda e=epoch: gemm_alone(e)))
     res["ms"]["no_wait"] = statistics.median(no_wait[args.warmup :])
     reference = emu.act[TIMED].clone(), emu.preact[TIMED].clone()
+    peer_ready = []
+    for _ in range(args.warmup + args.iters):  # the peer's rows delivered beforehand; rank 0's own pushes timed
+        epoch = emu.next_epoch()
+        peer_remote(epoch, cfg.comm_programs)
+        peer_ready.append(timer.time_ms(lambda e=epoch: layer0(e)))
+    res["ms"]["peer_ready"] = statistics.median(peer_ready[args.warmup :])
     exact = True
     for skew in args.skews:
         times = []
@@ -343,10 +354,11 @@ def main(argv=None) -> None:
         f"peer {peer['programs']} programs ({rate}, target {report['link_gbps_target']:.0f}), "
         f"{report['peer_remote_mb']:.0f} MB remote"
     )
-    cols = ["no_wait"] + [f"skew_{s:g}us" for s in report["skews_us"]]
+    cols = ["no_wait", "peer_ready"] + [f"skew_{s:g}us" for s in report["skews_us"]]
     print(f"{'config':<28} {'peer local':>10} " + " ".join(f"{c:>14}" for c in cols) + "  exact  err vs torch")
     for res in report["configs"]:
-        cells = [f"{res['ms'][c]:7.3f}" + (f" {res['ms'][c] / res['ms']['no_wait']:5.2f}x" if c != "no_wait" else "")
+        ms = res["ms"]
+        cells = [f"{ms[c]:7.3f}" + ("" if c == "no_wait" else f" {ms[c] / ms[RATIO_TO.get(c, 'peer_ready')]:5.2f}x")
                  for c in cols]  # fmt: skip
         label = json.dumps(res["overrides"])[:28]
         ok = res["outputs_exact"] and res["debug_errors"] == 0

@@ -6,7 +6,7 @@
 # ~(e+1)/E of its push, far ahead of the GEMM), so expert-major keeps its gain on DSv3-like / Qwen1.5; with a late peer
 # (300-1000 us) expert-major pays ~the whole skew, own-rows-first absorbs part of it (its first wave needs no peer rows).
 source notes/device/common.sh
-for c in dsv3-like qwen1.5-moe-a2.7b qwen2-57b-a14b mixtral-8x7b; do
+for c in dsv3-like qwen3-30b-a3b qwen1.5-moe-a2.7b qwen2-57b-a14b mixtral-8x7b; do
   timeout 200 python benchmarks/bench_arrival.py --case $c --skews-us 0,100,300,1000 --iters 10 --out $OUT \
     > /tmp/arrival_$c.log 2>&1
   echo "$c exit $? ($((SECONDS-T0)) s)"; tail -4 /tmp/arrival_$c.log
