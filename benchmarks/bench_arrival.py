@@ -52,10 +52,9 @@ from comet_megatron.fused_plan import FusedPlan  # noqa: E402
 from comet_megatron.tuning import KernelConfig, ShapeKey, default_config  # noqa: E402
 
 PEER, TIMED = 1, 0
-NVLINK_WRITE_GBPS = 314.0
-RATIO_TO = {
-    "peer_ready": "no_wait"
-}  # the table's ratios: the skew columns to peer_ready (what waiting on the peer adds)  # ../shared/NOTES.md: remote row writes between the two H200s
+NVLINK_WRITE_GBPS = 314.0  # ../shared/NOTES.md: remote row writes between the two H200s
+# the table's ratios: peer_ready to no_wait, the skew columns to peer_ready (what waiting on the peer adds)
+RATIO_TO = {"peer_ready": "no_wait"}
 
 
 def units_to(plan: FusedPlan, dest: int) -> FusedPlan:
