@@ -27,6 +27,7 @@ instead of the link's: they free its push programs sooner in both orders).
 
   python benchmarks/bench_arrival.py --case dsv3-like --skews-us 0,100,300 --out DIR  # DIR/bench_arrival_<case>.json
   TRITON_INTERPRET=1 python benchmarks/bench_arrival.py --check   # the launch plumbing on CPU (no timing)
+  python benchmarks/bench_arrival.py --replot OUT.png FILE.json [FILE.json ...]   # one chart, a panel per case
 """
 
 from __future__ import annotations
@@ -336,7 +337,48 @@ def run(args) -> dict:
     }
 
 
+def plot(reports: list[dict], path: str) -> str:
+    """One panel per case: layer0 ms against the peer's delay, one line per configuration, its ``peer_ready``
+    (dashed) and ``no_wait`` (dotted) levels."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed: no chart written"
+    fig, axes = plt.subplots(1, len(reports), figsize=(4.2 * len(reports), 4), squeeze=False)
+    for ax, report in zip(axes[0], reports):
+        for i, res in enumerate(report["configs"]):
+            color = f"C{i}"
+            label = json.dumps(res["overrides"]) if res["overrides"] else "default"
+            ms = [res["ms"][f"skew_{s:g}us"] for s in report["skews_us"]]
+            ax.plot(report["skews_us"], ms, "o-", color=color, label=label)
+            ax.axhline(res["ms"]["peer_ready"], color=color, linestyle="--", linewidth=0.8)
+            ax.axhline(res["ms"]["no_wait"], color=color, linestyle=":", linewidth=0.8)
+        ax.set_title(f"{report['case']} ({report['shape']['tokens']} tok/rank)", fontsize=9)
+        ax.set_xlabel("peer's start delay, µs")
+        ax.set_ylabel("layer0 ms")
+        ax.set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(
+        f"layer0 at EP=2, peer emulated on one {reports[0]['device']} (dashed: peer's rows ready; dotted: GEMM alone)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"chart written: {path}"
+
+
 def main(argv=None) -> None:
+    if argv is None and len(sys.argv) > 3 and sys.argv[1] == "--replot":
+        reports = []
+        for name in sys.argv[3:]:
+            with open(name) as fh:
+                reports.append(json.load(fh))
+        print(plot(reports, sys.argv[2]))
+        return
     args = parse_args(argv)
     if args.check:
         print(json.dumps(check(args)))
@@ -344,8 +386,10 @@ def main(argv=None) -> None:
     report = run(args)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, f"bench_arrival_{args.case}.json"), "w") as fh:
+        path = os.path.join(args.out, f"bench_arrival_{args.case}.json")
+        with open(path, "w") as fh:
             json.dump(report, fh, indent=1)
+        print(plot([report], os.path.splitext(path)[0] + ".png"))
     peer = report["peer"]
     rate = f"{peer['gbps']:.0f} GB/s" if peer["gbps"] else "not calibrated"
     print(

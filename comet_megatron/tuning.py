@@ -19,8 +19,8 @@ from pathlib import Path
 # Cached entries hold whole configurations, so a changed default would stay frozen in entries tuned before it:
 # bump the version whenever a KernelConfig default or default_config changes.
 # 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten;
-# 5: dgrad_comm_programs, local rows counted in the push programs' share.
-CACHE_VERSION = 5
+# 5: dgrad_comm_programs, local rows counted in the push programs' share; 6: own_rows_first off for few M-tiles.
+CACHE_VERSION = 6
 
 
 GEMM_TILE_SIDES = (16, 256)  # a GEMM tile side: tensor-core tile minimum, TMA box maximum (powers of two between)
@@ -60,12 +60,11 @@ class KernelConfig:
     fc2_flatten: bool = False
     # at EP > 1 the M-tiles made only of this rank's own rows run first (they need no remote rows: the GEMM starts
     # while the rest arrive), the others after; False: expert-major, so an expert whose tiles fall in both groups
-    # has its weight tiles read once instead of twice. Session 20, one H100, EP=2 simulated, GEMM cores alone
-    # (nothing waits), means of two runs: expert-major took DSv3-like's fc1 5.54 -> 4.56 ms and its four GEMM cores
-    # 17.2 -> 15.0, Qwen1.5-MoE's fc1 0.90 -> 0.77; Mixtral, Phi, Qwen2-57B within the noise. What it costs the
-    # overlap is not measured (needs 2 GPUs), so the tuner decides (candidate_configs); the default keeps it.
-    # The push units follow the same order (fused_plan.build_plan): expert-major across destinations without it,
-    # so that a destination's first experts receive their remote rows first.
+    # has its weight tiles read once instead of twice — an extra read of every local expert's weights per GEMM,
+    # which weighs most where an expert has few M-tiles. default_config turns it off there (its docstring has the
+    # measurements); the tuner times the other order (candidate_configs). The push units follow the same order
+    # (fused_plan.build_plan): expert-major across destinations without it, so that a destination's first experts
+    # receive their remote rows first.
     own_rows_first: bool = True
 
     def persistent_grid(self, num_sms: int) -> int:
@@ -198,6 +197,15 @@ def default_config(key: ShapeKey) -> KernelConfig:
     Flattening fc2 ⊕ combine's tile loop into its K loop helps the 128-wide shapes, whose short K leaves the pipeline
     fill and the push epilogue a large share of each tile (session 11, H200: fc2 ⊕ combine per layer fwd+bwd at EP=1
     Qwen1.5-MoE 1.19 -> 1.06 ms, DSv3-like 9.04 -> 8.28; Mixtral's 256-wide fc2 even, its fc1 data-gradient 5% slower).
+
+    M-tile order (``own_rows_first``; session 22, one H200, ``benchmarks/results/s22/``): own rows first costs every
+    local expert one extra read of its weights, so its price falls as 1 / (M-tiles per expert); expert-major costs
+    waiting for the peers' first rows. layer0 at EP=2 with the peer's pushes emulated at the link rate
+    (``bench_arrival.py``, peer starting with this rank), own rows first vs expert-major, ms: DSv3-like (2 M-tiles per
+    expert) 4.62 vs 4.31, Qwen3-30B-A3B (4) 0.618 vs 0.585, Qwen1.5-MoE (8.5) 0.899 vs 0.885, Qwen2-57B (16) 4.45 vs
+    4.40, Mixtral (32) 6.26 vs 6.25; with the peer 100 µs late Qwen3 and Qwen1.5 lose 2-3% with expert-major,
+    DSv3-like still gains 6%. The four GEMM cores with nothing waiting, two runs each: DSv3-like 14.08 vs 13.17,
+    Qwen3 2.10 vs 2.01. Hence expert-major up to 4 M-tiles per expert; measured on a real EP=2 group: not yet.
     """
     slots = key.tokens * key.topk
     fc2_dgrad_flops = 2 * slots * key.hidden * key.ffn
@@ -209,7 +217,18 @@ def default_config(key: ShapeKey) -> KernelConfig:
         fc2_block_n=256 if long_k else 128,
         dgrad_block_n=128 if small_n else 256,
         fc2_flatten=not long_k,
+        own_rows_first=key.ep == 1 or expected_mtiles_per_expert(key) > EXPERT_MAJOR_MAX_MTILES,  # EP=1: one order
     )
+
+
+# KernelConfig.own_rows_first: expert-major M-tiles where a local expert's rows fill at most this many (default_config)
+EXPERT_MAJOR_MAX_MTILES = 4
+
+
+def expected_mtiles_per_expert(key: ShapeKey) -> float:
+    """M-tiles (``KernelConfig.block_m`` rows) of one local expert under uniform routing: every rank of the group
+    sends it ``tokens * topk / experts`` rows."""
+    return key.ep * key.tokens * key.topk / key.num_experts / KernelConfig.block_m
 
 
 def choose_config(key: ShapeKey) -> KernelConfig:

@@ -51,6 +51,23 @@ def test_default_tiles_follow_the_measured_shapes():
     assert [default_config(k).fc2_flatten for k in (MIXTRAL, QWEN, phi)] == [False, True, True]
 
 
+def test_default_m_tile_order_is_expert_major_only_for_few_tiles_per_expert():
+    # session 22 (H200, layer0 with the peer emulated + the GEMM cores): expert-major won on DSv3-like (2 M-tiles per
+    # local expert at EP=2) and Qwen3-30B-A3B (4); from Qwen1.5-MoE (8.5) up the gain was within 2% and turned into a
+    # loss when the peer started 100 µs late
+    dsv3_like = ShapeKey(4096, 7168, 2048, 256, 8, 2, "NVIDIA H200", 132)
+    qwen3 = ShapeKey(4096, 2048, 768, 128, 8, 2, "NVIDIA H200", 132)
+    qwen2_57b = ShapeKey(8192, 3584, 2560, 64, 8, 2, "NVIDIA H200", 132)
+    assert [tuning.expected_mtiles_per_expert(k) for k in (dsv3_like, qwen3, qwen2_57b, MIXTRAL)] == [2, 4, 16, 32]
+    assert not default_config(dsv3_like).own_rows_first and not default_config(qwen3).own_rows_first
+    assert all(default_config(k).own_rows_first for k in (QWEN, qwen2_57b, MIXTRAL))
+    # more tokens per rank fill more tiles per expert; at EP=1 there is one order (no remote rows), kept as it was
+    assert default_config(dataclasses.replace(qwen3, tokens=8192)).own_rows_first
+    assert default_config(dataclasses.replace(dsv3_like, ep=1)).own_rows_first
+    # the tuner still times the other order
+    assert tuning.candidate_configs(default_config(dsv3_like), 132)[-1].own_rows_first
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
