@@ -204,8 +204,10 @@ def default_config(key: ShapeKey) -> KernelConfig:
     (``bench_arrival.py``, peer starting with this rank), own rows first vs expert-major, ms: DSv3-like (2 M-tiles per
     expert) 4.62 vs 4.31, Qwen3-30B-A3B (4) 0.618 vs 0.585, Qwen1.5-MoE (8.5) 0.899 vs 0.885, Qwen2-57B (16) 4.45 vs
     4.40, Mixtral (32) 6.26 vs 6.25; with the peer 100 µs late Qwen3 and Qwen1.5 lose 2-3% with expert-major,
-    DSv3-like still gains 6%. The four GEMM cores with nothing waiting, two runs each: DSv3-like 14.08 vs 13.17,
-    Qwen3 2.10 vs 2.01. Hence expert-major up to 4 M-tiles per expert; measured on a real EP=2 group: not yet.
+    DSv3-like still gains 6%. The backward's dispatch ⊕ fc2 data-gradient the same way: DSv3-like 2.73 vs 2.49,
+    Qwen3 0.502 vs 0.466, Qwen1.5 0.691 vs 0.668, Qwen2-57B 2.75 vs 2.72, Mixtral 3.54 vs 3.53 (100 µs late: DSv3-like
+    and Qwen3 still -7 / -9%, Qwen1.5 +3%). The four GEMM cores with nothing waiting, two runs each: DSv3-like 14.08
+    vs 13.17, Qwen3 2.10 vs 2.01. Hence expert-major up to 4 M-tiles per expert; on a real EP=2 group: not measured.
     """
     slots = key.tokens * key.topk
     fc2_dgrad_flops = 2 * slots * key.hidden * key.ffn
