@@ -6,15 +6,15 @@ output-gradient rows pushed the same way, then the activation backward).
 
 Why on one GPU: the question needs the arrival order, not NVLink itself, and 2-GPU machines are not always lent.
 Two ranks are simulated on the device (:func:`comet_megatron.fused_ops.single_process_views`). Every iteration,
-with a fresh epoch (nothing is left over from the previous one):
+with a fresh epoch and rank 0's receive rows poisoned (NaN) beforehand:
 
-* stream B, after ``skew`` µs idle (``torch.cuda._sleep``): rank 1's pushes *to rank 0* only (its plan's units
-  filtered to destination 0, ``MODE=1``) on ``peer_programs`` programs. Their number sets the arrival rate: it is
-  calibrated first, per case, to the remote-write rate ``--link-gbps`` (default: the 314 GB/s NVLink measured on the
-  2×H200 machine, ``../shared/NOTES.md``), and the emulated rate is reported. With ``own_rows_first`` the peer
-  pushes its own local rows before any remote ones (``fused_plan.build_plan``): the time its local units take alone
-  (measured, at its ``comm_programs``) is added to the idle time; expert-major units interleave destinations, so
-  its remote rows start at once.
+* stream B, after ``skew`` µs idle (``torch.cuda._sleep``): rank 1's pushes (``MODE=1``), its whole unit list in its
+  plan's order — with ``own_rows_first`` its local units before its remote ones, expert-major interleaved per expert
+  (``fused_plan.build_plan``) — on ``peer_programs`` programs. Their number sets the pace: calibrated first, per case,
+  so that the list alone takes what the real rank's would with its local gathers done at its own push-program count
+  and its remote rows sent at ``--link-gbps`` one after the other (default: the 314 GB/s of remote writes measured
+  between the two H200s, ``../shared/NOTES.md``). The sum is the slow end: on the real link the two overlap in part,
+  so the rows arrive no later than here — a bias against whichever order needs the peer's rows sooner (expert-major).
 * stream A: rank 0's whole dispatch kernel (its pushes and the GEMM, ``MODE=0``) on the layer's persistent grid
   less ``peer_programs`` (so that the peer's programs always find SMs), its tiles waiting on their flags.
 
@@ -22,10 +22,12 @@ Timed: from the start of both to the end of both (the host's launches hidden beh
 per order and on the same grid: ``no_wait``, rank 0's GEMM with every flag already raised (``MODE=2``: the core
 alone), and ``peer_ready``, rank 0's whole dispatch kernel with the peer's rows delivered beforehand (its own pushes
 timed) — a skew column minus ``peer_ready`` is what waiting on the peer costs. Every emulated run's outputs are
-compared bit for bit with ``no_wait``'s.
+compared bit for bit with ``no_wait``'s (a tile that read its rows before they arrived would carry the poison), and
+``no_wait``'s with PyTorch. All launches run with the kernels' debug spin bound (``DEBUG``), timed ones included, so
+that a wrong wait fails instead of hanging; the GEMM cores' own rates are ``bench_gemm_core.py``'s to report.
 
-Left out: NVLink (the peer's rows go through HBM, at the calibrated rate), rank 0's own remote pushes (at HBM speed
-instead of the link's: they free its push programs sooner in both orders).
+Left out: NVLink itself (the peer's rows go through HBM at the calibrated pace), rank 0's own remote pushes (at HBM
+speed instead of the link's: they free its push programs sooner in both orders).
 
   python benchmarks/bench_arrival.py --case dsv3-like --skews-us 0,100,300 --out DIR  # DIR/bench_arrival_<case>.json
   TRITON_INTERPRET=1 python benchmarks/bench_arrival.py --check   # the launch plumbing on CPU (no timing)
@@ -39,6 +41,7 @@ import copy
 import dataclasses
 import datetime
 import json
+import math
 import os
 import statistics
 import sys
@@ -111,7 +114,6 @@ class Emulation:
         self.comm_programs = cfg.comm_programs if layer == "fc1" else cfg.dgrad_comm_programs
         self.plans, self.tables = prob.plans(cfg.block_m, cfg.own_rows_first)
         peer_plan = self.plans[PEER]
-        self.peer_remote = units_to(peer_plan, TIMED).device_tables(prob.dev)
         self.peer_local = units_to(peer_plan, PEER).device_tables(prob.dev)
         self.remote_bytes = int(peer_plan.units[peer_plan.units[:, 0] == TIMED, 5].sum()) * prob.hidden * 2
         f, dev = prob.ffn, prob.dev
@@ -130,10 +132,12 @@ class Emulation:
         self.epoch += 1
         return self.epoch
 
-    def launch(self, rank: int, tables: dict, mode: int, grid: int, epoch: int, debug: bool = True):
-        """``rank``'s dispatch kernel with the given unit tables (``MODE`` 0: pushes + GEMM, 1: pushes, 2: GEMM)."""
-        p = self.prob
-        common = dict(epoch=epoch, ep_rank=rank, ep=p.ep, gated=True, activation="silu", config=self.cfg)
+    def launch(self, rank: int, tables: dict, mode: int, grid: int, epoch: int, config: KernelConfig | None = None):
+        """``rank``'s dispatch kernel with the given unit tables (``MODE`` 0: pushes + GEMM, 1: pushes, 2: GEMM),
+        debug spin bound on."""
+        p, debug = self.prob, True
+        config = config or self.cfg
+        common = dict(epoch=epoch, ep_rank=rank, ep=p.ep, gated=True, activation="silu", config=config)
         if self.layer == "fc1":
             out = dispatch_fc1(
                 p.views[rank], self.plans[rank], tables, p.x[rank], p.token_of_slot[rank], p.probs_of_slot[rank],
@@ -150,18 +154,24 @@ class Emulation:
         return out
 
     def poison(self) -> None:
-        """NaN into rank 0's latest outputs, outside any timed window: the next launch must rewrite every element
-        (dispatch_fc1 writes into the same tensors; dispatch_dgrad allocates new ones, which can only reuse freed
-        blocks that were poisoned first)."""
+        """NaN into rank 0's receive rows and latest outputs, outside any timed window: a tile that reads rows before
+        they arrive, or an output element nobody writes, shows. (dispatch_dgrad allocates its outputs: for it the
+        receive rows are what is poisoned.)"""
+        rows = self.plans[TIMED].recv_rows
+        self.prob.views[TIMED].recv[:rows].fill_(float("nan"))
+        self.prob.views[TIMED].recv_probs[:rows].fill_(float("nan"))
         for t in self.outputs:
             t.fill_(float("nan"))
 
     def peer_pushes(self, tables: dict, programs: int, epoch: int):
-        return self.launch(PEER, tables, mode=1, grid=programs, epoch=epoch)
+        """Rank 1's units in ``tables`` pushed by exactly ``programs`` programs (a push program is one whose id is
+        below the configuration's push count, so the count is set to match)."""
+        paced = dataclasses.replace(self.cfg, comm_programs=programs, dgrad_comm_programs=programs)
+        return self.launch(PEER, tables, mode=1, grid=programs, epoch=epoch, config=paced)
 
     def all_pushed_then_gemm(self, epoch: int):
         """Every flag of ``epoch`` raised first, then rank 0's GEMM alone: the no-wait reference."""
-        self.peer_pushes(self.peer_remote, self.comm_programs, epoch)
+        self.peer_pushes(self.tables[PEER], self.comm_programs, epoch)
         self.launch(TIMED, self.tables[TIMED], mode=1, grid=self.grid, epoch=epoch)
         self.launch(TIMED, self.tables[TIMED], mode=2, grid=self.grid, epoch=epoch)
 
@@ -183,7 +193,7 @@ def error_vs_torch(emu: Emulation, outputs: tuple[torch.Tensor, ...]) -> float:
 
 
 def check(args) -> dict:
-    """CPU, interpreter: the emulation's launch sequence (peer remote units, then rank 0's MODE=0) leaves rank 0's
+    """CPU, interpreter: the emulation's launch sequence (the peer's pushes, then rank 0's MODE=0) leaves rank 0's
     outputs equal to the no-wait path's and to PyTorch's, for both dispatch kernels and both M-tile orders; the unit
     split partitions the peer's units in order."""
     assert os.environ.get("TRITON_INTERPRET") == "1", "--check runs the kernels' logic: set TRITON_INTERPRET=1"
@@ -202,8 +212,12 @@ def check(args) -> dict:
             remote, local = units_to(emu.plans[PEER], TIMED).units, units_to(emu.plans[PEER], PEER).units
             partition = remote.shape[0] + local.shape[0] == units.shape[0] and min(remote.shape[0], local.shape[0]) > 0
             in_order = all(torch.equal(part, units[units[:, 0] == d]) for part, d in ((remote, TIMED), (local, PEER)))
+            emu.poison()
             epoch = emu.next_epoch()
-            emu.peer_pushes(emu.peer_remote, 1, epoch)  # one program, as the throttled peer
+            # the interpreter runs one launch, and one program, at a time: the peer's whole list first, then rank 0
+            # (whose push programs have lower ids than its GEMM programs), so nothing waits here — this checks the
+            # launches' plumbing; the waiting itself is the GPU run's
+            emu.peer_pushes(emu.tables[PEER], 1, epoch)
             emu.launch(TIMED, emu.tables[TIMED], mode=0, grid=3, epoch=epoch)
             emulated = tuple(t.clone() for t in emu.outputs)
             emu.poison()
@@ -267,19 +281,25 @@ class CudaTimer:
 
 
 def calibrate_peer(emu: Emulation, timer: CudaTimer, link_gbps: float, iters: int) -> dict:
-    """Programs for the peer's remote pushes whose rate is nearest ``link_gbps`` (ratio in log), each count's rate."""
-    rates = {}
-    for programs in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32):
-        ms = timer.median_ms(iters, 1, lambda p=programs: emu.peer_pushes(emu.peer_remote, p, emu.next_epoch()))
-        rates[programs] = emu.remote_bytes / ms / 1e6
-    best = min(rates, key=lambda k: abs(torch.tensor(rates[k] / link_gbps).log().item()))
-    return {"programs": best, "gbps": rates[best], "rates_gbps": rates}
+    """Push programs for the peer whose whole unit list takes closest (ratio in log) to the real rank's: its local
+    units alone at its push-program count (measured here) plus its remote bytes at ``link_gbps``."""
+    local_ms = timer.median_ms(
+        iters, 1, lambda: emu.peer_pushes(emu.peer_local, emu.comm_programs, emu.next_epoch())
+    )  # fmt: skip
+    target_ms = local_ms + emu.remote_bytes / link_gbps / 1e6
+    peer_ms = {}
+    for programs in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48):
+        peer_ms[programs] = timer.median_ms(
+            iters, 1, lambda n=programs: emu.peer_pushes(emu.tables[PEER], n, emu.next_epoch())
+        )  # fmt: skip
+    best = min(peer_ms, key=lambda n: abs(math.log(peer_ms[n] / target_ms)))
+    return {"programs": best, "target_ms": target_ms, "local_ms": local_ms, "peer_ms": peer_ms}
 
 
 def measure(emu: Emulation, timer: CudaTimer, peer_programs: int, args) -> dict:
     """One configuration: the no-wait GEMM, the dispatch kernel with the peer's rows ready, then with the peer
-    emulated at every skew (median ms each). Rank 0's outputs are poisoned before every launch."""
-    cfg, grid = emu.cfg, emu.grid
+    emulated at every skew (median ms each; every emulated run's outputs checked)."""
+    grid = emu.grid
 
     def gemm_alone(epoch):
         return emu.launch(TIMED, emu.tables[TIMED], 2, grid, epoch)
@@ -287,45 +307,38 @@ def measure(emu: Emulation, timer: CudaTimer, peer_programs: int, args) -> dict:
     def dispatch_kernel(epoch):
         return emu.launch(TIMED, emu.tables[TIMED], 0, grid, epoch)
 
-    def peer_remote(epoch, programs=peer_programs):
-        return emu.peer_pushes(emu.peer_remote, programs, epoch)
+    def peer(epoch, programs=peer_programs):
+        return emu.peer_pushes(emu.tables[PEER], programs, epoch)
 
-    local_ms = timer.median_ms(
-        args.iters, 1, lambda: emu.peer_pushes(emu.peer_local, emu.comm_programs, emu.next_epoch())
-    )
-    peer_lead_us = 1e3 * local_ms if cfg.own_rows_first else 0.0
-    res = {"config": dataclasses.asdict(cfg), "grid": grid, "peer_local_pushes_ms": local_ms, "ms": {}}
+    res = {"config": dataclasses.asdict(emu.cfg), "grid": grid, "ms": {}}
     no_wait = []
     for _ in range(args.warmup + args.iters):  # every flag raised beforehand; the pushes are not timed
         emu.poison()
         epoch = emu.next_epoch()
-        peer_remote(epoch, emu.comm_programs)
+        peer(epoch, emu.comm_programs)
         emu.launch(TIMED, emu.tables[TIMED], mode=1, grid=grid, epoch=epoch)
         no_wait.append(timer.time_ms(lambda e=epoch: gemm_alone(e)))
     res["ms"]["no_wait"] = statistics.median(no_wait[args.warmup :])
     reference = tuple(t.clone() for t in emu.outputs)
+    res["rel_err_vs_torch"] = error_vs_torch(emu, reference)
     peer_ready = []
     for _ in range(args.warmup + args.iters):  # the peer's rows delivered beforehand; rank 0's own pushes timed
-        emu.poison()
         epoch = emu.next_epoch()
-        peer_remote(epoch, emu.comm_programs)
+        peer(epoch, emu.comm_programs)
         peer_ready.append(timer.time_ms(lambda e=epoch: dispatch_kernel(e)))
     res["ms"]["peer_ready"] = statistics.median(peer_ready[args.warmup :])
-    exact = all(torch.equal(a, b) for a, b in zip(emu.outputs, reference, strict=True))
+    mismatches = 0
     for skew in args.skews:
         times = []
-        for it in range(args.warmup + args.iters):
+        for _ in range(args.warmup + args.iters):
             emu.poison()
             epoch = emu.next_epoch()
-            times.append(
-                timer.time_ms(lambda e=epoch: dispatch_kernel(e), lambda e=epoch: peer_remote(e), skew + peer_lead_us)
-            )
-            if it == 0:
-                exact = exact and all(torch.equal(a, b) for a, b in zip(emu.outputs, reference, strict=True))
+            times.append(timer.time_ms(lambda e=epoch: dispatch_kernel(e), lambda e=epoch: peer(e), skew))
+            mismatches += not all(torch.equal(a, b) for a, b in zip(emu.outputs, reference, strict=True))
         res["ms"][f"skew_{skew:g}us"] = statistics.median(times[args.warmup :])
-    res["outputs_exact"] = bool(exact)
+    res["emulated_runs_not_exact"] = mismatches
+    res["outputs_exact"] = mismatches == 0
     res["debug_errors"] = emu.errors()
-    res["rel_err_vs_torch"] = error_vs_torch(emu, reference)
     return res
 
 
@@ -341,18 +354,19 @@ def run(args) -> dict:
     prob = Problem(case, tokens, 2, dev, args.seed)
     base = default_config(ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, 2, props.name, num_sms))
     timer = CudaTimer(dev)
-    results, calibration = [], None
-    for i, overrides in enumerate(args.overrides):
+    results, calibration, epoch = [], None, 1
+    for overrides in args.overrides:
         cfg = dataclasses.replace(base, **overrides)
-        emu = Emulation(prob, cfg, grid=cfg.persistent_grid(num_sms), epoch0=1000 * (i + 1), layer=args.layer)
+        emu = Emulation(prob, cfg, grid=cfg.persistent_grid(num_sms), epoch0=epoch, layer=args.layer)
         if calibration is None:
             calibration = (
-                {"programs": args.peer_programs, "gbps": None, "rates_gbps": {}}
+                {"programs": args.peer_programs}
                 if args.peer_programs
                 else calibrate_peer(emu, timer, args.link_gbps, args.iters)
             )
         emu.grid -= calibration["programs"]  # the peer's programs always find SMs: no wait can deadlock
         results.append({"overrides": overrides} | measure(emu, timer, calibration["programs"], args))
+        epoch = emu.epoch + 1  # epochs never repeat within the run
     return {
         "bench": "bench_arrival",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -428,21 +442,26 @@ def main(argv=None) -> None:
             json.dump(report, fh, indent=1)
         print(plot([report], os.path.splitext(path)[0] + ".png"))
     peer = report["peer"]
-    rate = f"{peer['gbps']:.0f} GB/s" if peer["gbps"] else "not calibrated"
+    pace = (
+        f"alone {peer['peer_ms'][peer['programs']]:.3f} ms vs target {peer['target_ms']:.3f} "
+        f"(local units {peer['local_ms']:.3f} + {report['peer_remote_mb']:.0f} MB at "
+        f"{report['link_gbps_target']:.0f} GB/s)"
+        if "target_ms" in peer
+        else "not calibrated"
+    )
     print(
-        f"\n{report['case']}, {report['shape']['tokens']} tokens/rank, EP 2 emulated on {report['device']}; "
-        f"peer {peer['programs']} programs ({rate}, target {report['link_gbps_target']:.0f}), "
-        f"{report['peer_remote_mb']:.0f} MB remote"
+        f"\n{report['case']}, {report['layer']}, {report['shape']['tokens']} tokens/rank, EP 2 emulated on "
+        f"{report['device']}; peer on {peer['programs']} programs, its pushes {pace}"
     )
     cols = ["no_wait", "peer_ready"] + [f"skew_{s:g}us" for s in report["skews_us"]]
-    print(f"{'config':<28} {'peer local':>10} " + " ".join(f"{c:>14}" for c in cols) + "  exact  err vs torch")
+    print(f"{'config':<28} " + " ".join(f"{c:>14}" for c in cols) + "  exact  err vs torch")
     for res in report["configs"]:
         ms = res["ms"]
         cells = [f"{ms[c]:7.3f}" + ("" if c == "no_wait" else f" {ms[c] / ms[RATIO_TO.get(c, 'peer_ready')]:5.2f}x")
                  for c in cols]  # fmt: skip
         label = json.dumps(res["overrides"])[:28]
         ok = res["outputs_exact"] and res["debug_errors"] == 0
-        print(f"{label:<28} {res['peer_local_pushes_ms']:10.3f} " + " ".join(f"{c:>14}" for c in cells)
+        print(f"{label:<28} " + " ".join(f"{c:>14}" for c in cells)
               + f"  {ok!s:5}  {res['rel_err_vs_torch']:.1e}")  # fmt: skip
 
 

@@ -59,14 +59,21 @@ def test_arguments_are_checked_with_the_option_named(arrival, capsys):
 
 
 def test_units_to_keeps_one_destination_in_order(arrival):
+    """The split the calibration uses (the peer's local units alone): one destination's units, a subsequence of the
+    plan's order, the two destinations together every unit once."""
     import torch
 
     from comet_megatron.fused_plan import build_plan
 
     counts = torch.tensor([[3, 0, 17, 5], [9, 2, 0, 30]])
-    plan = build_plan(counts, 1, 2, 4, 16, own_rows_first=True)
-    for dest in (0, 1):
-        part = arrival.units_to(plan, dest)
-        assert torch.equal(part.units, plan.units[plan.units[:, 0] == dest])
-        assert part.mtiles is plan.mtiles and part.units.shape[0] > 0
-    assert plan.units.shape[0] == sum(arrival.units_to(plan, d).units.shape[0] for d in (0, 1))
+    for own_first in (True, False):
+        plan = build_plan(counts, 1, 2, 4, 16, own_rows_first=own_first)
+        rows = {tuple(u) for u in plan.units.tolist()}
+        parts = [arrival.units_to(plan, dest) for dest in (0, 1)]
+        for dest, part in enumerate(parts):
+            assert part.units.shape[0] > 0 and set(part.units[:, 0].tolist()) == {dest}
+            position = [plan.units.tolist().index(u) for u in part.units.tolist()]
+            assert position == sorted(position)  # the plan's order kept
+            assert part.mtiles is plan.mtiles
+        assert sorted(map(tuple, torch.cat([p.units for p in parts]).tolist())) == sorted(rows)
+        assert len(rows) == plan.units.shape[0]
