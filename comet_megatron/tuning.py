@@ -200,14 +200,14 @@ def default_config(key: ShapeKey) -> KernelConfig:
 
     M-tile order (``own_rows_first``; session 22, one H200, ``benchmarks/results/s22/``): own rows first costs every
     local expert one extra read of its weights, so its price falls as 1 / (M-tiles per expert); expert-major costs
-    waiting for the peers' first rows. layer0 at EP=2 with the peer's pushes emulated at the link rate
-    (``bench_arrival.py``, peer starting with this rank), own rows first vs expert-major, ms: DSv3-like (2 M-tiles per
-    expert) 4.62 vs 4.31, Qwen3-30B-A3B (4) 0.618 vs 0.585, Qwen1.5-MoE (8.5) 0.899 vs 0.885, Qwen2-57B (16) 4.45 vs
-    4.40, Mixtral (32) 6.26 vs 6.25; with the peer 100 µs late Qwen3 and Qwen1.5 lose 2-3% with expert-major,
-    DSv3-like still gains 6%. The backward's dispatch ⊕ fc2 data-gradient the same way: DSv3-like 2.73 vs 2.49,
-    Qwen3 0.502 vs 0.466, Qwen1.5 0.691 vs 0.668, Qwen2-57B 2.75 vs 2.72, Mixtral 3.54 vs 3.53 (100 µs late: DSv3-like
-    and Qwen3 still -7 / -9%, Qwen1.5 +3%). The four GEMM cores with nothing waiting, two runs each: DSv3-like 14.08
-    vs 13.17, Qwen3 2.10 vs 2.01. Hence expert-major up to 4 M-tiles per expert; on a real EP=2 group: not measured.
+    waiting for the peers' first rows. Emulated EP=2 (``bench_arrival.py``, call 6: the peer's pushes paced to its
+    local gathers plus its remote rows at 314 GB/s, starting with this rank), own rows first vs expert-major, ms —
+    layer0: DSv3-like (2 M-tiles per expert) 4.80 vs 4.49, Qwen3-30B-A3B (4) 0.671 vs 0.634, Qwen1.5-MoE (8.5) 0.910
+    vs 0.888, Qwen2-57B (16) 4.48 vs 4.41, Mixtral (32) 5.96 vs 5.95; the backward's dispatch ⊕ fc2 data-gradient:
+    2.91 vs 2.61, 0.538 vs 0.502, 0.709 vs 0.680, 2.77 vs 2.74, 3.51 vs 3.51. With the peer 100 µs late Qwen1.5's
+    layer0 loses 2% with expert-major, Qwen3's gain shrinks to 1%, DSv3-like's stays 6%. The four GEMM cores with
+    nothing waiting, two runs each: DSv3-like 14.08 vs 13.17, Qwen3 2.10 vs 2.01 (within its noise). Hence
+    expert-major up to 4 M-tiles per expert. Measured only with the peer emulated, and only at EP=2.
     """
     slots = key.tokens * key.topk
     fc2_dgrad_flops = 2 * slots * key.hidden * key.ffn

@@ -52,9 +52,9 @@ def test_default_tiles_follow_the_measured_shapes():
 
 
 def test_default_m_tile_order_is_expert_major_only_for_few_tiles_per_expert():
-    # session 22 (H200, layer0 with the peer emulated + the GEMM cores): expert-major won on DSv3-like (2 M-tiles per
-    # local expert at EP=2) and Qwen3-30B-A3B (4); from Qwen1.5-MoE (8.5) up the gain was within 2% and turned into a
-    # loss when the peer started 100 µs late
+    # session 22 (H200, both dispatch kernels with the peer emulated): expert-major won 6-10% on DSv3-like (2 M-tiles
+    # per local expert at EP=2) and 5-7% on Qwen3-30B-A3B (4); from Qwen1.5-MoE (8.5) up it won 0-4%, and Qwen1.5's
+    # layer0 lost 2% when the peer started 100 µs late
     dsv3_like = ShapeKey(4096, 7168, 2048, 256, 8, 2, "NVIDIA H200", 132)
     qwen3 = ShapeKey(4096, 2048, 768, 128, 8, 2, "NVIDIA H200", 132)
     qwen2_57b = ShapeKey(8192, 3584, 2560, 64, 8, 2, "NVIDIA H200", 132)
