@@ -32,9 +32,18 @@ GPU_CASES = {
     # the expert weight gradients summed into Megatron's fp32 main_grad by each of Comet's methods
     "main_grad_per_expert": Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000),
     "main_grad_kernel": Case(topk=4, experts=16, hidden=192, ffn=96, tokens=768, starve_expert=5),
+    # both M-tile orders pinned (KernelConfig.own_rows_first): the default picks the order by shape, and every shape
+    # above has few enough M-tiles per expert to get expert-major at EP=2
+    "own_rows_first_tiles": Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000),
+    "expert_major_tiles": Case(topk=4, experts=16, hidden=192, ffn=96, tokens=768),
 }
 # COMET_WGRAD_ACCUMULATION of the cases whose expert weights carry a main_grad (as under Megatron's DDP)
 MAIN_GRAD_CASES = {"main_grad_per_expert": "per_expert", "main_grad_kernel": "kernel"}
+# COMET_KERNEL_CONFIG of the cases that pin a KernelConfig field
+KERNEL_CONFIG_CASES = {
+    "own_rows_first_tiles": '{"own_rows_first": true}',
+    "expert_major_tiles": '{"own_rows_first": false}',
+}
 
 
 def _rel(a, b):
@@ -43,18 +52,18 @@ def _rel(a, b):
 
 
 @contextlib.contextmanager
-def _wgrad_accumulation(mode: str | None):
-    """``COMET_WGRAD_ACCUMULATION=mode`` inside (unchanged for ``None``), the caller's value restored after."""
-    user_mode = os.environ.get("COMET_WGRAD_ACCUMULATION")
+def _environment(name: str, value: str | None):
+    """``name=value`` in the environment inside (unchanged for ``None``), the caller's value restored after."""
+    user_value = os.environ.get(name)
     try:
-        if mode is not None:
-            os.environ["COMET_WGRAD_ACCUMULATION"] = mode
+        if value is not None:
+            os.environ[name] = value
         yield
     finally:
-        if user_mode is None:
-            os.environ.pop("COMET_WGRAD_ACCUMULATION", None)
+        if user_value is None:
+            os.environ.pop(name, None)
         else:
-            os.environ["COMET_WGRAD_ACCUMULATION"] = user_mode
+            os.environ[name] = user_value
 
 
 def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_backward: bool = False) -> dict:
@@ -69,7 +78,10 @@ def run_fused_cases(rank: int, ws: int, names: list[str], calls: int = 2, fused_
     results = {}
     for name in names:
         try:
-            with _wgrad_accumulation(MAIN_GRAD_CASES.get(name)):
+            with (
+                _environment("COMET_WGRAD_ACCUMULATION", MAIN_GRAD_CASES.get(name)),
+                _environment("COMET_KERNEL_CONFIG", KERNEL_CONFIG_CASES.get(name)),
+            ):
                 results[name] = _run_case(GPU_CASES[name], rank, ws, calls, dev, main_grad=name in MAIN_GRAD_CASES)
         except Exception:  # one broken case must not hide the others' results
             results[name] = {"error": traceback.format_exc()}
@@ -198,7 +210,7 @@ def run_deferred_chain(rank: int, ws: int, depths=("0", "1", "3", "1c"), layers:
                         weight.grad = None
                         experts.append(weight)
                 queued = []
-                with _wgrad_accumulation(method):
+                with _environment("COMET_WGRAD_ACCUMULATION", method):
                     for x, grad_out in zip(inputs, grad_outs):
                         y = x.clone().requires_grad_(True)
                         for layer in chain:
