@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime
 import json
 import math
 import os
@@ -50,12 +49,20 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_gemm_core import Problem, expected_received, fc1_reference, rel_err, swiglu_backward  # noqa: E402
+from bench_gemm_core import (  # noqa: E402
+    GpuSetup,
+    Problem,
+    expected_received,
+    fc1_reference,
+    kernel_configs,
+    rel_err,
+    swiglu_backward,
+)
 from bench_layer import CASES, Case  # noqa: E402
 
 from comet_megatron.fused_ops import dispatch_dgrad, dispatch_fc1  # noqa: E402
 from comet_megatron.fused_plan import FusedPlan  # noqa: E402
-from comet_megatron.tuning import KernelConfig, ShapeKey, default_config  # noqa: E402
+from comet_megatron.tuning import KernelConfig  # noqa: E402
 
 PEER, TIMED = 1, 0
 NVLINK_WRITE_GBPS = 314.0  # ../shared/NOTES.md: remote row writes between the two H200s
@@ -115,7 +122,7 @@ class Emulation:
         self.plans, self.tables = prob.plans(cfg.block_m, cfg.own_rows_first)
         peer_plan = self.plans[PEER]
         self.peer_local = units_to(peer_plan, PEER).device_tables(prob.dev)
-        self.remote_bytes = int(peer_plan.units[peer_plan.units[:, 0] == TIMED, 5].sum()) * prob.hidden * 2
+        self.remote_bytes = int(units_to(peer_plan, TIMED).units[:, 5].sum()) * prob.hidden * 2
         f, dev = prob.ffn, prob.dev
         self.act = [torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=dev) for p in self.plans]
         # fc1's outputs for the forward; for the backward, its saved pre-activation (any finite values will do)
@@ -343,21 +350,17 @@ def measure(emu: Emulation, timer: CudaTimer, peer_programs: int, args) -> dict:
 
 
 def run(args) -> dict:
-    if not torch.cuda.is_available():
-        sys.exit("bench_arrival.py needs a CUDA GPU (or --check with TRITON_INTERPRET=1 on CPU)")
-    dev = torch.device("cuda", 0)
-    torch.cuda.set_device(dev)
-    case = CASES[args.case]
-    tokens = args.tokens or case.tokens
-    props = torch.cuda.get_device_properties(dev)
-    num_sms = props.multi_processor_count
-    prob = Problem(case, tokens, 2, dev, args.seed)
-    base = default_config(ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, 2, props.name, num_sms))
-    timer = CudaTimer(dev)
+    gpu = GpuSetup.start(
+        args.case,
+        args.tokens,
+        2,
+        args.seed,
+        "bench_arrival.py needs a CUDA GPU (or --check with TRITON_INTERPRET=1 on CPU)",
+    )
+    timer = CudaTimer(gpu.dev)
     results, calibration, epoch = [], None, 1
-    for overrides in args.overrides:
-        cfg = dataclasses.replace(base, **overrides)
-        emu = Emulation(prob, cfg, grid=cfg.persistent_grid(num_sms), epoch0=epoch, layer=args.layer)
+    for overrides, cfg in zip(args.overrides, kernel_configs(gpu.base, args.overrides), strict=True):
+        emu = Emulation(gpu.prob, cfg, grid=cfg.persistent_grid(gpu.num_sms), epoch0=epoch, layer=args.layer)
         if calibration is None:
             calibration = (
                 {"programs": args.peer_programs}
@@ -367,15 +370,8 @@ def run(args) -> dict:
         emu.grid -= calibration["programs"]  # the peer's programs always find SMs: no wait can deadlock
         results.append({"overrides": overrides} | measure(emu, timer, calibration["programs"], args))
         epoch = emu.epoch + 1  # epochs never repeat within the run
-    return {
-        "bench": "bench_arrival",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "device": props.name,
-        "num_sms": num_sms,
-        "torch": torch.__version__,
-        "case": args.case,
+    return gpu.report_head("bench_arrival") | {
         "layer": args.layer,
-        "shape": dataclasses.asdict(case) | {"tokens": tokens},
         "recv_rows_rank0": emu.plans[TIMED].recv_rows,
         "peer_remote_mb": emu.remote_bytes / 1e6,
         "link_gbps_target": args.link_gbps,

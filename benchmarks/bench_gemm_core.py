@@ -341,6 +341,49 @@ def plot(report: dict, path: str) -> str:
     return f"chart written: {path}"
 
 
+@dataclasses.dataclass
+class GpuSetup:
+    """One case on the first GPU, with the configuration the layer would choose for it untuned (the single-GPU
+    benchmarks' common start)."""
+
+    dev: torch.device
+    props: object  # torch.cuda device properties
+    case_name: str
+    tokens: int
+    prob: Problem
+    base: KernelConfig
+
+    @classmethod
+    def start(cls, case_name: str, tokens: int | None, ep: int, seed: int, no_gpu_message: str) -> GpuSetup:
+        if not torch.cuda.is_available():
+            sys.exit(no_gpu_message)
+        dev = torch.device("cuda", 0)
+        torch.cuda.set_device(dev)
+        case = CASES[case_name]
+        tokens = tokens or case.tokens
+        props = torch.cuda.get_device_properties(dev)
+        key = ShapeKey(
+            tokens, case.hidden, case.ffn, case.experts, case.topk, ep, props.name, props.multi_processor_count
+        )
+        return cls(dev, props, case_name, tokens, Problem(case, tokens, ep, dev, seed), default_config(key))
+
+    @property
+    def num_sms(self) -> int:
+        return self.props.multi_processor_count
+
+    def report_head(self, bench: str) -> dict:
+        """The fields every report starts with: what ran, where, on which shape."""
+        return {
+            "bench": bench,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "device": self.props.name,
+            "num_sms": self.num_sms,
+            "torch": torch.__version__,
+            "case": self.case_name,
+            "shape": dataclasses.asdict(CASES[self.case_name]) | {"tokens": self.tokens},
+        }
+
+
 def main(argv=None) -> None:
     if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--replot":
         for path in sys.argv[2:]:
@@ -348,36 +391,26 @@ def main(argv=None) -> None:
                 print(plot(json.load(fh), os.path.splitext(path)[0] + ".png"))
         return
     args = parse_args(argv)
-    if not torch.cuda.is_available():
-        sys.exit("bench_gemm_core.py needs a CUDA GPU (it times compiled Triton kernels)")
-    dev = torch.device("cuda", 0)
-    torch.cuda.set_device(dev)
-    case = CASES[args.case]
-    tokens = args.tokens or case.tokens
-    props = torch.cuda.get_device_properties(dev)
-    num_sms = props.multi_processor_count
-    prob = Problem(case, tokens, args.ep, dev, args.seed)
-    rate = dense_matmul_tflops(dev)
+    gpu = GpuSetup.start(
+        args.case,
+        args.tokens,
+        args.ep,
+        args.seed,
+        "bench_gemm_core.py needs a CUDA GPU (it times compiled Triton kernels)",
+    )
+    prob, props, tokens = gpu.prob, gpu.props, gpu.tokens
+    rate = dense_matmul_tflops(gpu.dev)
     base_ms, flops = run_baselines(prob, args)
     results = []
-    key = ShapeKey(tokens, case.hidden, case.ffn, case.experts, case.topk, args.ep, props.name, num_sms)
-    base = default_config(key)
-    for i, cfg in enumerate(kernel_configs(base, args.overrides)):
+    for i, cfg in enumerate(kernel_configs(gpu.base, args.overrides)):
         try:
-            res = run_config(prob, cfg, epoch0=2 * i + 1, num_sms=num_sms, args=args)
+            res = run_config(prob, cfg, epoch0=2 * i + 1, num_sms=gpu.num_sms, args=args)
         except Exception as exc:  # e.g. a configuration that needs more shared memory than the GPU has
             res = {"config": dataclasses.asdict(cfg), "error": f"{type(exc).__name__}: {exc}"[:300]}
             torch.cuda.synchronize()
         res["overrides"] = args.overrides[i]
         results.append(res)
-    report = {
-        "bench": "bench_gemm_core",
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "device": props.name,
-        "num_sms": num_sms,
-        "torch": torch.__version__,
-        "case": args.case,
-        "shape": dataclasses.asdict(case) | {"tokens": tokens},
+    report = gpu.report_head("bench_gemm_core") | {
         "ep_simulated": args.ep,
         "recv_rows_rank0": prob.plans(128)[0][0].recv_rows,
         "matmul_tflops": rate,
