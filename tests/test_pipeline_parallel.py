@@ -10,6 +10,9 @@ different global layer number. Per stage:
   parameter equal, none left at its initial value;
 * one forward and backward through both stages (activations and their gradient sent between the ranks as
   Megatron's schedule does): the loss and every parameter gradient equal Megatron's (fp32, reference backend).
+
+Then the fused backend (interpreted) under Megatron's own 1F1B schedule and DDP, with its weight gradients deferred
+across layers and micro-batches (``tests/pipeline_deferred_wgrad.py``).
 """
 
 from __future__ import annotations
@@ -199,3 +202,23 @@ def test_forward_backward_through_both_stages_equals_megatron(results):
         assert any("experts" in name for name in r["grad_errors"]), rank
         bad = {k: v for k, v in r["grad_errors"].items() if not v <= TOL}
         assert not bad, (rank, bad)
+
+
+def test_deferred_weight_gradients_under_megatrons_pipeline_schedule():
+    """COMET_WGRAD_DEFER / COMET_WGRAD_CARRY with PP=2: Megatron's 1F1B schedule over three micro-batches, then its
+    finalize_model_grads, with the fused backend interpreted (``tests/pipeline_deferred_wgrad.py``). Every variant
+    leaves the same main_grad bits on every parameter of both stages as computing the weight gradients in their own
+    layer; carried layers are still queued when the schedule finalizes and drained by Megatron's DDP before it
+    reduces; the losses do not move."""
+    from tests.interpreter import run_interpreted
+
+    reports = run_interpreted("tests.pipeline_deferred_wgrad", timeout=900)
+    assert len(reports) == 2
+    for rank, r in enumerate(reports):
+        assert r["expert_params"] == 4 and r["expert_main_grad_norm"] > 0, (rank, r)
+        assert all(r["same_bits_as_no_deferral"].values()), (rank, r)
+        # what the DDP drain had to do: a carried depth's layers were still queued (nothing else was)
+        assert r["queued_at_finalize"] == {"0": 0, "1": 0, "1c": 1, "2c": 2}, (rank, r)
+        assert set(r["queued_after"].values()) == {0}, (rank, r)
+    losses = reports[1]["losses"]  # the last stage's
+    assert len(losses["0"]) == 3 and all(v == losses["0"] for v in losses.values()), losses
