@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_layer.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_layer", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_layer.py")
 
 
 def test_comet_configs_add_one_variant_each(bench):
@@ -65,11 +58,7 @@ def test_kernel_table_lists_each_profiled_variant(bench):
 
 @pytest.fixture(scope="module")
 def gemm_core():
-    spec = importlib.util.spec_from_file_location("bench_gemm_core", BENCH.with_name("bench_gemm_core.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_gemm_core.py")
 
 
 def test_gemm_core_bench_takes_the_same_configs(gemm_core, capsys):

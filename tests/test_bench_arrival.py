@@ -3,25 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from tests.interpreter import run_interpreted
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_arrival.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def arrival():
-    sys.path.insert(0, str(BENCH.parent))
-    spec = importlib.util.spec_from_file_location("bench_arrival", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bench_arrival.py")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ gloo itself needs nothing special: the metadata exchange uses ``all_gather_objec
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
@@ -199,10 +198,9 @@ def _gpt_model_round_trip(directory: str, ws: int) -> dict:
     from megatron.core import dist_checkpointing
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "spec_swap.py")
-    spec = importlib.util.spec_from_file_location("spec_swap_example", path)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    from tests.scripts import load_script
+
+    example = load_script("examples/spec_swap.py", "spec_swap_example")
 
     config = example.make_config(ws, use_cpu_initialization=True)
     torch.manual_seed(5)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "compare_runs", Path(__file__).resolve().parents[1] / "examples" / "compare_runs.py"
-)
-compare_runs = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(compare_runs)
+from tests.scripts import load_script
+
+compare_runs = load_script("examples/compare_runs.py")
 
 
 def _line(it: int, ms: float, loss: float) -> str:

@@ -15,9 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
-import importlib.util
 import math
-import pathlib
 
 import pytest
 import torch
@@ -33,15 +31,11 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from comet_megatron.errors import CometConfigError
 from comet_megatron.megatron import CometGroupedMLP, CometMoELayer, get_comet_moe_module_spec, to_comet_spec
 from tests.multirank import run_ranks
-
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "spec_swap.py"
+from tests.scripts import load_script
 
 
 def _load_example():
-    spec = importlib.util.spec_from_file_location("spec_swap_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/spec_swap.py", "spec_swap_example")
 
 
 def _spec_equal(a, b) -> bool:
