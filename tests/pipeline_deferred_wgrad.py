@@ -18,42 +18,12 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from tests.multirank import run_ranks
 
 VARIANTS = ("0", "1", "1c", "2c")  # depth; "c": carried into the next micro-batch's forward
-LAYERS, HIDDEN, HEADS, FFN, EXPERTS, TOPK = 4, 40, 4, 24, 3, 2
+HIDDEN, HEADS, FFN, EXPERTS, TOPK = 40, 4, 24, 3, 2  # four layers, all MoE: two per stage
 VOCAB, SEQ, BATCH, MICRO_BATCHES = 64, 16, 2, 3
-
-
-def _config():
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    return TransformerConfig(
-        num_layers=LAYERS,
-        hidden_size=HIDDEN,
-        ffn_hidden_size=48,
-        num_attention_heads=HEADS,
-        num_moe_experts=EXPERTS,
-        moe_router_topk=TOPK,
-        moe_ffn_hidden_size=FFN,
-        moe_token_dispatcher_type="alltoall",
-        moe_router_load_balancing_type="aux_loss",
-        moe_aux_loss_coeff=1e-2,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        bias_activation_fusion=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        pipeline_model_parallel_size=2,
-        pipeline_dtype=torch.bfloat16,
-        params_dtype=torch.bfloat16,
-        bf16=True,
-        deallocate_pipeline_outputs=True,  # what megatron.training sets: the schedule's own backward entry
-        use_cpu_initialization=True,
-    )
 
 
 def _bits(tensor: torch.Tensor) -> list:
@@ -64,7 +34,6 @@ def _rank(rank: int, ws: int) -> dict:
     from megatron.core import parallel_state as ps
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
     from megatron.core.distributed.finalize_model_grads import finalize_model_grads
-    from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
     from megatron.core.pipeline_parallel.schedules import forward_backward_pipelining_without_interleaving
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
@@ -74,7 +43,12 @@ def _rank(rank: int, ws: int) -> dict:
     from comet_megatron.megatron import CometMoELayer, to_comet_spec
     from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS
     from tests.fused_simulation import _cpu_fused_backend
-    from tests.megatron_cpu import apply_cpu_checkpoint_shims, apply_cpu_optimizer_shims
+    from tests.megatron_cpu import (
+        apply_cpu_checkpoint_shims,
+        apply_cpu_optimizer_shims,
+        build_stage_gpt,
+        pipeline_gpt_config,
+    )
 
     apply_cpu_checkpoint_shims()
     apply_cpu_optimizer_shims()
@@ -87,17 +61,20 @@ def _rank(rank: int, ws: int) -> dict:
         group, SEQ * BATCH, HIDDEN, FFN, num_local, TOPK
     )
     ps.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=ws)
-    config = _config()
+    config = pipeline_gpt_config(
+        hidden_size=HIDDEN,
+        num_attention_heads=HEADS,
+        num_moe_experts=EXPERTS,
+        moe_router_topk=TOPK,
+        moe_ffn_hidden_size=FFN,
+        pipeline_dtype=torch.bfloat16,
+        params_dtype=torch.bfloat16,
+        bf16=True,
+        deallocate_pipeline_outputs=True,  # what megatron.training sets: the schedule's own backward entry
+    )
     spec = to_comet_spec(get_gpt_decoder_block_spec(config, use_transformer_engine=False), backend="fused")
     torch.manual_seed(11)
-    model = GPTModel(
-        config=config,
-        transformer_layer_spec=spec,
-        vocab_size=VOCAB,
-        max_sequence_length=SEQ,
-        pre_process=ps.is_pipeline_first_stage(),
-        post_process=ps.is_pipeline_last_stage(),
-    )
+    model = build_stage_gpt(config, spec, VOCAB, SEQ)
     with torch.no_grad():  # distinct values everywhere (norms start at ones)
         for param in model.parameters():
             param.copy_((torch.randn(param.shape) * 0.2).to(param.dtype))

@@ -23,10 +23,9 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from tests.checkpoint_layout import comet_counterpart, sharded_layout
-from tests.megatron_cpu import apply_cpu_checkpoint_shims
+from tests.megatron_cpu import apply_cpu_checkpoint_shims, build_stage_gpt, pipeline_gpt_config
 from tests.multirank import run_ranks
 
 LAYER_FREQ = [1, 0, 0, 1]
@@ -34,37 +33,7 @@ VOCAB, SEQ, BATCH = 64, 16, 2
 TOL = 1e-5
 
 
-def _config():
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
-    return TransformerConfig(
-        num_layers=len(LAYER_FREQ),
-        hidden_size=32,
-        ffn_hidden_size=48,
-        num_attention_heads=4,
-        num_moe_experts=4,
-        moe_router_topk=2,
-        moe_ffn_hidden_size=24,
-        moe_layer_freq=LAYER_FREQ,
-        moe_token_dispatcher_type="alltoall",
-        moe_router_load_balancing_type="aux_loss",
-        moe_aux_loss_coeff=1e-2,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        bias_activation_fusion=False,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        pipeline_model_parallel_size=2,
-        pipeline_dtype=torch.float32,
-        params_dtype=torch.float32,
-        use_cpu_initialization=True,
-    )
-
-
 def _build(config, comet: bool):
-    from megatron.core import parallel_state as ps
-    from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_decoder_block_spec
 
     from comet_megatron.megatron import to_comet_spec
@@ -72,14 +41,7 @@ def _build(config, comet: bool):
     spec = get_gpt_decoder_block_spec(config, use_transformer_engine=False)
     if comet:
         spec = to_comet_spec(spec, backend="reference")
-    return GPTModel(
-        config=config,
-        transformer_layer_spec=spec,
-        vocab_size=VOCAB,
-        max_sequence_length=SEQ,
-        pre_process=ps.is_pipeline_first_stage(),
-        post_process=ps.is_pipeline_last_stage(),
-    )
+    return build_stage_gpt(config, spec, VOCAB, SEQ)
 
 
 def _pipeline_step(model, tokens, rank: int) -> float | None:
@@ -116,7 +78,7 @@ def run_pipeline(rank: int, ws: int, root: str) -> dict:
     # Megatron's local attention forks the CUDA RNG tracker around its dropout even with dropout 0 (test_spec.py)
     get_cuda_rng_tracker().fork = lambda *args, **kwargs: contextlib.nullcontext()
     ps.initialize_model_parallel(tensor_model_parallel_size=1, pipeline_model_parallel_size=ws)
-    config = _config()
+    config = pipeline_gpt_config(moe_layer_freq=LAYER_FREQ)
     torch.manual_seed(11)
     comet = _build(config, comet=True)
     with torch.no_grad():  # norms start at ones/zeros: make every tensor distinct, so a swapped load shows
