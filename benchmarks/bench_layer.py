@@ -178,12 +178,31 @@ def all_ranks_ok(ok: bool, env: Env) -> bool:
     return bool(t.item())
 
 
-def bench_ms(fn, env: Env, iters: int, warmup: int) -> float:
-    """Median over ``iters`` calls (barrier before each), max over ranks; CUDA events on GPU."""
+def bench_ms(fn, env: Env, iters: int, warmup: int, back_to_back: bool = False) -> float:
+    """Max over ranks of the median over ``iters`` calls, each started from an idle GPU after a barrier (so a call
+    whose host work outlasts its kernels is timed at its host pace); CUDA events on GPU.
+
+    ``back_to_back``: the mean per call of ``iters`` calls queued one after another after one barrier, as a training
+    step runs its layers: the host runs ahead of the GPU wherever the call does not wait for the GPU itself."""
     for _ in range(warmup):
         fn()
     sync(env)
     dist.barrier()
+    if back_to_back:
+        if env.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(iters):
+                fn()
+            end.record()
+            end.synchronize()
+            total = start.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            total = (time.perf_counter() - t0) * 1e3
+        return max_over_ranks(total / iters, env)
     times = []
     for _ in range(iters):
         dist.barrier()
@@ -1039,10 +1058,10 @@ def run_variant(name: str, data: CaseData, env: Env, ctx: dict, ref: dict | None
         xg.grad = None
         layer(xg)[0].backward(dy)
 
-    res["fwd_ms"] = round(bench_ms(fwd, env, args.iters, args.warmup), 4)
+    res["fwd_ms"] = round(bench_ms(fwd, env, args.iters, args.warmup, args.back_to_back), 4)
     if not args.fwd_only:
         try:
-            res["fwdbwd_ms"] = round(bench_ms(fwdbwd, env, args.iters, args.warmup), 4)
+            res["fwdbwd_ms"] = round(bench_ms(fwdbwd, env, args.iters, args.warmup, args.back_to_back), 4)
         except Exception as exc:  # noqa: BLE001
             res["fwdbwd_ms"] = f"FAIL {short_error(exc)}"
             if env.rank == 0:
@@ -1348,6 +1367,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=None, help="timed iterations per measurement (default 20; CPU 3)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default 5; CPU 1)")
     p.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="time each variant's calls queued back to back (mean per call; the host runs ahead of the GPU as in a "
+        "training step) instead of one call at a time from an idle GPU (median); results go to "
+        "bench_layer_ep<N>_b2b.{json,png}",
+    )
+    p.add_argument(
         "--comet-backend",
         default=None,
         choices=("auto", "fused", "reference"),
@@ -1471,8 +1497,8 @@ def main(argv=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     if args.trace_dir:
         os.makedirs(args.trace_dir, exist_ok=True)
-    json_path = os.path.join(args.out, f"bench_layer_ep{env.ws}.json")
-    png_path = os.path.join(args.out, f"bench_layer_ep{env.ws}.png")
+    stem = f"bench_layer_ep{env.ws}" + ("_b2b" if args.back_to_back else "")
+    json_path, png_path = os.path.join(args.out, f"{stem}.json"), os.path.join(args.out, f"{stem}.png")
 
     symm_backend = None
     if env.cuda and env.ws > 1:  # the peer-copy floor and symm_vdev2d use NVSHMEM-backed symmetric memory
@@ -1500,8 +1526,14 @@ def main(argv=None) -> None:
             "args": {k: v for k, v in vars(args).items()},
             "env": {k: os.environ.get(k) for k in (*REQUIRED_ENV, "NVSHMEM_SYMMETRIC_SIZE", "CUDA_VISIBLE_DEVICES")},
             "symm_mem_backend": symm_backend,
-            "timing": f"median of {args.iters} iterations after {args.warmup} warm-up, barrier before each, "
-            "max over ranks; " + ("CUDA events" if env.cuda else "time.perf_counter"),
+            "timing": (
+                f"mean per call of {args.iters} calls queued back to back after {args.warmup} warm-up and one barrier"
+                if args.back_to_back
+                else f"median of {args.iters} iterations after {args.warmup} warm-up, barrier before each"
+            )
+            + ", max over ranks; "
+            + ("CUDA events" if env.cuda else "time.perf_counter")
+            + "; floors' rates: median of isolated calls",
             "fwd_definition": "training-mode forward (autograd on, input requires grad, graph discarded)",
             "fwdbwd_definition": "param/input grads set to None, forward, backward(dy) with a fixed random dy",
             "peak_definition": "torch.cuda.max_memory_allocated delta over one fwd+bwd after reset (excludes "

@@ -207,3 +207,32 @@ def test_gemm_core_bench_plans_follow_the_tile_order_option(gemm_core, capsys):
     own_first, expert_major = (prob.plans(128, c.own_rows_first)[0][0].mtiles[:, [0, 3]].tolist() for c in configs)
     assert own_first == [[0, 0], [1, 0], [1, 1], [0, 1], [0, 2], [1, 2]]
     assert expert_major == sorted(own_first)
+
+
+def _bench_ms_both_modes(rank: int, ws: int) -> dict:
+    import time
+
+    bench = load_script("benchmarks/bench_layer.py")
+    env = bench.Env(rank=rank, ws=ws, local_rank=rank, cpu=True, dev=torch.device("cpu"), dtype=None, args=None)
+    calls = []
+    pause_s = 0.002 * (1 + 2 * rank)  # rank 1 is the slower one: 6 ms per call against 2
+
+    def call():
+        calls.append(1)
+        time.sleep(pause_s)
+
+    out = {"isolated": bench.bench_ms(call, env, iters=4, warmup=2)}
+    out["isolated_calls"] = len(calls)
+    out["back_to_back"] = bench.bench_ms(call, env, iters=5, warmup=1, back_to_back=True)
+    out["back_to_back_calls"] = len(calls) - out["isolated_calls"]
+    return out
+
+
+def test_bench_ms_times_calls_one_at_a_time_or_back_to_back_and_takes_the_slowest_rank(bench):
+    from tests.multirank import run_ranks
+
+    assert bench.parse_args(["--back-to-back"]).back_to_back and not bench.parse_args([]).back_to_back
+    for rank, r in enumerate(run_ranks(2, _bench_ms_both_modes, timeout=120)):
+        assert (r["isolated_calls"], r["back_to_back_calls"]) == (6, 6), (rank, r)  # warm-up + timed, each once
+        for mode in ("isolated", "back_to_back"):  # per call, the slower rank's 6 ms, on every rank
+            assert 5.9 <= r[mode] <= 9.0, (rank, mode, r)
