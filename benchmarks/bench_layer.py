@@ -1253,7 +1253,9 @@ def plot(results: dict, path: str) -> str:
         ax.set_xticklabels(cases, rotation=15)
         ax.set_yscale("log")
         ax.set_ylabel("ms (log)")
-        ax.set_title(f"{title}, EP={results['meta'].get('ep')}, {results['meta'].get('device')}")
+        b2b = results["meta"].get("args", {}).get("back_to_back")
+        mode = ", calls back to back" if b2b else ""
+        ax.set_title(f"{title}, EP={results['meta'].get('ep')}, {results['meta'].get('device')}{mode}")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -21,5 +21,7 @@ export NVSHMEM_SYMMETRIC_SIZE="${NVSHMEM_SYMMETRIC_SIZE:-8G}"
 
 nvidia-smi -L
 NGPU="$(nvidia-smi -L | wc -l)"
+suffix=""
+for arg in "$@"; do [ "$arg" = --back-to-back ] && suffix=_b2b; done  # the name bench_layer.py gives its results
 "$PY" -m torch.distributed.run --standalone --nproc-per-node="$NGPU" \
-    benchmarks/bench_layer.py "$@" --out "$OUT" 2>&1 | tee "$OUT/bench_layer_ep${NGPU}.log"
+    benchmarks/bench_layer.py "$@" --out "$OUT" 2>&1 | tee "$OUT/bench_layer_ep${NGPU}${suffix}.log"
