@@ -16,7 +16,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from comet_megatron.fused_ops import RankViews
+from comet_megatron.fused_ops import RankViews, peer_table
 
 MIN_BLOCK_M = 64  # flag arrays are sized for M-tiles at least this tall
 _TOKEN_GRANULE = 256
@@ -106,10 +106,10 @@ class CometBuffer:
 
         needed = recv_rows * hidden * 2 + recv_rows * 4 + flags_len * 4 + 2 * slots * hidden * 2 + 2 * slots * 4
 
-        def symmetric(shape, dtype):
+        def symmetric(shape, dtype, name):
             if ep == 1:  # no peer to share with (symmetric-memory rendezvous needs two ranks): plain device memory
                 t = torch.empty(shape, dtype=dtype, device=self.device)
-                return t, None, torch.tensor([t.data_ptr()], dtype=torch.int64, device=self.device)
+                return t, None, peer_table([t.data_ptr()], self.device, name)
             try:
                 t = symm_mem.empty(shape, dtype=dtype, device=self.device)
             except RuntimeError as exc:  # NVSHMEM's heap is fixed at init (1 GiB unless the env says more)
@@ -120,14 +120,13 @@ class CometBuffer:
                     f"NVSHMEM_SYMMETRIC_SIZE={max(2, math.ceil(2 * needed / 2**30))}G) before the process starts"
                 ) from exc
             handle = symm_mem.rendezvous(t, group.group_name)
-            table = torch.tensor(list(handle.buffer_ptrs), dtype=torch.int64, device=self.device)
-            return t, handle, table
+            return t, handle, peer_table(list(handle.buffer_ptrs), self.device, name)
 
-        recv, h1, recv_table = symmetric((recv_rows, hidden), torch.bfloat16)
-        recv_probs, h2, probs_table = symmetric((recv_rows,), torch.float32)
-        flags, h3, flags_table = symmetric((flags_len,), torch.int32)
-        combine, h4, combine_table = symmetric((2, slots, hidden), torch.bfloat16)
-        combine_probs, h5, combine_probs_table = symmetric((2, slots), torch.float32)
+        recv, h1, recv_table = symmetric((recv_rows, hidden), torch.bfloat16, "recv")
+        recv_probs, h2, probs_table = symmetric((recv_rows,), torch.float32, "recv_probs")
+        flags, h3, flags_table = symmetric((flags_len,), torch.int32, "flags")
+        combine, h4, combine_table = symmetric((2, slots, hidden), torch.bfloat16, "combine")
+        combine_probs, h5, combine_probs_table = symmetric((2, slots), torch.float32, "combine_probs")
         flags.zero_()
         torch.cuda.synchronize(self.device)
         dist.barrier(group=self.group)  # every rank's flags are zero before anyone publishes

@@ -16,6 +16,7 @@ from comet_megatron.kernels.activation_backward import activation_backward_kerne
 from comet_megatron.kernels.dispatch_dgrad import dispatch_dgrad_kernel
 from comet_megatron.kernels.dispatch_fc1 import dispatch_fc1_kernel
 from comet_megatron.kernels.fc2_combine import combine_reduce_kernel, fc2_combine_kernel
+from comet_megatron.kernels.sync import PEER_BASE_ALIGNMENT
 from comet_megatron.launcher import launch
 from comet_megatron.triton_support import interpreting, tma_descriptors
 from comet_megatron.tuning import KernelConfig
@@ -90,6 +91,19 @@ class RankViews:
         return self.combine_probs.view(-1)[start : start + slots]
 
 
+def peer_table(addresses: list[int], device: torch.device | str, name: str) -> torch.Tensor:
+    """``int64 [ws]``: every rank's base address of symmetric buffer ``name``, after checking that each is
+    ``PEER_BASE_ALIGNMENT``-byte aligned, as the kernels assume of them (``kernels/sync.py: peer_pointer``)."""
+    misaligned = [hex(a) for a in addresses if a % PEER_BASE_ALIGNMENT]
+    if misaligned:
+        raise RuntimeError(
+            f"comet: the {name} buffer of some rank starts at {', '.join(misaligned)}, not at a multiple of "
+            f"{PEER_BASE_ALIGNMENT} bytes as the fused kernels' 16-byte stores into it need; the symmetric-memory "
+            "allocator returned an unaligned buffer (report this with the torch and NVSHMEM versions)"
+        )
+    return torch.tensor(addresses, dtype=torch.int64, device=device)
+
+
 def single_process_views(
     ws: int,
     *,
@@ -115,7 +129,7 @@ def single_process_views(
         ],
         "combine_probs": [torch.full((2, slot_capacity), nan, device=device) for _ in range(ws)],
     }
-    tables = {k: torch.tensor([t.data_ptr() for t in v], dtype=torch.int64, device=device) for k, v in bufs.items()}
+    tables = {k: peer_table([t.data_ptr() for t in v], device, k) for k, v in bufs.items()}
     return [
         RankViews(
             **{k: v[r] for k, v in bufs.items()},

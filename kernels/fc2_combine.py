@@ -118,8 +118,7 @@ def fc2_combine_kernel(
             inside = (row_in_expert >= offset) & (row_in_expert < offset + count)
             owner = tl.where(inside, s, owner)
             slot = tl.where(inside, first + row_in_expert - offset, slot)
-        base = tl.load(combine_table_ptr + owner, mask=m_mask, other=0).to(tl.pointer_type(tl.bfloat16))
-        row_start = base + combine_offset + slot * H
+        row_start = peer_pointer(combine_table_ptr, owner, tl.bfloat16) + combine_offset + slot * H
         if EPI_SPLIT == 2:  # half the columns at a time: fewer live registers (see dispatch_dgrad)
             lo, hi = column_halves(acc, BM, BN)
             _push_rows(lo, row_start, m_mask, n * BN, H, BN // 2)

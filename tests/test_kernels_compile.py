@@ -46,12 +46,21 @@ def _assert_fits_on_an_sm(compiled, cfg: KernelConfig) -> None:
     assert (compiled.metadata.shared + 1024) * cfg.programs_per_sm <= 228 * 1024, compiled.metadata.shared
 
 
+def _assert_row_stores_are_16_bytes(compiled, aligned: bool) -> None:
+    """Rows leave in 16-byte stores once the launch has specialized the tensors and sizes as 16-aligned, the pushes
+    into peers' buffers too: their base addresses come from a table, which ``peer_pointer`` marks aligned (an
+    address loaded from memory is otherwise assumed unaligned, and every bf16 store then moves 2 bytes)."""
+    if aligned:
+        ptx = compiled.asm["ptx"]
+        assert "st.global.v4" in ptx and "st.global.b16" not in ptx
+
+
 def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int, aligned: bool = True):
     sig = dict(signature)
     sig.update({name: "constexpr" for name in constexprs})
     # what Triton's launcher specializes at run time: 16-byte-aligned tensors and sizes divisible by 16 (without
     # it the epilogues compile to scalar 2-byte accesses and spill, which the GPU never runs)
-    sizes = ("H", "F", "T", "OUT", "IN", "stride_dy", "stride_x")
+    sizes = ("H", "F", "T", "OUT", "IN", "stride_dy", "stride_x", "combine_offset", "combine_probs_offset")
     divisible = [n for n, ty in signature.items() if aligned and (ty.startswith("*") or n in sizes)]
     attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
@@ -130,6 +139,7 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
+    _assert_row_stores_are_16_bytes(compiled, aligned)
     assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
     assert ("fence.proxy.async.global" in compiled.asm["ptx"]) == use_tma
     _assert_fits_on_an_sm(compiled, cfg)
@@ -188,6 +198,7 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma, aligned):
     )
     compiled = _compile(dispatch_dgrad_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
+    _assert_row_stores_are_16_bytes(compiled, aligned)
     assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
     _assert_fits_on_an_sm(compiled, cfg)
 
@@ -239,6 +250,7 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
+    _assert_row_stores_are_16_bytes(compiled, aligned)
     _assert_fits_on_an_sm(compiled, cfg)
     sig = {
         "combine_ptr": "*bf16",
