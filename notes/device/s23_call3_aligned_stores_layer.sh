@@ -11,7 +11,7 @@ for v in old new old new; do
   round=$((round + 1))
   root=$PWD; [ $v = old ] && root=$PWD/tmp/ab_old
   PYTHONPATH=/tmp/site:$root timeout 130 python -m torch.distributed.run --standalone --nproc-per-node=1 \
-    $root/benchmarks/bench_layer.py --cases $CASES --tokens 4096 --variants comet --fwd-only --profile-kernels 5 \
+    $root/benchmarks/bench_layer.py --cases $CASES --tokens 4096 --variants comet --profile-kernels 5 \
     --iters 10 --out /tmp/layer_${round}_$v > /tmp/layer_${round}_$v.log 2>&1
   echo "layer $round $v exit $? ($((SECONDS-T0)) s)"
   cp /tmp/layer_${round}_$v/bench_layer_ep1.json $OUT/layer_${round}_$v.json
