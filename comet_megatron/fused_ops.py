@@ -167,6 +167,7 @@ def _dispatch_meta(views, config: KernelConfig, ep, gated, activation, mode, deb
         DEBUG=debug,
         MAX_SPINS=DEBUG_MAX_SPINS,
         UPCAST=interpreting(),
+        PEER_ALIGNED=config.aligned_peer_stores,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
@@ -323,6 +324,7 @@ def fc2_combine(
         EPI_SPLIT=config.epilogue_split,
         FLATTEN=config.fc2_flatten,
         PUSH_PROBS=push_probs is not None,
+        PEER_ALIGNED=config.aligned_peer_stores,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 # bump the version whenever a KernelConfig default or default_config changes.
 # 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten;
 # 5: dgrad_comm_programs, local rows counted in the push programs' share; 6: own_rows_first off for few M-tiles.
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 
 
 GEMM_TILE_SIDES = (16, 256)  # a GEMM tile side: tensor-core tile minimum, TMA box maximum (powers of two between)
@@ -66,6 +66,11 @@ class KernelConfig:
     # (fused_plan.build_plan): expert-major across destinations without it, so that a destination's first experts
     # receive their remote rows first.
     own_rows_first: bool = True
+    # the pushes into peers' buffers (both dispatch kernels' row copies, fc2 ⊕ combine's epilogue) use 16-byte stores:
+    # the peer tables' base addresses are declared aligned (kernels/sync.py: peer_pointer), else every bf16 store
+    # moves 2 bytes. EP=1 layer, H100 (perf-log session 23): fc2 ⊕ combine -12% on Qwen3-30B-A3B, -7% Qwen1.5, -5%
+    # Mixtral, -1% Phi-3.5; in the two-ranks-on-one-GPU benchmark Phi-3.5's fc1 data-gradient +14% (unexplained)
+    aligned_peer_stores: bool = True
 
     def persistent_grid(self, num_sms: int) -> int:
         """Programs of the persistent kernels on a GPU with ``num_sms`` SMs."""
@@ -81,7 +86,7 @@ class KernelConfig:
             fields = ", ".join(bad_types)
             raise ValueError(
                 f"KernelConfig: {fields}: wrong type (integers; dgrad_fused_activation, fc2_flatten, "
-                "own_rows_first: bool)"
+                "own_rows_first, aligned_peer_stores: bool)"
             )
         gemm_blocks = ("block_m", "fc1_block_n", "fc2_block_n", "dgrad_block_n", "block_k")
         blocks = {name: getattr(self, name) for name in (*gemm_blocks, "comm_rows", "comm_block_h")}

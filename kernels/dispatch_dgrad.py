@@ -182,6 +182,7 @@ def dispatch_dgrad_kernel(
     UPCAST: tl.constexpr,
     EPI_SPLIT: tl.constexpr,
     FUSE_ACT: tl.constexpr,
+    PEER_ALIGNED: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_units = tl.load(sizes_ptr)
@@ -204,6 +205,7 @@ def dispatch_dgrad_kernel(
             MAX_T,
             ROWS,
             BH,
+            PEER_ALIGNED,
         )
     if MODE != 1:
         num_items = num_mtiles * tl.cdiv(F, BN)

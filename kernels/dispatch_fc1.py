@@ -59,6 +59,7 @@ def push_unit(
     MAX_T: tl.constexpr,
     ROWS: tl.constexpr,
     BH: tl.constexpr,
+    PEER_ALIGNED: tl.constexpr,
 ):
     dest = tl.load(unit_ptr)
     expert = tl.load(unit_ptr + 1)
@@ -66,7 +67,7 @@ def push_unit(
     dest_row = tl.load(unit_ptr + 3).to(tl.int64)
     first_slot = tl.load(unit_ptr + 4)
     rows = tl.load(unit_ptr + 5)
-    recv_peer = peer_pointer(recv_table_ptr, dest, tl.bfloat16)
+    recv_peer = peer_pointer(recv_table_ptr, dest, tl.bfloat16, PEER_ALIGNED)
     probs_peer = peer_pointer(recv_probs_table_ptr, dest, tl.float32)
     for r0 in range(0, rows, ROWS):
         r = r0 + tl.arange(0, ROWS)
@@ -101,6 +102,7 @@ def push_units(
     MAX_T: tl.constexpr,
     ROWS: tl.constexpr,
     BH: tl.constexpr,
+    PEER_ALIGNED: tl.constexpr,
 ):
     """A communication program's loop: take push units from the shared queue until none is left."""
     unit = tl.atomic_add(queue_ptr, 1)
@@ -120,6 +122,7 @@ def push_units(
             MAX_T,
             ROWS,
             BH,
+            PEER_ALIGNED,
         )
         unit = tl.atomic_add(queue_ptr, 1)
 
@@ -295,6 +298,7 @@ def dispatch_fc1_kernel(
     DEBUG: tl.constexpr,
     MAX_SPINS: tl.constexpr,
     UPCAST: tl.constexpr,
+    PEER_ALIGNED: tl.constexpr,
     GUARDED: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
@@ -322,6 +326,7 @@ def dispatch_fc1_kernel(
             MAX_T,
             ROWS,
             BH,
+            PEER_ALIGNED,
         )
     if MODE != 1:
         num_items = num_mtiles * tl.cdiv(F, BN)

@@ -65,6 +65,7 @@ def fc2_combine_kernel(
     EPI_SPLIT: tl.constexpr,
     FLATTEN: tl.constexpr = False,
     PUSH_PROBS: tl.constexpr = False,
+    PEER_ALIGNED: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -118,7 +119,7 @@ def fc2_combine_kernel(
             inside = (row_in_expert >= offset) & (row_in_expert < offset + count)
             owner = tl.where(inside, s, owner)
             slot = tl.where(inside, first + row_in_expert - offset, slot)
-        row_start = peer_pointer(combine_table_ptr, owner, tl.bfloat16) + combine_offset + slot * H
+        row_start = peer_pointer(combine_table_ptr, owner, tl.bfloat16, PEER_ALIGNED) + combine_offset + slot * H
         if EPI_SPLIT == 2:  # half the columns at a time: fewer live registers (see dispatch_dgrad)
             lo, hi = column_halves(acc, BM, BN)
             _push_rows(lo, row_start, m_mask, n * BN, H, BN // 2)

@@ -13,15 +13,18 @@ PEER_BASE_ALIGNMENT = 16  # bytes: peer_pointer's promise; fused_ops.peer_table 
 
 
 @triton.jit
-def peer_pointer(table_ptr, rank, dtype: tl.constexpr):
+def peer_pointer(table_ptr, rank, dtype: tl.constexpr, ALIGNED: tl.constexpr = False):
     """Base pointer of ``rank``'s copy of a symmetric buffer (table: int64 [ws] of addresses), or one per element of
     ``rank`` when it is a tensor of ranks.
 
-    Marked 16-byte aligned: an address loaded from memory is otherwise assumed unaligned, and every store through
-    it becomes a 2-byte access (8x the instructions of a 16-byte one for bf16 rows). Offsets added to it keep
-    whatever alignment Triton can prove of them, so a row stride that is not a multiple of 8 elements still gets
-    narrower accesses."""
-    return tl.multiple_of(tl.load(table_ptr + rank).to(tl.pointer_type(dtype)), 16)
+    ``ALIGNED`` marks it 16-byte aligned: an address loaded from memory is otherwise assumed unaligned, and every
+    store through it becomes a 2-byte access (8x the instructions of a 16-byte one for bf16 rows). Offsets added to
+    it keep whatever alignment Triton can prove of them, so a row stride that is not a multiple of 8 elements still
+    gets narrower accesses."""
+    ptr = tl.load(table_ptr + rank).to(tl.pointer_type(dtype))
+    if ALIGNED:
+        ptr = tl.multiple_of(ptr, 16)
+    return ptr
 
 
 @triton.jit

@@ -36,6 +36,8 @@ GPU_CASES = {
     # above has few enough M-tiles per expert to get expert-major at EP=2
     "own_rows_first_tiles": Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000),
     "expert_major_tiles": Case(topk=4, experts=16, hidden=192, ffn=96, tokens=768),
+    # the pushes into peers' buffers with 2-byte stores (KernelConfig.aligned_peer_stores off; on by default)
+    "unaligned_peer_stores": Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000),
 }
 # COMET_WGRAD_ACCUMULATION of the cases whose expert weights carry a main_grad (as under Megatron's DDP)
 MAIN_GRAD_CASES = {"main_grad_per_expert": "per_expert", "main_grad_kernel": "kernel"}
@@ -43,6 +45,7 @@ MAIN_GRAD_CASES = {"main_grad_per_expert": "per_expert", "main_grad_kernel": "ke
 KERNEL_CONFIG_CASES = {
     "own_rows_first_tiles": '{"own_rows_first": true}',
     "expert_major_tiles": '{"own_rows_first": false}',
+    "unaligned_peer_stores": '{"aligned_peer_stores": false}',
 }
 
 

@@ -31,6 +31,8 @@ CONFIGS = {
     "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
     # fc2 ⊕ combine's tile loop fused with its K loop (the pipeline runs across tiles)
     "fc2_flatten": KernelConfig(fc2_flatten=True),
+    # the pushes into peers' buffers without the 16-byte alignment promise (2-byte stores)
+    "unaligned_peer_stores": KernelConfig(aligned_peer_stores=False),
     # one warpgroup per program, two programs per SM: each must fit in half an SM (shared memory, registers)
     "two_programs_per_sm": KernelConfig(
         fc1_block_n=64, fc2_block_n=128, dgrad_block_n=128, num_warps=4, num_stages=3, programs_per_sm=2
@@ -46,13 +48,15 @@ def _assert_fits_on_an_sm(compiled, cfg: KernelConfig) -> None:
     assert (compiled.metadata.shared + 1024) * cfg.programs_per_sm <= 228 * 1024, compiled.metadata.shared
 
 
-def _assert_row_stores_are_16_bytes(compiled, aligned: bool) -> None:
+def _assert_row_stores_are_16_bytes(compiled, aligned: bool, cfg: KernelConfig) -> None:
     """Rows leave in 16-byte stores once the launch has specialized the tensors and sizes as 16-aligned, the pushes
-    into peers' buffers too: their base addresses come from a table, which ``peer_pointer`` marks aligned (an
-    address loaded from memory is otherwise assumed unaligned, and every bf16 store then moves 2 bytes)."""
+    into peers' buffers too: their base addresses come from a table, which ``peer_pointer`` marks aligned
+    (``aligned_peer_stores``; an address loaded from memory is otherwise assumed unaligned, and every bf16 store
+    through it then moves 2 bytes)."""
     if aligned:
         ptx = compiled.asm["ptx"]
-        assert "st.global.v4" in ptx and "st.global.b16" not in ptx
+        assert ("st.global.b16" in ptx) != cfg.aligned_peer_stores
+        assert "st.global.v4" in ptx or not cfg.aligned_peer_stores
 
 
 def _compile(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int, aligned: bool = True):
@@ -134,12 +138,13 @@ def test_dispatch_fc1_compiles_for_sm90(gated, config_name, use_tma, aligned):
         DEBUG=False,
         MAX_SPINS=1 << 20,
         UPCAST=False,
+        PEER_ALIGNED=cfg.aligned_peer_stores,
         USE_TMA=use_tma,
         GUARDED=gated,  # the early launch's guard (a verdict read; both settings compiled over the parametrization)
     )
     compiled = _compile(dispatch_fc1_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
-    _assert_row_stores_are_16_bytes(compiled, aligned)
+    _assert_row_stores_are_16_bytes(compiled, aligned, cfg)
     assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
     assert ("fence.proxy.async.global" in compiled.asm["ptx"]) == use_tma
     _assert_fits_on_an_sm(compiled, cfg)
@@ -193,12 +198,13 @@ def test_dispatch_dgrad_compiles_for_sm90(gated, config_name, use_tma, aligned):
         DEBUG=False,
         MAX_SPINS=1 << 20,
         UPCAST=False,
+        PEER_ALIGNED=cfg.aligned_peer_stores,
         EPI_SPLIT=cfg.epilogue_split,
         FUSE_ACT=cfg.dgrad_fused_activation,
     )
     compiled = _compile(dispatch_dgrad_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
-    _assert_row_stores_are_16_bytes(compiled, aligned)
+    _assert_row_stores_are_16_bytes(compiled, aligned, cfg)
     assert ("cp.async.bulk.tensor" in compiled.asm["ptx"]) == use_tma
     _assert_fits_on_an_sm(compiled, cfg)
 
@@ -244,13 +250,14 @@ def test_fc2_combine_and_reduce_compile_for_sm90(config_name, use_tma, aligned, 
         USE_TMA=use_tma,
         W_KN=weight_kn,
         UPCAST=False,
+        PEER_ALIGNED=cfg.aligned_peer_stores,
         EPI_SPLIT=cfg.epilogue_split,
         FLATTEN=cfg.fc2_flatten,
         PUSH_PROBS=weight_kn,  # the backward's fc1 data-gradient pushes the probability gradients too
     )
     compiled = _compile(fc2_combine_kernel, sig, constexprs, cfg.num_warps, cfg.num_stages, aligned)
     assert "wgmma" in compiled.asm["ptx"]
-    _assert_row_stores_are_16_bytes(compiled, aligned)
+    _assert_row_stores_are_16_bytes(compiled, aligned, cfg)
     _assert_fits_on_an_sm(compiled, cfg)
     sig = {
         "combine_ptr": "*bf16",
