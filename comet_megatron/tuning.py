@@ -262,8 +262,9 @@ def _scaled_push(programs: int, scale: float, num_sms: int) -> int:
 def candidate_configs(base: KernelConfig, num_sms: int) -> list[KernelConfig]:
     """What the tuner times for a shape whose current choice is ``base``: ``base`` itself first, then both
     dispatch kernels' push counts scaled together by :data:`PUSH_SCALES` x :data:`FC1_TILE_CHOICES` (clamped to
-    [4, num_sms / 2], at least 1), last ``base`` with the other M-tile order (:attr:`KernelConfig.own_rows_first`;
-    the same tables at EP=1). The list's length does not depend on ``base`` (a candidate may repeat ``base``: two
+    [4, num_sms / 2], at least 1), then ``base`` with the other M-tile order (:attr:`KernelConfig.own_rows_first`;
+    the same tables at EP=1), last ``base`` with the other peer-store width (:attr:`KernelConfig.aligned_peer_stores`).
+    The list's length does not depend on ``base`` (a candidate may repeat ``base``: two
     timings of one configuration show the measurement's noise)."""
     candidates = [base]
     for scale in PUSH_SCALES:
@@ -276,10 +277,11 @@ def candidate_configs(base: KernelConfig, num_sms: int) -> list[KernelConfig]:
                 )
             )
     candidates.append(dataclasses.replace(base, own_rows_first=not base.own_rows_first))
+    candidates.append(dataclasses.replace(base, aligned_peer_stores=not base.aligned_peer_stores))
     return candidates
 
 
-CANDIDATE_COUNT = 2 + len(PUSH_SCALES) * len(FC1_TILE_CHOICES)
+CANDIDATE_COUNT = 3 + len(PUSH_SCALES) * len(FC1_TILE_CHOICES)
 
 
 def tune(key: ShapeKey, time_config: Callable[[KernelConfig], float], candidates: Iterable[KernelConfig] | None = None):

@@ -65,7 +65,7 @@ def test_default_m_tile_order_is_expert_major_only_for_few_tiles_per_expert():
     assert default_config(dataclasses.replace(qwen3, tokens=8192)).own_rows_first
     assert default_config(dataclasses.replace(dsv3_like, ep=1)).own_rows_first
     # the tuner still times the other order
-    assert tuning.candidate_configs(default_config(dsv3_like), 132)[-1].own_rows_first
+    assert tuning.candidate_configs(default_config(dsv3_like), 132)[-2].own_rows_first
 
 
 @pytest.mark.parametrize(
@@ -133,26 +133,28 @@ def test_candidates_scale_the_current_push_counts():
     qwen = default_config(QWEN)  # EP=2: 41 / 44 push programs
     candidates = tuning.candidate_configs(qwen, 132)
     assert len(candidates) == tuning.CANDIDATE_COUNT and candidates[0] == qwen
-    combos = {(c.comm_programs, c.dgrad_comm_programs, c.fc1_block_n, c.num_stages) for c in candidates[1:-1]}
+    combos = {(c.comm_programs, c.dgrad_comm_programs, c.fc1_block_n, c.num_stages) for c in candidates[1:-2]}
     assert combos == {(*p, *t) for p in ((20, 22), (41, 44), (62, 66)) for t in tuning.FC1_TILE_CHOICES}
-    # last: the current choice with its M-tiles in the other order
-    assert candidates[-1] == dataclasses.replace(qwen, own_rows_first=False) and qwen.own_rows_first
-    assert all(c.own_rows_first for c in candidates[:-1])
+    # then the current choice with its M-tiles in the other order, last with 2-byte peer stores
+    assert candidates[-2] == dataclasses.replace(qwen, own_rows_first=False) and qwen.own_rows_first
+    assert all(c.own_rows_first for c in candidates[:-2] + candidates[-1:])
+    assert candidates[-1] == dataclasses.replace(qwen, aligned_peer_stores=False) and qwen.aligned_peer_stores
+    assert all(c.aligned_peer_stores for c in candidates[:-1])
     # everything the tuner does not vary stays as the current choice has it
     assert all(c.fc2_block_n == qwen.fc2_block_n and c.fc2_flatten == qwen.fc2_flatten for c in candidates)
     # clamped: at least 4 programs push, at most half of the grid
     few = tuning.candidate_configs(KernelConfig(comm_programs=5, dgrad_comm_programs=60), 100)
     assert {c.comm_programs for c in few} == {4, 5, 8}  # 5 x 0.5 -> 4, 5 x 1.5 -> 8
-    assert max(c.dgrad_comm_programs for c in few[1:-1]) == 50
+    assert max(c.dgrad_comm_programs for c in few[1:-2]) == 50
     # another current choice, other candidates: they follow a cached configuration too
     assert tuning.candidate_configs(default_config(MIXTRAL), 132)[1:] != candidates[1:]
     # a cached expert-major choice: its other order is the default one
     flipped = tuning.candidate_configs(dataclasses.replace(qwen, own_rows_first=False), 132)
-    assert flipped[-1] == qwen and not any(c.own_rows_first for c in flipped[:-1])
+    assert flipped[-2] == qwen and not any(c.own_rows_first for c in flipped[:-2] + flipped[-1:])
 
     # a GPU of fewer than 8 SMs: half of its grid caps the count, never below one program
-    assert {c.comm_programs for c in tuning.candidate_configs(KernelConfig(), 6)[1:-1]} == {3}
-    assert {c.comm_programs for c in tuning.candidate_configs(KernelConfig(), 1)[1:-1]} == {1}
+    assert {c.comm_programs for c in tuning.candidate_configs(KernelConfig(), 6)[1:-2]} == {3}
+    assert {c.comm_programs for c in tuning.candidate_configs(KernelConfig(), 1)[1:-2]} == {1}
 
 
 def test_tune_without_candidates_times_those_of_the_current_choice(tmp_path):
