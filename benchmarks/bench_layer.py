@@ -178,6 +178,20 @@ def all_ranks_ok(ok: bool, env: Env) -> bool:
     return bool(t.item())
 
 
+def elapsed_ms(fn, env: Env) -> float:
+    """Milliseconds from before ``fn()`` is queued until its work is done: CUDA events on GPU, the host clock on CPU."""
+    if env.cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def bench_ms(fn, env: Env, iters: int, warmup: int, back_to_back: bool = False) -> float:
     """Max over ranks of the median over ``iters`` calls, each started from an idle GPU after a barrier (so a call
     whose host work outlasts its kernels is timed at its host pace); CUDA events on GPU.
@@ -189,34 +203,16 @@ def bench_ms(fn, env: Env, iters: int, warmup: int, back_to_back: bool = False) 
     sync(env)
     dist.barrier()
     if back_to_back:
-        if env.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+
+        def calls():
             for _ in range(iters):
                 fn()
-            end.record()
-            end.synchronize()
-            total = start.elapsed_time(end)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(iters):
-                fn()
-            total = (time.perf_counter() - t0) * 1e3
-        return max_over_ranks(total / iters, env)
+
+        return max_over_ranks(elapsed_ms(calls, env) / iters, env)
     times = []
     for _ in range(iters):
         dist.barrier()
-        if env.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
+        times.append(elapsed_ms(fn, env))
     return max_over_ranks(statistics.median(times), env)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 # Cached entries hold whole configurations, so a changed default would stay frozen in entries tuned before it:
 # bump the version whenever a KernelConfig default or default_config changes.
 # 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten;
-# 5: dgrad_comm_programs, local rows counted in the push programs' share; 6: own_rows_first off for few M-tiles.
+# 5: dgrad_comm_programs, local rows counted in the push programs' share; 6: own_rows_first off for few M-tiles;
+# 7: aligned_peer_stores.
 CACHE_VERSION = 7
 
 

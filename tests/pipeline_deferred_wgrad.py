@@ -26,10 +26,6 @@ HIDDEN, HEADS, FFN, EXPERTS, TOPK = 40, 4, 24, 3, 2  # four layers, all MoE: two
 VOCAB, SEQ, BATCH, MICRO_BATCHES = 64, 16, 2, 3
 
 
-def _bits(tensor: torch.Tensor) -> list:
-    return tensor.detach().contiguous().view(torch.int32).flatten().tolist()
-
-
 def _rank(rank: int, ws: int) -> dict:
     from megatron.core import parallel_state as ps
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
@@ -42,7 +38,7 @@ def _rank(rank: int, ws: int) -> dict:
     import comet_megatron.megatron.layer as layer_module
     from comet_megatron.megatron import CometMoELayer, to_comet_spec
     from comet_megatron.ops.deferred_wgrad import DEFERRED_WEIGHT_GRADS
-    from tests.fused_simulation import _cpu_fused_backend
+    from tests.fused_simulation import _bits, _cpu_fused_backend
     from tests.megatron_cpu import (
         apply_cpu_checkpoint_shims,
         apply_cpu_optimizer_shims,
@@ -124,7 +120,9 @@ def _rank(rank: int, ws: int) -> dict:
         )
         report["queued_after"][variant] = len(DEFERRED_WEIGHT_GRADS)
         report["losses"][variant] = [entry["loss"].item() for entry in losses]
-        report["main_grad_bits"][variant] = {name: _bits(p.main_grad) for name, p in model.named_parameters()}
+        report["main_grad_bits"][variant] = {
+            name: _bits(p.main_grad).flatten().tolist() for name, p in model.named_parameters()
+        }
     report["queued_at_finalize"] = dict(zip(VARIANTS, queued_at_finalize))
     report["expert_main_grad_norm"] = sum(
         p.main_grad.norm().item() for name, p in model.named_parameters() if ".experts." in name
