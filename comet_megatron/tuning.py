@@ -20,8 +20,8 @@ from pathlib import Path
 # bump the version whenever a KernelConfig default or default_config changes.
 # 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten;
 # 5: dgrad_comm_programs, local rows counted in the push programs' share; 6: own_rows_first off for few M-tiles;
-# 7: aligned_peer_stores.
-CACHE_VERSION = 7
+# 7: aligned_peer_stores; 8: fc2 ⊕ combine 256 wide and flattened for every shape.
+CACHE_VERSION = 8
 
 
 GEMM_TILE_SIDES = (16, 256)  # a GEMM tile side: tensor-core tile minimum, TMA box maximum (powers of two between)
@@ -38,7 +38,12 @@ class KernelConfig:
     dgrad_comm_programs: int = 16  # the same for the backward's output-gradient dispatch (dispatch_dgrad)
     block_m: int = 128
     fc1_block_n: int = 128
-    fc2_block_n: int = 128
+    # fc2 ⊕ combine (forward fc2, K = ffn; backward fc1 data-gradient, K = 2 ffn): 256-wide tiles with the tile loop
+    # flattened beat 128-wide ones on every case, long K or short (session 24, bench_gemm_core, one H100, two ranks
+    # simulated: Phi-3.5's fc1 data-gradient 3.29-3.54 -> 2.37-2.55 ms, Qwen2-57B's 4.59-5.19 -> 3.69-3.73, DSv3-like's
+    # 4.84-5.08 -> 3.88-3.96; Mixtral's 256-wide tiles even with or without flattening). The kernel in the EP=1 layer
+    # per fwd+bwd on an H200: -10..-14% on every case but Mixtral (-1%) (benchmarks/results/s24/fc2_tiles/)
+    fc2_block_n: int = 256
     dgrad_block_n: int = 256  # the backward's fc2 data-gradient GEMM (dispatch_dgrad), one accumulator wide
     block_k: int = 64
     group_m: int = 8
@@ -58,7 +63,7 @@ class KernelConfig:
     # cores busy (what cuBLAS's ping-pong kernels do with two consumer warpgroups), if both fit on the SM at once
     programs_per_sm: int = 1
     # fc2 ⊕ combine's persistent tile loop fused with its K loop, pipelined across tiles (kernels/fc2_combine.py)
-    fc2_flatten: bool = False
+    fc2_flatten: bool = True
     # at EP > 1 the M-tiles made only of this rank's own rows run first (they need no remote rows: the GEMM starts
     # while the rest arrive), the others after; False: expert-major, so an expert whose tiles fall in both groups
     # has its weight tiles read once instead of twice — an extra read of every local expert's weights per GEMM,
@@ -198,11 +203,10 @@ def default_config(key: ShapeKey) -> KernelConfig:
     GEMM cores alone on one H200 (``benchmarks/bench_gemm_core.py``, 2026-11-23; the class defaults come from
     it): the fc2 data-gradient with a plain epilogue and a separate activation backward, 256 wide, beat the fused
     128-wide epilogue on every case (Mixtral 1.82 vs 2.35 ms, Qwen2-57B 2.29 vs 3.21) but Qwen1.5-MoE, where 128
-    wide stays (0.60 vs 0.72); split epilogues helped fc2 ⊕ combine everywhere; 256-wide fc2 ⊕ combine tiles
-    paid only with a long K (Mixtral, ffn 14336: fc2 1.48 vs 1.54, fc1 data-gradient 3.02 vs 3.17 ms).
-    Flattening fc2 ⊕ combine's tile loop into its K loop helps the 128-wide shapes, whose short K leaves the pipeline
-    fill and the push epilogue a large share of each tile (session 11, H200: fc2 ⊕ combine per layer fwd+bwd at EP=1
-    Qwen1.5-MoE 1.19 -> 1.06 ms, DSv3-like 9.04 -> 8.28; Mixtral's 256-wide fc2 even, its fc1 data-gradient 5% slower).
+    wide stays (0.60 vs 0.72); split epilogues helped fc2 ⊕ combine everywhere. fc2 ⊕ combine's tiles are no longer
+    chosen by shape: 256 wide with the tile loop flattened into the K loop wins on every case (the class defaults;
+    their comment has the numbers). Before session 24 the cores had 128-wide flattened tiles below ffn 8192 and 256-wide
+    unflattened ones above (session 9 measured 256 wide without flattening, session 11 flattening with 128 wide).
 
     M-tile order (``own_rows_first``; session 22, one H200, ``benchmarks/results/s22/``): own rows first costs every
     local expert one extra read of its weights, so its price falls as 1 / (M-tiles per expert); expert-major costs
@@ -217,14 +221,11 @@ def default_config(key: ShapeKey) -> KernelConfig:
     """
     slots = key.tokens * key.topk
     fc2_dgrad_flops = 2 * slots * key.hidden * key.ffn
-    long_k = key.ffn >= 8192
     small_n = key.ffn < 2048
     return KernelConfig(
         comm_programs=_push_programs(key, 2 * fc2_dgrad_flops),  # fc1: gate and linear halves
         dgrad_comm_programs=_push_programs(key, fc2_dgrad_flops),
-        fc2_block_n=256 if long_k else 128,
         dgrad_block_n=128 if small_n else 256,
-        fc2_flatten=not long_k,
         own_rows_first=key.ep == 1 or expected_mtiles_per_expert(key) > EXPERT_MAJOR_MAX_MTILES,  # EP=1: one order
     )
 

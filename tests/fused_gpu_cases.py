@@ -38,6 +38,10 @@ GPU_CASES = {
     "expert_major_tiles": Case(topk=4, experts=16, hidden=192, ffn=96, tokens=768),
     # the pushes into peers' buffers with 2-byte stores (KernelConfig.aligned_peer_stores off; on by default)
     "unaligned_peer_stores": Case(topk=2, experts=8, hidden=256, ffn=192, tokens=1000),
+    # hidden 384: one and a half of fc2 ⊕ combine's 256-wide tiles (the default, tile loop fused with the K loop), and
+    # pinned to 128-wide tiles with the loops apart (three tiles)
+    "hidden_one_and_a_half_fc2_tiles": Case(topk=2, experts=8, hidden=384, ffn=192, tokens=1000),
+    "fc2_narrow_tile_loop_apart": Case(topk=2, experts=8, hidden=384, ffn=192, tokens=1000),
 }
 # COMET_WGRAD_ACCUMULATION of the cases whose expert weights carry a main_grad (as under Megatron's DDP)
 MAIN_GRAD_CASES = {"main_grad_per_expert": "per_expert", "main_grad_kernel": "kernel"}
@@ -46,6 +50,7 @@ KERNEL_CONFIG_CASES = {
     "own_rows_first_tiles": '{"own_rows_first": true}',
     "expert_major_tiles": '{"own_rows_first": false}',
     "unaligned_peer_stores": '{"aligned_peer_stores": false}',
+    "fc2_narrow_tile_loop_apart": '{"fc2_block_n": 128, "fc2_flatten": false}',
 }
 
 

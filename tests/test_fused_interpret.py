@@ -43,9 +43,10 @@ CASES = {
     "ep2_whole_epilogue": dict(
         ws=2, experts=4, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"epilogue_split": 1}
     ),
-    # fc2 ⊕ combine's tile loop fused with its K loop (KernelConfig.fc2_flatten), several tiles per program
-    "ep2_fc2_flattened_tile_loop": dict(
-        ws=2, experts=2, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"fc2_flatten": True}
+    # fc2 ⊕ combine's tile loop apart from its K loop (KernelConfig.fc2_flatten off; the default fuses them), several
+    # tiles per program
+    "ep2_fc2_tile_loop_apart": dict(
+        ws=2, experts=2, topk=2, tokens=40, hidden=48, ffn=24, config_overrides={"fc2_flatten": False}
     ),
     # M-tiles expert-major (KernelConfig.own_rows_first off): tiles needing remote rows interleave with local ones
     "ep2_expert_major_tiles": dict(

@@ -29,8 +29,10 @@ CONFIGS = {
     "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
     "fused_activation_whole_epilogue": KernelConfig(dgrad_fused_activation=True, epilogue_split=1, dgrad_block_n=128),
     "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
-    # fc2 ⊕ combine's tile loop fused with its K loop (the pipeline runs across tiles)
-    "fc2_flatten": KernelConfig(fc2_flatten=True),
+    # fc2 ⊕ combine's tile loop apart from its K loop (the default fuses them: the pipeline runs across tiles), and
+    # 128-wide fc2 tiles with the fused loop (the default before session 24 below ffn 8192)
+    "fc2_tile_loop_apart": KernelConfig(fc2_flatten=False),
+    "fc2_narrow_flattened": KernelConfig(fc2_block_n=128),
     # the pushes into peers' buffers without the 16-byte alignment promise (2-byte stores)
     "unaligned_peer_stores": KernelConfig(aligned_peer_stores=False),
     # one warpgroup per program, two programs per SM: each must fit in half an SM (shared memory, registers)
