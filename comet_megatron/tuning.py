@@ -20,7 +20,7 @@ from pathlib import Path
 # bump the version whenever a KernelConfig default or default_config changes.
 # 2: epilogue_split, dgrad_fused_activation; 3: push steps of 16 rows x 1024 columns; 4: fc2_flatten;
 # 5: dgrad_comm_programs, local rows counted in the push programs' share; 6: own_rows_first off for few M-tiles;
-# 7: aligned_peer_stores; 8: fc2 ⊕ combine 256 wide and flattened for every shape.
+# 7: aligned_peer_stores; 8: fc2 ⊕ combine 256 wide and flattened, the fc2 data-gradient 256 wide, for every shape.
 CACHE_VERSION = 8
 
 
@@ -44,7 +44,10 @@ class KernelConfig:
     # 4.84-5.08 -> 3.88-3.96; Mixtral's 256-wide tiles even with or without flattening). The kernel in the EP=1 layer
     # per fwd+bwd on an H200: -10..-14% on every case but Mixtral (-1%) (benchmarks/results/s24/fc2_tiles/)
     fc2_block_n: int = 256
-    dgrad_block_n: int = 256  # the backward's fc2 data-gradient GEMM (dispatch_dgrad), one accumulator wide
+    # the backward's fc2 data-gradient GEMM (dispatch_dgrad), one accumulator wide: 256 on every shape since session 24
+    # (bench_gemm_core, H200, two ranks simulated: Qwen1.5-MoE 0.56-0.58 vs 0.61-0.72 ms with 128, Qwen3-30B-A3B
+    # 0.36 vs 0.40-0.51; session 4 had found 128 faster where ffn < 2048, before TMA loads and split epilogues)
+    dgrad_block_n: int = 256
     block_k: int = 64
     group_m: int = 8
     num_warps: int = 8
@@ -202,11 +205,12 @@ def default_config(key: ShapeKey) -> KernelConfig:
 
     GEMM cores alone on one H200 (``benchmarks/bench_gemm_core.py``, 2026-11-23; the class defaults come from
     it): the fc2 data-gradient with a plain epilogue and a separate activation backward, 256 wide, beat the fused
-    128-wide epilogue on every case (Mixtral 1.82 vs 2.35 ms, Qwen2-57B 2.29 vs 3.21) but Qwen1.5-MoE, where 128
-    wide stays (0.60 vs 0.72); split epilogues helped fc2 ⊕ combine everywhere. fc2 ⊕ combine's tiles are no longer
-    chosen by shape: 256 wide with the tile loop flattened into the K loop wins on every case (the class defaults;
-    their comment has the numbers). Before session 24 the cores had 128-wide flattened tiles below ffn 8192 and 256-wide
-    unflattened ones above (session 9 measured 256 wide without flattening, session 11 flattening with 128 wide).
+    128-wide epilogue on every case (Mixtral 1.82 vs 2.35 ms, Qwen2-57B 2.29 vs 3.21) but Qwen1.5-MoE (0.60 vs 0.72);
+    split epilogues helped fc2 ⊕ combine everywhere. No tile shape is chosen by shape any more (session 24, the class
+    defaults' comments have the numbers): fc2 ⊕ combine 256 wide with its tile loop flattened into the K loop wins on
+    every case, and the fc2 data-gradient 256 wide on Qwen1.5 / Qwen3 too. Before, fc2 ⊕ combine had 128-wide flattened
+    tiles below ffn 8192 and 256-wide unflattened ones above (session 9 measured 256 wide without flattening, session
+    11 flattening with 128 wide), and the data-gradient 128-wide tiles below ffn 2048.
 
     M-tile order (``own_rows_first``; session 22, one H200, ``benchmarks/results/s22/``): own rows first costs every
     local expert one extra read of its weights, so its price falls as 1 / (M-tiles per expert); expert-major costs
@@ -221,11 +225,9 @@ def default_config(key: ShapeKey) -> KernelConfig:
     """
     slots = key.tokens * key.topk
     fc2_dgrad_flops = 2 * slots * key.hidden * key.ffn
-    small_n = key.ffn < 2048
     return KernelConfig(
         comm_programs=_push_programs(key, 2 * fc2_dgrad_flops),  # fc1: gate and linear halves
         dgrad_comm_programs=_push_programs(key, fc2_dgrad_flops),
-        dgrad_block_n=128 if small_n else 256,
         own_rows_first=key.ep == 1 or expected_mtiles_per_expert(key) > EXPERT_MAJOR_MAX_MTILES,  # EP=1: one order
     )
 

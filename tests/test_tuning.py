@@ -39,15 +39,14 @@ def test_default_split_follows_the_dispatch_share():
 
 
 def test_default_tiles_follow_the_measured_shapes():
-    # bench_gemm_core.py: the 256-wide data-gradient everywhere but the small-ffn fine-grained case (one H200); fc2 ⊕
-    # combine 256 wide with its tile loop flattened into its K loop on every shape, long K or short (session 24, H100)
-    assert default_config(MIXTRAL).dgrad_block_n == 256 and default_config(QWEN).dgrad_block_n == 128
+    # bench_gemm_core.py (session 24, H100 and H200): fc2 ⊕ combine 256 wide with its tile loop flattened into its K
+    # loop, and the fc2 data-gradient 256 wide, on every shape, long K or short, small ffn or large
     phi = dataclasses.replace(MIXTRAL, ffn=6400, num_experts=16)
-    assert default_config(phi).dgrad_block_n == 256
-    for key in (MIXTRAL, QWEN, phi):
+    qwen3 = ShapeKey(4096, 2048, 768, 128, 8, 2, "NVIDIA H200", 132)
+    for key in (MIXTRAL, QWEN, phi, qwen3):
         config = default_config(key)
         assert config.epilogue_split == 2 and not config.dgrad_fused_activation
-        assert (config.fc2_block_n, config.fc2_flatten) == (256, True)
+        assert (config.fc2_block_n, config.fc2_flatten, config.dgrad_block_n) == (256, True, 256)
 
 
 def test_default_m_tile_order_is_expert_major_only_for_few_tiles_per_expert():
