@@ -78,8 +78,8 @@ class KernelConfig:
     # the pushes into peers' buffers (both dispatch kernels' row copies, fc2 ⊕ combine's epilogue) use 16-byte stores:
     # the peer tables' base addresses are declared aligned (kernels/sync.py: peer_pointer), else every bf16 store
     # moves 2 bytes. EP=1 layer, H100 (perf-log session 23): fc2 ⊕ combine -12% on Qwen3-30B-A3B, -7% Qwen1.5, -5%
-    # Mixtral, -1% Phi-3.5. Phi-3.5's fc1 data-gradient lost 11-14% with them in the two-ranks-on-one-GPU benchmark while
-    # fc2 ⊕ combine had 128-wide tiles; with 256-wide ones it gains 8-22% (session 24, H200)
+    # Mixtral, -1% Phi-3.5. Phi-3.5's fc1 data-gradient lost 11-14% with them in the two-ranks-on-one-GPU benchmark
+    # while fc2 ⊕ combine had 128-wide tiles; with 256-wide ones it gains 8-22% (session 24, H200)
     aligned_peer_stores: bool = True
 
     def persistent_grid(self, num_sms: int) -> int:

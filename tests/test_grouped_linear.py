@@ -290,6 +290,8 @@ def test_accumulation_method_on_the_gpu(monkeypatch, mode, rows_dtype, expected)
         ((4, 4096, 14336, 8192), "per_expert"),  # Mixtral fc2, 4096 tokens (training)
         ((8, 4096, 6400, 16384), "per_expert"),  # Phi fc2
         ((32, 5120, 3584, 65536), "per_expert"),  # Qwen2-57B fc1
+        ((32, 3584, 2560, 32768), "per_expert"),  # Qwen2-57B fc2, 4096 tokens (training): 18.8 GFLOP per expert
+        ((128, 4096, 7168, 34816), "kernel"),  # DSv3 fc1 with 10% more rows than even routing: 16.0 GFLOP per expert
         ((30, 2816, 2048, 32768), "kernel"),  # Qwen1.5 fc1: 12.6 GFLOP per expert
         ((128, 4096, 7168, 32768), "kernel"),  # DSv3
         ((128, 1536, 2048, 32768), "kernel"),  # Qwen3 at EP=1

@@ -70,7 +70,7 @@ def add_comet_args(parser):
         default=None,
         help="How the experts' weight gradients reach Megatron's fp32 main_grad (sets "
         f"{ENV_WGRAD_ACCUMULATION}). 'auto' (default): Comet adds them itself, needing no Apex — on GPUs by "
-        "per-expert cuBLAS GEMMs accumulating in fp32 when each expert's GEMM is large (>= 32 GFLOP), else by one "
+        "per-expert cuBLAS GEMMs accumulating in fp32 when each expert's GEMM is large (>= 17 GFLOP), else by one "
         "Triton kernel for all experts; 'per_expert' / 'kernel' / 'grouped' (a grouped GEMM and an add): always "
         "that way; 'megatron': only with --gradient-accumulation-fusion, else a bf16 gradient that Megatron's DDP "
         "hook adds (Megatron's own experts' behaviour).",

@@ -29,8 +29,12 @@ from comet_megatron.tuning import GEMM_TILE_SIDES, is_gemm_tile_side
 
 WGRAD_ACCUMULATION_CHOICES = ("auto", "per_expert", "kernel", "grouped", "megatron")
 # ``auto`` picks per-expert cuBLAS GEMMs when each expert's GEMM is at least this large (mean over the experts): below
-# it the host's launch per expert costs more than the GEMM (benchmarks/bench_wgrad.py, session 9).
-PER_EXPERT_MIN_FLOPS = 32e9
+# it the accumulating kernel's one launch beats the per-expert launches (benchmarks/bench_wgrad.py). Session 9 put it at
+# 32 GFLOP; with the per-expert GEMMs on 3 streams (session 16) it moved down. Session 24 (one H200, EP=2, random
+# routing, three runs, benchmarks/results/s24/wgrad/): Qwen2-57B's fc2 at the training shape (4096 tokens, 18.8 GFLOP
+# per expert) per-expert 1.20-1.27 ms vs the kernel 1.48-1.49; DSv3-like's fc1 (16.0 GFLOP, 128 experts) per-expert
+# 11.50-11.63 vs the kernel 10.77-11.14. The boundary lies between the two.
+PER_EXPERT_MIN_FLOPS = 17e9
 # The per-expert GEMMs go round-robin to this many CUDA streams (COMET_WGRAD_STREAMS): one expert's main loop runs
 # beside another's fp32 read-modify-write epilogue. 3 streams: fc1 -2 to -9% on Mixtral / Phi / Qwen2-57B shapes
 # (session 16, benchmarks/results/s16/call3_*).
