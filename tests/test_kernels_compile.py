@@ -26,7 +26,8 @@ HOPPER = GPUTarget("cuda", 90, 32)
 # the default, and the paths the default does not take (TMA path only)
 CONFIGS = {
     "default": KernelConfig(),
-    "wide_n": KernelConfig(fc2_block_n=256, dgrad_block_n=256, num_stages=3),
+    # 256-wide tiles (the default) with one pipeline stage less: what the tuner's (128, 3) candidates compile
+    "three_stages": KernelConfig(num_stages=3),
     "fused_activation_whole_epilogue": KernelConfig(dgrad_fused_activation=True, epilogue_split=1, dgrad_block_n=128),
     "fused_activation_split_epilogue": KernelConfig(dgrad_fused_activation=True),
     # fc2 ⊕ combine's tile loop apart from its K loop (the default fuses them: the pipeline runs across tiles), and
