@@ -142,19 +142,20 @@ class Emulation:
     def launch(self, rank: int, tables: dict, mode: int, grid: int, epoch: int, config: KernelConfig | None = None):
         """``rank``'s dispatch kernel with the given unit tables (``MODE`` 0: pushes + GEMM, 1: pushes, 2: GEMM),
         debug spin bound on."""
-        p, debug = self.prob, True
-        config = config or self.cfg
-        common = dict(epoch=epoch, ep_rank=rank, ep=p.ep, gated=True, activation="silu", config=config)
+        p = self.prob
+        common = dict(
+            epoch=epoch, ep_rank=rank, ep=p.ep, gated=True, activation="silu", config=config or self.cfg, debug=True
+        )
         if self.layer == "fc1":
             out = dispatch_fc1(
                 p.views[rank], self.plans[rank], tables, p.x[rank], p.token_of_slot[rank], p.probs_of_slot[rank],
-                p.w1[rank], grid=grid, mode=mode, save_preact=True, debug=debug, act_out=self.act[rank],
+                p.w1[rank], grid=grid, mode=mode, save_preact=True, act_out=self.act[rank],
                 preact_out=self.preact[rank], **common,
             )  # fmt: skip
         else:
             out = dispatch_dgrad(
                 p.views[rank], self.plans[rank], tables, p.grad_out[rank], p.token_of_slot[rank],
-                p.probs_of_slot[rank], p.w2[rank], self.preact[rank], grid=grid, mode=mode, debug=debug, **common,
+                p.probs_of_slot[rank], p.w2[rank], self.preact[rank], grid=grid, mode=mode, **common,
             )  # fmt: skip
         if rank == TIMED and mode != 1:
             self.outputs = out
