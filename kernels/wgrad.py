@@ -75,7 +75,6 @@ def grouped_wgrad_accumulate_kernel(
     USE_TMA: tl.constexpr = False,
     REDUCE_BY_TMA: tl.constexpr = False,
     PREFETCH_GRAD: tl.constexpr = 0,  # 0: none; 1: the main_grad tile's lines into L2 first; 2: the same, evict_last
-    TAIL_BY_TMA: tl.constexpr = False,  # USE_TMA: the expert's last, partial chunk by TMA as well (rows masked after)
 ):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -106,14 +105,6 @@ def grouped_wgrad_accumulate_kernel(
                 dy = dy_desc.load([k0, tile_m * BM])  # [BK, BM]; columns past OUT read 0
                 x = x_desc.load([k0, tile_n * BN])  # [BK, BN]
                 acc = mma(tl.trans(dy), x, acc, UPCAST)
-            if TAIL_BY_TMA and masked_from < end:
-                # the partial chunk in two bulk loads too; its rows past the expert's end (the next expert's, or
-                # zeros past the tensor) are zeroed in registers in both operands, so no value of theirs reaches acc
-                keep = (masked_from + tl.arange(0, BK) < end)[:, None]
-                dy = tl.where(keep, dy_desc.load([masked_from.to(tl.int32), tile_m * BM]), 0.0)
-                x = tl.where(keep, x_desc.load([masked_from.to(tl.int32), tile_n * BN]), 0.0)
-                acc = mma(tl.trans(dy), x, acc, UPCAST)
-                masked_from = end
         for k0 in range(masked_from, end, BK):
             rows = k0 + tl.arange(0, BK)
             dy = _rows_tile(dy_ptr, rows, end, stride_dy, offs_m, m_ok)  # [BK, BM]

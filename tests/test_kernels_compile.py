@@ -327,13 +327,10 @@ def test_routing_kernels_compile_for_sm90(experts):
     _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)
 
 
-@pytest.mark.parametrize(
-    "use_tma,reduce_by_tma,tail_by_tma",
-    [(False, False, False), (True, False, False), (True, True, False), (True, True, True)],
-)
+@pytest.mark.parametrize("use_tma,reduce_by_tma", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("main_grad_type", ["*fp32", "*bf16"])
 @pytest.mark.parametrize("prefetch_grad", [0, 1, 2])
-def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, reduce_by_tma, tail_by_tma, prefetch_grad):
+def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, reduce_by_tma, prefetch_grad):
     if reduce_by_tma and main_grad_type != "*fp32":
         pytest.skip("the launcher reduces by TMA into an fp32 main_grad only")
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
@@ -352,7 +349,6 @@ def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, redu
     }
     sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
     constexprs = dict(cfg, UPCAST=False, USE_TMA=use_tma, REDUCE_BY_TMA=reduce_by_tma, PREFETCH_GRAD=prefetch_grad)
-    constexprs["TAIL_BY_TMA"] = tail_by_tma
     ptx = _compile(grouped_wgrad_accumulate_kernel, sig, constexprs, num_warps, num_stages).asm["ptx"]
     assert ("prefetch.global.L2::evict_last" in ptx) == (prefetch_grad == 2)
     assert ("prefetch.global.L2 [" in ptx) == (prefetch_grad == 1)

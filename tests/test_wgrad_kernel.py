@@ -3,10 +3,10 @@
 ``main_grad[e] += dy_e^T @ x_e`` onto a random ``main_grad``: experts without rows (left untouched), row counts that
 are not multiples of the tile's depth, gradient shapes that are not multiples of the tile, a single expert, no rows at
 all, an fp32 and a bf16 ``main_grad``, row chunks read by TMA descriptors (with the expert's last, partial chunk read
-by masked loads, or by TMA with its rows masked after: ``TAIL_BY_TMA``) or all by masked pointer loads, the fp32 tile
-added by a TMA bulk reduce (GPU only: the interpreter has none) or in the program. On CPU the kernel runs under
-``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the flag must be set before the kernel module is imported); on
-the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel with the default tile and larger shapes.
+by masked loads) or all by masked pointer loads, the fp32 tile added by a TMA bulk reduce (GPU only: the interpreter
+has none) or in the program. On CPU the kernel runs under ``TRITON_INTERPRET=1`` with small tiles (in a subprocess: the
+flag must be set before the kernel module is imported); on the GPU (``COMET_TEST_DEVICE=cuda``) the compiled kernel
+with the default tile and larger shapes.
 ``python -m tests.test_wgrad_kernel`` prints the report.
 """
 
@@ -132,8 +132,8 @@ def _check(report, cases, interpreted: bool) -> None:
 def test_wgrad_kernel_interpreted():
     pytest.importorskip("triton")
     reports = run_interpreted("tests.test_wgrad_kernel", timeout=300)
-    for path in ("False", "True", "tail_by_tma"):
-        _check(reports[path], CASES, interpreted=True)
+    for use_tma in ("False", "True"):
+        _check(reports[use_tma], CASES, interpreted=True)
     # the TMA path runs on the cases with 16-byte aligned rows, among them experts with a partial last chunk
     assert reports["tma_used"] == [True, False, False, True]
     autograd = reports["autograd"]
@@ -164,7 +164,6 @@ def test_wgrad_kernel_compiled():
         {},
         {"PREFETCH_GRAD": 0},
         {"PREFETCH_GRAD": 1},
-        {"TAIL_BY_TMA": True},
     ):
         _check(wgrad_errors("cuda", GPU_CASES, paths), GPU_CASES, interpreted=False)
         _check(wgrad_errors("cuda", CASES, dict(SMALL_TILES, **paths)), CASES, interpreted=False)
@@ -180,7 +179,6 @@ def test_wgrad_kernel_compiled():
         ({"PREFETCH": True}, "unknown field\\(s\\) PREFETCH"),
         ({"PREFETCH_GRAD": 3}, "PREFETCH_GRAD=3 must be 0, 1 or 2"),
         ({"PREFETCH_GRAD": 1, "BN": 16}, "0 when BN < 32"),  # explicit; BN 16 alone turns the default off
-        ({"TAIL_BY_TMA": 1}, "TAIL_BY_TMA=1 must be true or false"),
     ],
 )
 def test_bad_wgrad_kernel_config_is_refused_before_launch(override, message):
@@ -195,7 +193,6 @@ def test_bad_wgrad_kernel_config_is_refused_before_launch(override, message):
 
 if __name__ == "__main__":
     report = {str(t): wgrad_errors("cpu", CASES, dict(SMALL_TILES, USE_TMA=t)) for t in (False, True)}
-    report["tail_by_tma"] = wgrad_errors("cpu", CASES, dict(SMALL_TILES, TAIL_BY_TMA=True))
     report["tma_used"] = tma_used()
     report["autograd"] = autograd_through_kernel()
     print(json.dumps(report))

@@ -43,9 +43,7 @@ PER_EXPERT_STREAMS = 3
 # PREFETCH_GRAD (kernels/wgrad.py): 2 = the main_grad tile into L2 with evict_last first; -18 to -21% on the small
 # experts that ``auto`` gives this kernel (DSv3 at EP=2, Qwen3 at EP=1: session 16, benchmarks/results/s16). The
 # interpreter runs without it (it changes no value).
-WGRAD_KERNEL_CONFIG = dict(
-    BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=2, TAIL_BY_TMA=False
-)
+WGRAD_KERNEL_CONFIG = dict(BM=128, BN=128, BK=64, GROUP_M=8, num_warps=4, num_stages=3, PREFETCH_GRAD=2)
 
 
 def _use_grouped_mm(x: torch.Tensor, *inner_dims: int) -> bool:
@@ -182,8 +180,6 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
             f"weight-gradient kernel config: PREFETCH_GRAD={cfg['PREFETCH_GRAD']!r} must be 0, 1 or 2, and 0 when "
             f"BN < 32 (one prefetch per 32 columns); BN={cfg['BN']}"
         )
-    if type(cfg["TAIL_BY_TMA"]) is not bool:
-        raise ValueError(f"weight-gradient kernel config: TAIL_BY_TMA={cfg['TAIL_BY_TMA']!r} must be true or false")
     if interpreting():
         cfg["PREFETCH_GRAD"] = 0
     return cfg
