@@ -55,41 +55,6 @@ def _prefetch_l2(ptrs, EVICT_LAST: tl.constexpr):
 
 
 @triton.jit
-def _red_add_pairs(ptrs, values, mask):
-    """``*ptrs += values`` (fp32) where ``mask``, by reductions the memory system performs (``red``: no value comes
-    back, so the program does not wait for them). Two elements of a thread that are adjacent and 8-byte aligned in
-    memory go as one ``.v2`` reduction (sm_90), any other pair as two scalar ones."""
-    tl.inline_asm_elementwise(
-        """{
-        .reg .pred ok0, ok1, pair, lone0, lone1, aligned;
-        .reg .b64 gap, low;
-        setp.ne.s32 ok0, $6, 0;
-        setp.ne.s32 ok1, $7, 0;
-        sub.s64 gap, $3, $2;
-        and.b64 low, $2, 7;
-        setp.eq.s64 pair, gap, 4;
-        setp.eq.s64 aligned, low, 0;
-        and.pred pair, pair, aligned;
-        and.pred pair, pair, ok0;
-        and.pred pair, pair, ok1;
-        not.pred aligned, pair;
-        and.pred lone0, ok0, aligned;
-        and.pred lone1, ok1, aligned;
-        @pair red.global.gpu.relaxed.add.v2.f32 [$2], {$4, $5};
-        @lone0 red.global.gpu.relaxed.add.f32 [$2], $4;
-        @lone1 red.global.gpu.relaxed.add.f32 [$3], $5;
-        mov.u32 $0, 0;
-        mov.u32 $1, 0;
-        }""",
-        "=r,=r,l,l,r,r,r,r",
-        [ptrs.to(tl.int64), values.to(tl.int32, bitcast=True), mask.to(tl.int32)],  # integers: Triton 3.6 checks types
-        dtype=tl.int32,
-        is_pure=False,
-        pack=2,
-    )
-
-
-@triton.jit
 def grouped_wgrad_accumulate_kernel(
     dy_desc,  # USE_TMA: TMA descriptor of dy, block [BK, BM]; otherwise ignored
     x_desc,  # USE_TMA: TMA descriptor of x, block [BK, BN]; otherwise ignored
@@ -110,7 +75,6 @@ def grouped_wgrad_accumulate_kernel(
     USE_TMA: tl.constexpr = False,
     REDUCE_BY_TMA: tl.constexpr = False,
     PREFETCH_GRAD: tl.constexpr = 0,  # 0: none; 1: the main_grad tile's lines into L2 first; 2: the same, evict_last
-    REDUCE_BY_ATOMICS: tl.constexpr = 0,  # fp32 main_grad, no REDUCE_BY_TMA: 1 tl.atomic_add; 2 red.global.add.v2.f32
 ):
     pid = tl.program_id(0)
     tiles_m = tl.cdiv(OUT, BM)
@@ -151,10 +115,5 @@ def grouped_wgrad_accumulate_kernel(
         else:
             grad = main_grad_ptr + expert.to(tl.int64) * OUT * IN + offs_m.to(tl.int64)[:, None] * IN + offs_n[None, :]
             mask = m_ok[:, None] & n_ok[None, :]
-            if REDUCE_BY_ATOMICS == 2:
-                _red_add_pairs(grad, acc, mask)
-            elif REDUCE_BY_ATOMICS == 1:
-                tl.atomic_add(grad, acc, mask=mask, sem="relaxed")
-            else:
-                acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
-                tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)
+            acc += tl.load(grad, mask=mask, other=0.0).to(tl.float32)
+            tl.store(grad, acc.to(grad.dtype.element_ty), mask=mask)

@@ -327,15 +327,12 @@ def test_routing_kernels_compile_for_sm90(experts):
     _compile(routing_slots_kernel, sig, dict(blocks, CB=4096 // e_p2), 4, 1)
 
 
-@pytest.mark.parametrize(
-    "use_tma,reduce_by_tma,atomics",
-    [(False, False, 0), (True, False, 0), (True, True, 0), (True, False, 1), (True, False, 2)],
-)
+@pytest.mark.parametrize("use_tma,reduce_by_tma", [(False, False), (True, False), (True, True)])
 @pytest.mark.parametrize("main_grad_type", ["*fp32", "*bf16"])
 @pytest.mark.parametrize("prefetch_grad", [0, 1, 2])
-def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, reduce_by_tma, atomics, prefetch_grad):
-    if (reduce_by_tma or atomics) and main_grad_type != "*fp32":
-        pytest.skip("the launcher reduces by TMA or atomics into an fp32 main_grad only")
+def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, reduce_by_tma, prefetch_grad):
+    if reduce_by_tma and main_grad_type != "*fp32":
+        pytest.skip("the launcher reduces by TMA into an fp32 main_grad only")
     from comet_megatron.kernels.wgrad import grouped_wgrad_accumulate_kernel
     from comet_megatron.ops.grouped_linear import WGRAD_KERNEL_CONFIG
 
@@ -352,11 +349,9 @@ def test_wgrad_accumulate_kernel_compiles_for_sm90(main_grad_type, use_tma, redu
     }
     sig.update({n: "i32" for n in ("OUT", "IN", "stride_dy", "stride_x")})
     constexprs = dict(cfg, UPCAST=False, USE_TMA=use_tma, REDUCE_BY_TMA=reduce_by_tma, PREFETCH_GRAD=prefetch_grad)
-    constexprs["REDUCE_BY_ATOMICS"] = atomics
     ptx = _compile(grouped_wgrad_accumulate_kernel, sig, constexprs, num_warps, num_stages).asm["ptx"]
     assert ("prefetch.global.L2::evict_last" in ptx) == (prefetch_grad == 2)
     assert ("prefetch.global.L2 [" in ptx) == (prefetch_grad == 1)
     assert "wgmma.mma_async" in ptx  # Hopper's warpgroup MMA on the bf16 tiles
     assert ("cp.async.bulk.tensor" in ptx) == use_tma
     assert bool(re.search(r"cp\.reduce\.async\.bulk\.tensor\.\S*\.add", ptx)) == reduce_by_tma  # bulk reduce-add
-    assert ("red.global.gpu.relaxed.add.v2.f32" in ptx) == (atomics == 2)  # pairs as one vector reduction

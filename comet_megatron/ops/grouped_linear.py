@@ -150,7 +150,7 @@ def _main_grad_reduce_descriptor(main_grad: torch.Tensor, block_m: int, block_n:
     return None if descriptors is None else descriptors[0]
 
 
-_WGRAD_PATH_FLAGS = ("USE_TMA", "REDUCE_BY_TMA", "REDUCE_BY_ATOMICS")
+_WGRAD_PATH_FLAGS = ("USE_TMA", "REDUCE_BY_TMA")
 
 
 def _wgrad_kernel_config(overrides: dict | None) -> dict:
@@ -179,11 +179,6 @@ def _wgrad_kernel_config(overrides: dict | None) -> dict:
         raise ValueError(
             f"weight-gradient kernel config: PREFETCH_GRAD={cfg['PREFETCH_GRAD']!r} must be 0, 1 or 2, and 0 when "
             f"BN < 32 (one prefetch per 32 columns); BN={cfg['BN']}"
-        )
-    if cfg.get("REDUCE_BY_ATOMICS", 0) not in (0, 1, 2) or type(cfg.get("REDUCE_BY_ATOMICS", 0)) is not int:
-        raise ValueError(
-            f"weight-gradient kernel config: REDUCE_BY_ATOMICS={cfg['REDUCE_BY_ATOMICS']!r} must be 0 (the tile's "
-            "reduce by TMA or in the program), 1 (tl.atomic_add) or 2 (vector red instructions)"
         )
     if interpreting():
         cfg["PREFETCH_GRAD"] = 0
@@ -223,12 +218,7 @@ def add_weight_grad_to_main_grad_by_kernel(
     if cfg["PREFETCH_GRAD"] == 2 and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] < 8:
         cfg["PREFETCH_GRAD"] = 1  # the L2 eviction priority needs sm_80; a plain prefetch works everywhere
     reduce_desc = None
-    atomics = cfg.pop("REDUCE_BY_ATOMICS", 0)
-    if main_grad.dtype != torch.float32:
-        atomics = 0  # a bf16 main_grad is added in the program (its rounding is the program's store)
-    if interpreting():
-        atomics = min(atomics, 1)  # the interpreter runs no inline assembly; tl.atomic_add adds the same values
-    if cfg.pop("REDUCE_BY_TMA", True) and not atomics:
+    if cfg.pop("REDUCE_BY_TMA", True):
         reduce_desc = _main_grad_reduce_descriptor(main_grad, cfg["BM"], cfg["BN"])
     tiles = -(-out_features // cfg["BM"]) * -(-in_features // cfg["BN"])
     launch(
@@ -248,7 +238,6 @@ def add_weight_grad_to_main_grad_by_kernel(
         UPCAST=interpreting(),
         USE_TMA=descriptors is not None,
         REDUCE_BY_TMA=reduce_desc is not None,
-        REDUCE_BY_ATOMICS=atomics,
         **cfg,
     )
 
