@@ -17,12 +17,12 @@ the SM clock and board power sampled by ``nvidia-smi`` while each variant runs i
 
 What it showed (session 25, one H200, ``benchmarks/results/s25/wgrad/wgrad_overlap.json``): ``both`` = 0.98-1.00 ×
 ``gemm + rmw`` on all five shapes. The grouped GEMM alone runs at the 700 W cap (SM clock 1410-1740 MHz, 640-692 W),
-the read-modify-write alone at 1980 MHz and ~470 W; the accumulating kernel and per-expert cuBLAS land at about the
-sum too. On the GEMM-bound shapes that is the power budget. On DSv3-like (rmw 7.1 ms, gemm 4.3, 1980 MHz, 633 W) it
-is not, and ``both`` still does not co-run: most likely cuBLAS's persistent programs leave no room on an SM for the
-elementwise kernel's (an inference: occupancy was not measured), so this pair is no test of the hardware there. The
-kernel's own serialisation on that shape survived tiles with more programs per SM and fire-and-forget ``red``
-reductions (calls 2-3, perf-log session 25).
+the read-modify-write alone at 1980 MHz and ~470 W; the accumulating kernel lands at about the sum too, per-expert
+cuBLAS on 3 streams 6-25% under it. On the GEMM-bound shapes that is mostly the power budget. On DSv3-like (rmw 7.1
+ms, gemm 4.3, 1980 MHz, 633 W) it is not, and ``both`` still does not co-run: most likely cuBLAS's persistent
+programs leave no room on an SM for the elementwise kernel's (an inference: occupancy was not measured), so this pair
+is no test of the hardware there. The kernel's own serialisation on that shape survived tiles with more programs per
+SM and fire-and-forget ``red`` reductions (calls 2-3, perf-log session 25).
 
   python benchmarks/probes/wgrad_overlap.py --out DIR   # DIR/wgrad_overlap.json
 """
