@@ -156,12 +156,9 @@ def moe_test_config(**fields):
 
 
 def pipeline_gpt_config(**fields):
-    """A small GPT ``TransformerConfig`` split over 2 pipeline stages for CPU tests: 4 layers, SwiGLU experts
-    (4 of them, top-2, alltoall dispatcher, aux-loss balancing), no biases or dropout, fp32 on the CPU. ``fields``
-    override any of these (e.g. ``moe_layer_freq``, the dtypes)."""
-    import torch.nn.functional as F
-    from megatron.core.transformer.transformer_config import TransformerConfig
-
+    """A small GPT ``TransformerConfig`` split over 2 pipeline stages for CPU tests: :func:`moe_test_config`'s SwiGLU
+    experts in 4 layers (4 experts, top-2, aux-loss balancing), no dropout, fp32 on the CPU. ``fields`` override any
+    of these (e.g. ``moe_layer_freq``, the dtypes)."""
     kwargs = dict(
         num_layers=4,
         hidden_size=32,
@@ -170,22 +167,15 @@ def pipeline_gpt_config(**fields):
         num_moe_experts=4,
         moe_router_topk=2,
         moe_ffn_hidden_size=24,
-        moe_token_dispatcher_type="alltoall",
         moe_router_load_balancing_type="aux_loss",
         moe_aux_loss_coeff=1e-2,
-        gated_linear_unit=True,
-        activation_func=F.silu,
-        add_bias_linear=False,
-        bias_activation_fusion=False,
         hidden_dropout=0.0,
         attention_dropout=0.0,
         pipeline_model_parallel_size=2,
         pipeline_dtype=torch.float32,
-        params_dtype=torch.float32,
-        use_cpu_initialization=True,
     )
     kwargs.update(fields)
-    return TransformerConfig(**kwargs)
+    return moe_test_config(**kwargs)
 
 
 def build_stage_gpt(config, transformer_layer_spec, vocab_size: int, max_sequence_length: int):
