@@ -118,7 +118,7 @@ def probe(name, tokens, topk, experts, ep, out_features, in_features, args) -> d
         "per_expert": lambda: add_weight_grad_to_main_grad(main_grad, dy, x, rows, streams=3),
     }
     entry = {"experts": len(rows), "rows": total, "out": out_features, "in": in_features}
-    entry["main_grad_GB"] = round(main_grad.numel() * 8 / 1e9, 3)
+    entry["rmw_GB"] = round(main_grad.numel() * 8 / 1e9, 3)  # HBM traffic of one read-modify-write (fp32 in and out)
     for label, fn in variants.items():
         ms, _ = time_ms(fn, args.iters, args.warmup)
         entry[label] = {"ms": round(ms, 4), **sample_clocks(fn, args.clock_seconds)}
