@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""One launch of each named kernel inside an NVTX range, for Nsight Compute's hardware counters.
+
+Timing variants (``bench_gemm_core.py``, ``bench_wgrad.py``) say how long a kernel takes; what limits it (L2 or HBM
+bandwidth, the tensor pipes, issue stalls) needs counters. Each target builds its inputs, runs once to compile and warm
+up, then once more inside the NVTX range ``ncu`` so that ``ncu --nvtx --nvtx-include ncu/`` profiles exactly that
+launch (and nothing of the setup). Targets:
+
+  fc1:CASE          dispatch ⊕ fc1's GEMM programs on rank 0 of two simulated ranks (flags already up: no wait), the
+                    layer's default tiles (``bench_gemm_core.py``'s ``fc1``)
+  gm_fc1:CASE       ``torch._grouped_mm`` of the same rows and weights (the cuBLAS/CUTLASS bar)
+  wgrad:CASE        the accumulating weight-gradient kernel into fp32 ``main_grad``, fc1's gradient, EP=2 share,
+                    random routing (``bench_wgrad.py``'s ``kernel``)
+  gm_wgrad:CASE     ``torch._grouped_mm`` of the same bf16 gradient, no accumulation
+  rmw:CASE          ``main_grad.add_(1.0)``: the read-modify-write alone
+
+  ncu --nvtx --nvtx-include ncu/ --clock-control none --section SpeedOfLight ... \\
+      python benchmarks/probes/ncu_targets.py wgrad:dsv3-like gm_wgrad:dsv3-like
+  python benchmarks/probes/ncu_targets.py --list   # the targets and their shapes, without a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+
+from bench_layer import CASES  # noqa: E402
+
+KINDS = ("fc1", "gm_fc1", "wgrad", "gm_wgrad", "rmw")
+EP = 2  # the issue's expert-parallel size: rank 0's share of every case
+
+
+def parse_target(p: argparse.ArgumentParser, text: str) -> tuple[str, str]:
+    kind, _, case = text.partition(":")
+    if kind not in KINDS or case not in CASES:
+        p.error(f"target {text!r}: expected KIND:CASE with KIND in {', '.join(KINDS)} and CASE in {', '.join(CASES)}")
+    return kind, case
+
+
+def fc1_runner(kind: str, case_name: str, tokens: int):
+    from bench_gemm_core import GpuSetup
+
+    from comet_megatron.fused_ops import dispatch_fc1
+
+    gpu = GpuSetup.start(case_name, tokens, EP, 0, "ncu_targets.py needs a CUDA GPU")
+    prob, cfg = gpu.prob, gpu.base
+    plans, tables = prob.plans(cfg.block_m, cfg.own_rows_first)
+    f = prob.ffn
+    acts = [torch.empty(p.recv_rows, f, dtype=torch.bfloat16, device=prob.dev) for p in plans]
+    pres = [torch.empty(p.recv_rows, 2 * f, dtype=torch.bfloat16, device=prob.dev) for p in plans]
+    common = dict(ep=EP, gated=True, activation="silu", config=cfg, grid=cfg.persistent_grid(gpu.num_sms))
+
+    def fc1(r, mode):
+        return dispatch_fc1(
+            prob.views[r], plans[r], tables[r], prob.x[r], prob.token_of_slot[r], prob.probs_of_slot[r], prob.w1[r],
+            epoch=1, ep_rank=r, mode=mode, save_preact=True, act_out=acts[r], preact_out=pres[r], **common,
+        )  # fmt: skip
+
+    for r in range(EP):
+        fc1(r, 1)  # every rank's pushes: rank 0's rows and flags are in place before its GEMM programs run
+    torch.cuda.synchronize()
+    if kind == "fc1":
+        return lambda: fc1(0, 2)
+    rows = plans[0].recv_rows
+    x_e = prob.views[0].received(rows, prob.hidden).clone()
+    offs = torch.cumsum(plans[0].tokens_per_expert.to(prob.dev), 0).to(torch.int32)
+    w1t = prob.w1[0].transpose(1, 2)
+    return lambda: torch._grouped_mm(x_e, w1t, offs=offs)
+
+
+def wgrad_runner(kind: str, case_name: str, tokens: int):
+    from bench_wgrad import expert_rows
+
+    from comet_megatron.ops.grouped_linear import add_weight_grad_to_main_grad_by_kernel
+
+    case = CASES[case_name]
+    rows = expert_rows(tokens, case.topk, case.experts, EP, "random")
+    out_features, in_features = 2 * case.ffn, case.hidden
+    gen = torch.Generator(device="cuda").manual_seed(sum(rows))
+    x = torch.randn(sum(rows), in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
+    dy = torch.randn(sum(rows), out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
+    counts = torch.tensor(rows, device="cuda")
+    offs = counts.cumsum(0).to(torch.int32)
+    main_grad = torch.randn(len(rows), out_features, in_features, device="cuda", dtype=torch.float32, generator=gen)
+    if kind == "wgrad":
+        return lambda: add_weight_grad_to_main_grad_by_kernel(main_grad, dy, x, counts)
+    if kind == "gm_wgrad":
+        return lambda: torch._grouped_mm(dy.t(), x, offs=offs)
+    return lambda: main_grad.add_(1.0)
+
+
+def describe(kind: str, case_name: str, tokens: int) -> str:
+    case = CASES[case_name]
+    gemm = "fc1 [rows, H] x [2F, H]^T" if kind in ("fc1", "gm_fc1") else "fc1 weight gradient [2F, H] per expert"
+    return (
+        f"{kind}:{case_name}  {gemm}, H {case.hidden}, F {case.ffn}, {case.experts // EP} local experts of "
+        f"{case.experts}, top-{case.topk}, {tokens} tokens per rank, EP={EP} share"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("targets", nargs="*", help="KIND:CASE (see the module docstring)")
+    p.add_argument("--tokens", type=int, default=None, help="tokens per rank (default: the case's)")
+    p.add_argument("--list", action="store_true", help="print what each target runs and exit")
+    args = p.parse_args()
+    targets = [parse_target(p, t) for t in args.targets]
+    if args.list or not targets:
+        for kind in KINDS:
+            print(describe(kind, "mixtral-8x7b", args.tokens or CASES["mixtral-8x7b"].tokens))
+        return
+    if not torch.cuda.is_available():
+        sys.exit("ncu_targets.py needs a CUDA GPU")
+    for kind, case_name in targets:
+        tokens = args.tokens or CASES[case_name].tokens
+        runner = (fc1_runner if kind in ("fc1", "gm_fc1") else wgrad_runner)(kind, case_name, tokens)
+        runner()  # compile and warm up outside the profiled range
+        torch.cuda.synchronize()
+        torch.cuda.nvtx.range_push("ncu")
+        runner()
+        torch.cuda.synchronize()
+        torch.cuda.nvtx.range_pop()
+        print(describe(kind, case_name, tokens), flush=True)
+
+
+if __name__ == "__main__":
+    main()
