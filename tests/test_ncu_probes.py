@@ -1,4 +1,5 @@
-"""benchmarks/probes/ncu_stalls.py: stall samples per SASS instruction from Nsight Compute's source-page CSV."""
+"""The Nsight Compute probes: ncu_targets.py (what a target runs, refused targets) and ncu_stalls.py (stall samples per
+SASS instruction from the source-page CSV)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import csv
 import importlib.util
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "ncu_stalls", Path(__file__).resolve().parents[1] / "benchmarks" / "probes" / "ncu_stalls.py"
-)
+PROBES = Path(__file__).resolve().parents[1] / "benchmarks" / "probes"
+_SPEC = importlib.util.spec_from_file_location("ncu_stalls", PROBES / "ncu_stalls.py")
 ncu_stalls = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(ncu_stalls)
 
@@ -84,3 +86,23 @@ def test_unknown_kernel_and_missing_samples_name_the_problem(tmp_path):
 )
 def test_opcode(source, op):
     assert ncu_stalls.opcode(source) == op
+
+
+def _targets(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROBES / "ncu_targets.py"), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_targets_list_names_every_kind_and_shape():
+    done = _targets("--list", "--tokens", "4096")
+    assert done.returncode == 0, done.stderr
+    kinds = [line.split(":")[0] for line in done.stdout.splitlines()]
+    assert kinds == ["fc1", "gm_fc1", "wgrad", "gm_wgrad", "rmw"]
+    assert "H 4096, F 14336, 4 local experts of 8, top-2, 4096 tokens per rank, EP=2 share" in done.stdout
+
+
+@pytest.mark.parametrize("target", ["fc3:mixtral-8x7b", "wgrad:mixtral", "wgrad"])
+def test_targets_refuse_unknown_kinds_and_cases(target):
+    done = _targets(target)
+    assert done.returncode == 2 and f"target {target!r}: expected KIND:CASE" in done.stderr
