@@ -13,12 +13,12 @@ masked by a run-time row bound short of the tensor's end (the rows after it are 
 is read with masked pointer loads.
 
 ``REDUCE_BY_TMA`` hands the finished fp32 tile to the TMA unit as a bulk reduce-add into ``main_grad``
-(``cp.reduce.async.bulk.tensor .add``): the read-modify-write happens in the memory system, and the program waits only
-until the tile has left shared memory (``cp.async.bulk.wait_group.read 0``) before the SM takes its next program, where a
-load, add and store in the program would hold the SM for the tile's whole round trip to HBM (the pointer epilogue's time
-adds to the GEMM's; ``benchmarks/results/s10``). That wait is still ~20% of the warps' stall samples where experts have
-few rows (DSv3-like, ``benchmarks/results/s26/ncu/``). The descriptor spans ``[E, OUT, IN]``, so tiles
-past an expert's edge are clipped by the hardware.
+(``cp.reduce.async.bulk.tensor .add``): the read-modify-write happens in the memory system, and the program waits
+only until the tile has left shared memory (``cp.async.bulk.wait_group.read 0``) before the SM takes its next program,
+where a load, add and store in the program would hold the SM for the tile's whole round trip to HBM (the pointer
+epilogue's time adds to the GEMM's; ``benchmarks/results/s10``). That wait is still ~20% of the warps' stall samples
+where experts have few rows (DSv3-like, ``benchmarks/results/s26/ncu/``). The descriptor spans ``[E, OUT, IN]``, so
+tiles past an expert's edge are clipped by the hardware.
 
 ``PREFETCH_GRAD`` asks the L2 for the tile's ``main_grad`` lines when the program starts (``1``: plain, ``2``: with
 the ``evict_last`` priority), so the read half of the read-modify-write is in flight under the tile's GEMM and the
