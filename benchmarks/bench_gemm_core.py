@@ -133,6 +133,22 @@ class Problem:
         tables = [p.device_tables(self.dev) for p in plans]
         return plans, tables
 
+    def fc1_outputs(self, plans) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Each rank's fc1 output ``[R, F]`` and pre-activation ``[R, 2F]`` (bf16), poisoned with NaN."""
+        f = self.ffn
+        acts = [torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=self.dev) for p in plans]
+        pres = [torch.full((p.recv_rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=self.dev) for p in plans]
+        return acts, pres
+
+    def dispatch_fc1(self, rank: int, plans, tables, acts, preacts, *, mode: int, epoch: int, **common):
+        """``rank``'s dispatch ⊕ fc1 launch (``MODE`` 0: pushes + GEMM, 1: pushes, 2: GEMM), pre-activation saved
+        (training forward); ``common``: ``ep``, ``gated``, ``activation``, ``config``, ``grid``."""
+        return dispatch_fc1(
+            self.views[rank], plans[rank], tables[rank], self.x[rank], self.token_of_slot[rank],
+            self.probs_of_slot[rank], self.w1[rank], epoch=epoch, ep_rank=rank, mode=mode, save_preact=True,
+            act_out=acts[rank], preact_out=preacts[rank], **common,
+        )  # fmt: skip
+
 
 def _segments(prob: Problem, plan):
     """``(rows, source rank, source slots)`` of every (local expert, source) segment of rank 0's expert-major rows
@@ -188,15 +204,11 @@ def run_config(prob: Problem, cfg: KernelConfig, epoch0: int, num_sms: int, args
     plans, tables = prob.plans(cfg.block_m, cfg.own_rows_first)
     rows = plans[0].recv_rows
     common = dict(ep=ep, gated=True, activation="silu", config=cfg, grid=cfg.persistent_grid(num_sms))
-    acts = [torch.full((p.recv_rows, f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
-    preacts = [torch.full((p.recv_rows, 2 * f), float("nan"), dtype=torch.bfloat16, device=prob.dev) for p in plans]
+    acts, preacts = prob.fc1_outputs(plans)
     fwd, bwd = epoch0, epoch0 + 1
 
     def fc1(r, mode, epoch=fwd):
-        return dispatch_fc1(
-            prob.views[r], plans[r], tables[r], prob.x[r], prob.token_of_slot[r], prob.probs_of_slot[r], prob.w1[r],
-            epoch=epoch, ep_rank=r, mode=mode, save_preact=True, act_out=acts[r], preact_out=preacts[r], **common,
-        )  # fmt: skip
+        return prob.dispatch_fc1(r, plans, tables, acts, preacts, mode=mode, epoch=epoch, **common)
 
     def dgrad(r, mode, epoch=bwd):
         return dispatch_dgrad(

@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import sys
+from typing import NamedTuple
 
 import torch
 
@@ -67,15 +68,35 @@ def rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
     return (diff / norm) ** 0.5
 
 
+class WgradInputs(NamedTuple):
+    """One weight gradient's operands on the GPU: expert-major bf16 rows ``x`` ``[N, in]`` and ``dy`` ``[N, out]``
+    (random; ``dy`` scaled by 0.1), ``counts`` (int64 ``[E]``) and ``offs`` (their int32 cumulative sums, as
+    ``torch._grouped_mm`` takes them), a zeroed fp32 ``main_grad`` ``[E, out, in]``, and the generator that drew
+    them (for further draws in the same sequence)."""
+
+    x: torch.Tensor
+    dy: torch.Tensor
+    counts: torch.Tensor
+    offs: torch.Tensor
+    main_grad: torch.Tensor
+    gen: torch.Generator
+
+    @classmethod
+    def random(cls, rows: list[int], out_features: int, in_features: int, seed: int) -> WgradInputs:
+        gen = torch.Generator(device="cuda").manual_seed(seed)
+        x = torch.randn(sum(rows), in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
+        dy = torch.randn(sum(rows), out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
+        counts = torch.tensor(rows, device="cuda")
+        main_grad = torch.zeros(len(rows), out_features, in_features, device="cuda", dtype=torch.float32)
+        return cls(x, dy, counts, counts.cumsum(0).to(torch.int32), main_grad, gen)
+
+
 def bench_gemm(name: str, rows: list[int], out_features: int, in_features: int, args, tflops: float) -> dict:
     """One weight gradient ``dW_e = dy_e^T x_e`` for every local expert, by each variant."""
     total = sum(rows)
-    gen = torch.Generator(device="cuda").manual_seed(len(rows) * 1000 + out_features)
-    x = torch.randn(total, in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
-    dy = torch.randn(total, out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
-    counts = torch.tensor(rows, device="cuda")
-    offs = counts.cumsum(0).to(torch.int32)
-    main_grad = torch.zeros(len(rows), out_features, in_features, device="cuda", dtype=torch.float32)
+    x, dy, counts, offs, main_grad, gen = WgradInputs.random(
+        rows, out_features, in_features, seed=len(rows) * 1000 + out_features
+    )
     flops = 2.0 * total * out_features * in_features
     floor_ms = flops / (tflops * 1e12) * 1e3
 

@@ -69,7 +69,8 @@ def summarize(rows: list[dict], top: int) -> dict:
     by_opcode: dict[str, float] = {}
     by_reason = dict.fromkeys((k[len(REASON_PREFIX) :] for k in reasons), 0.0)
     for r in rows:
-        by_opcode[opcode(r["Source"])] = by_opcode.get(opcode(r["Source"]), 0.0) + _number(r[SAMPLES])
+        op = opcode(r["Source"])
+        by_opcode[op] = by_opcode.get(op, 0.0) + _number(r[SAMPLES])
         for k in reasons:
             by_reason[k[len(REASON_PREFIX) :]] += _number(r[k])
 

@@ -52,21 +52,14 @@ def parse_target(p: argparse.ArgumentParser, text: str) -> tuple[str, str]:
 def fc1_runner(kind: str, case_name: str, tokens: int):
     from bench_gemm_core import GpuSetup
 
-    from comet_megatron.fused_ops import dispatch_fc1
-
     gpu = GpuSetup.start(case_name, tokens, EP, 0, "ncu_targets.py needs a CUDA GPU")
     prob, cfg = gpu.prob, gpu.base
     plans, tables = prob.plans(cfg.block_m, cfg.own_rows_first)
-    f = prob.ffn
-    acts = [torch.empty(p.recv_rows, f, dtype=torch.bfloat16, device=prob.dev) for p in plans]
-    pres = [torch.empty(p.recv_rows, 2 * f, dtype=torch.bfloat16, device=prob.dev) for p in plans]
+    acts, preacts = prob.fc1_outputs(plans)
     common = dict(ep=EP, gated=True, activation="silu", config=cfg, grid=cfg.persistent_grid(gpu.num_sms))
 
     def fc1(r, mode):
-        return dispatch_fc1(
-            prob.views[r], plans[r], tables[r], prob.x[r], prob.token_of_slot[r], prob.probs_of_slot[r], prob.w1[r],
-            epoch=1, ep_rank=r, mode=mode, save_preact=True, act_out=acts[r], preact_out=pres[r], **common,
-        )  # fmt: skip
+        return prob.dispatch_fc1(r, plans, tables, acts, preacts, mode=mode, epoch=1, **common)
 
     for r in range(EP):
         fc1(r, 1)  # every rank's pushes: rank 0's rows and flags are in place before its GEMM programs run
@@ -81,24 +74,18 @@ def fc1_runner(kind: str, case_name: str, tokens: int):
 
 
 def wgrad_runner(kind: str, case_name: str, tokens: int):
-    from bench_wgrad import expert_rows
+    from bench_wgrad import WgradInputs, expert_rows
 
     from comet_megatron.ops.grouped_linear import add_weight_grad_to_main_grad_by_kernel
 
     case = CASES[case_name]
     rows = expert_rows(tokens, case.topk, case.experts, EP, "random")
-    out_features, in_features = 2 * case.ffn, case.hidden
-    gen = torch.Generator(device="cuda").manual_seed(sum(rows))
-    x = torch.randn(sum(rows), in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
-    dy = torch.randn(sum(rows), out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
-    counts = torch.tensor(rows, device="cuda")
-    offs = counts.cumsum(0).to(torch.int32)
-    main_grad = torch.randn(len(rows), out_features, in_features, device="cuda", dtype=torch.float32, generator=gen)
+    g = WgradInputs.random(rows, 2 * case.ffn, case.hidden, seed=sum(rows))
     if kind == "wgrad":
-        return lambda: add_weight_grad_to_main_grad_by_kernel(main_grad, dy, x, counts)
+        return lambda: add_weight_grad_to_main_grad_by_kernel(g.main_grad, g.dy, g.x, g.counts)
     if kind == "gm_wgrad":
-        return lambda: torch._grouped_mm(dy.t(), x, offs=offs)
-    return lambda: main_grad.add_(1.0)
+        return lambda: torch._grouped_mm(g.dy.t(), g.x, offs=g.offs)
+    return lambda: g.main_grad.add_(1.0)
 
 
 def describe(kind: str, case_name: str, tokens: int) -> str:

@@ -43,7 +43,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 sys.path.insert(0, REPO_ROOT)
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
-from bench_wgrad import expert_rows  # noqa: E402
+from bench_wgrad import WgradInputs, expert_rows  # noqa: E402
 from gpu_timing import time_ms  # noqa: E402
 
 from comet_megatron.ops.grouped_linear import (  # noqa: E402
@@ -88,12 +88,7 @@ def sample_clocks(fn, seconds: float) -> dict:
 def probe(name, tokens, topk, experts, ep, out_features, in_features, args) -> dict:
     rows = expert_rows(tokens, topk, experts, ep, "random")
     total = sum(rows)
-    gen = torch.Generator(device="cuda").manual_seed(total)
-    x = torch.randn(total, in_features, device="cuda", dtype=torch.bfloat16, generator=gen)
-    dy = torch.randn(total, out_features, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
-    counts = torch.tensor(rows, device="cuda")
-    offs = counts.cumsum(0).to(torch.int32)
-    main_grad = torch.zeros(len(rows), out_features, in_features, device="cuda", dtype=torch.float32)
+    x, dy, counts, offs, main_grad, _ = WgradInputs.random(rows, out_features, in_features, seed=total)
     side = torch.cuda.Stream()
 
     def gemm():
